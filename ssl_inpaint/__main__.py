@@ -1,0 +1,4 @@
+from ssl_inpaint.cli import main
+
+if __name__ == "__main__":
+    main()

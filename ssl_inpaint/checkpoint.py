@@ -1,0 +1,51 @@
+"""Checkpoint files: written atomically, read without unpickling arbitrary objects.
+
+Every file is a dict with a ``format`` tag so that a checkpoint of the wrong kind (or a foreign
+file) is refused with a clear message instead of failing deep inside ``load_state_dict``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ssl_inpaint.errors import UserError
+
+PRETRAIN_FORMAT = "ssl_inpaint.pretrain"
+ENCODER_FORMAT = "ssl_inpaint.encoder"
+
+
+def save_atomic(obj: dict[str, Any], path: Path) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash mid-save never leaves a
+    truncated file under the final name, and the previous file stays intact until the rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | Path, expected_format: str) -> dict[str, Any]:
+    """Load a file saved by this toolkit (``weights_only=True``: tensors and plain containers only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise UserError(f"{path} is not a readable ssl_inpaint checkpoint ({first[:200]})") from None
+    found = obj.get("format") if isinstance(obj, dict) else None
+    if found != expected_format:
+        raise UserError(
+            f"{path} is not a {expected_format} file (found format {found!r}); "
+            f"pass the file or run folder written by the matching ssl command"
+        )
+    return obj

@@ -1,0 +1,137 @@
+"""Run configuration: one dataclass per command, filled from defaults <- recipe YAML <- CLI flags.
+
+Every field of a config dataclass is both a recipe key and a CLI flag (``lr_g`` <-> ``--lr-g``), so a
+recipe can never hold a key the CLI does not know, and ``--help`` documents every key. The resolved
+configuration is written next to every run as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from pathlib import Path
+from typing import Any, Callable, Optional, TypeVar
+
+import typer
+import yaml
+
+from ssl_inpaint.errors import UserError
+
+ConfigT = TypeVar("ConfigT")
+
+
+def option(default: Any, help: str) -> Any:
+    """A config field with the help text shown by ``--help``."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def _field_types(config_cls: type) -> dict[str, type]:
+    hints = typing.get_type_hints(config_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """Read a recipe YAML file into a flat mapping of config keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"recipe file not found: {path} (see the recipes/ folder for the shipped ones)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"recipe {path} must be a mapping of option names to values")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def _coerce(key: str, value: Any, expected: type) -> Any:
+    if value is None:
+        return None
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"option {key!r} must be true or false, got {value!r}")
+    if expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if expected is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if expected is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise UserError(f"option {key!r} must be of type {expected.__name__}, got {value!r}")
+
+
+def resolve_config(config_cls: type[ConfigT], recipe: dict[str, Any], flags: dict[str, Any]) -> ConfigT:
+    """Defaults, overridden by the recipe, overridden by flags given on the command line (not None)."""
+    types = _field_types(config_cls)
+    unknown = sorted(set(recipe) - set(types))
+    if unknown:
+        raise UserError(
+            f"unknown recipe key(s) {', '.join(unknown)}; valid keys are the command's --options "
+            f"(run with --help)"
+        )
+    values: dict[str, Any] = {}
+    for key, value in recipe.items():
+        values[key] = _coerce(key, value, types[key])
+    for key, value in flags.items():
+        if value is not None:
+            values[key] = _coerce(key, value, types[key])
+    config = config_cls(**values)
+    validate = getattr(config, "validate", None)
+    if validate is not None:
+        validate()
+    return config
+
+
+def save_config(config: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+
+
+def config_from_dict(config_cls: type[ConfigT], data: dict[str, Any]) -> ConfigT:
+    """Rebuild a config saved in a checkpoint; keys this version no longer knows are ignored."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    return config_cls(**{k: v for k, v in data.items() if k in names})
+
+
+def typer_command(
+    config_cls: type[ConfigT], run: Callable[[ConfigT], None], doc: str, default_name: str = "run"
+) -> Callable[..., None]:
+    """Build a typer command whose options are exactly the config fields, plus ``--recipe``.
+
+    Every option defaults to None so that only flags the user typed override the recipe. A config
+    with an empty ``name`` is named after the recipe file (or ``default_name``).
+    """
+
+    def command(**kwargs: Any) -> None:
+        recipe_path = kwargs.pop("recipe")
+        recipe = load_recipe(recipe_path) if recipe_path else {}
+        config = resolve_config(config_cls, recipe, kwargs)
+        if getattr(config, "name", None) == "":
+            config.name = Path(recipe_path).stem if recipe_path else default_name
+        run(config)
+
+    params = [
+        inspect.Parameter(
+            "recipe",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(None, "--recipe", help="YAML recipe; flags given here override its keys."),
+            annotation=Optional[str],
+        )
+    ]
+    for f in dataclasses.fields(config_cls):
+        ftype = _field_types(config_cls)[f.name]
+        flag = "--" + f.name.replace("_", "-")
+        decls = [f"{flag}/--no-{f.name.replace('_', '-')}"] if ftype is bool else [flag]
+        help_text = f"{f.metadata.get('help', '')} [default: {f.default!r}]"
+        params.append(
+            inspect.Parameter(
+                f.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=typer.Option(None, *decls, help=help_text, show_default=False),
+                annotation=Optional[ftype],
+            )
+        )
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__doc__ = doc
+    return command

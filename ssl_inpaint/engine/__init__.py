@@ -1,0 +1,1 @@
+"""Training engines: the pretext (``pretrain``) and, built on it, the transfer experiments."""

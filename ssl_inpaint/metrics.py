@@ -1,0 +1,73 @@
+"""Image-quality metrics for completions, on images in [0, 1], optionally restricted to the hole."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """Map the model's [-1, 1] range to [0, 1]."""
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+def _region_mean(values: torch.Tensor, region: Optional[torch.Tensor]) -> torch.Tensor:
+    """Per-image mean of (B, C, H, W) values over ``region`` (B, 1, H, W), or over everything."""
+    if region is None:
+        return values.flatten(1).mean(dim=1)
+    region = region.expand_as(values)
+    return (values * region).flatten(1).sum(1) / region.flatten(1).sum(1).clamp_min(1)
+
+
+def l1(pred: torch.Tensor, target: torch.Tensor, region: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per-image mean absolute error."""
+    return _region_mean((pred - target).abs(), region)
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor, region: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per-image PSNR in dB for data range 1; an exact match is capped at 100 dB."""
+    mse = _region_mean((pred - target).square(), region)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+
+
+def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> torch.Tensor:
+    coords = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+
+
+def ssim_map(pred: torch.Tensor, target: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """SSIM map (Wang et al. 2004: Gaussian 11x11, sigma 1.5, K1=0.01, K2=0.03, data range 1),
+    'same'-size with reflect padding so it can be averaged over a hole touching the border."""
+    channels = pred.shape[1]
+    kernel = _gaussian_window(window, sigma, channels, pred.device, pred.dtype)
+    pad = window // 2
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(x, (pad, pad, pad, pad), mode="reflect"), kernel, groups=channels)
+
+    c1, c2 = 0.01**2, 0.03**2
+    mu_x, mu_y = blur(pred), blur(target)
+    var_x = blur(pred * pred) - mu_x**2
+    var_y = blur(target * target) - mu_y**2
+    cov = blur(pred * target) - mu_x * mu_y
+    return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor, region: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per-image mean SSIM, over ``region`` if given."""
+    return _region_mean(ssim_map(pred, target), region)
+
+
+def completion_metrics(completed: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image PSNR / SSIM / L1 over the hole and PSNR over the whole image, inputs in [-1, 1]."""
+    completed, target = to_unit(completed.float()), to_unit(target.float())
+    return {
+        "psnr_hole": psnr(completed, target, mask),
+        "ssim_hole": ssim(completed, target, mask),
+        "l1_hole": l1(completed, target, mask),
+        "psnr_image": psnr(completed, target),
+    }

@@ -1,0 +1,40 @@
+"""Models by name: generators (with a transferable ``encoder``) and discriminators."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import nn
+
+from ssl_inpaint.errors import UserError
+from ssl_inpaint.models.discriminators import (
+    Discriminator,
+    crop_boxes,
+    global_discriminator,
+    hole_boxes,
+    local_discriminator,
+)
+from ssl_inpaint.models.unet import UNetEncoder, UNetGenerator, build_encoder
+
+GENERATORS: dict[str, Callable[..., nn.Module]] = {"unet": UNetGenerator}
+
+
+def create_generator(name: str, **kwargs: Any) -> nn.Module:
+    """Build a generator by registry name; every generator exposes ``.encoder`` for transfer."""
+    if name not in GENERATORS:
+        raise UserError(f"unknown generator {name!r}; choose one of: {', '.join(GENERATORS)}")
+    return GENERATORS[name](**kwargs)
+
+
+__all__ = [
+    "GENERATORS",
+    "Discriminator",
+    "UNetEncoder",
+    "UNetGenerator",
+    "build_encoder",
+    "create_generator",
+    "crop_boxes",
+    "global_discriminator",
+    "hole_boxes",
+    "local_discriminator",
+]

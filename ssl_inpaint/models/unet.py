@@ -1,0 +1,152 @@
+"""The seed-003 U-Net generator (Table 1) with its encoder as a separate, transferable module.
+
+Encoder: five 4x4 stride-2 convs (64-64-128-256-512), then a conv whose kernel covers the whole
+remaining map (4x4 at 128 px, as in the table; 2x2 at 64 px, 8x8 at 256 px) down to a 1x1 latent of
+``bottleneck_channels`` (4000). Decoder: a transposed conv back to that map, then 4x4 stride-2
+transposed convs to the image, with encoder layer i concatenated to decoder layer n-i. Every layer but
+the output has BatchNorm and LeakyReLU(0.2) (ReLU right after the bottleneck, per the table).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssl_inpaint.errors import UserError
+
+UNET_WIDTHS = (64, 64, 128, 256, 512)
+
+
+def conv_block(in_ch: int, out_ch: int, kernel: int = 4, stride: int = 2, padding: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, kernel, stride, padding, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.LeakyReLU(0.2, inplace=True),
+    )
+
+
+def up_block(in_ch: int, out_ch: int, kernel: int = 4, stride: int = 2, padding: int = 1, leaky: bool = True):
+    return nn.Sequential(
+        nn.ConvTranspose2d(in_ch, out_ch, kernel, stride, padding, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.LeakyReLU(0.2, inplace=True) if leaky else nn.ReLU(inplace=True),
+    )
+
+
+def deepest_size(image_size: int, num_downsamples: int) -> int:
+    """Side of the deepest feature map; the image side must be a multiple of the total stride."""
+    stride = 2**num_downsamples
+    if image_size < stride or image_size % stride:
+        raise UserError(
+            f"image size {image_size} is not a multiple of the U-Net's total stride {stride}; "
+            f"use e.g. --image-size {max(stride, round(image_size / stride) * stride)}"
+        )
+    return image_size // stride
+
+
+class UNetEncoder(nn.Module):
+    """The generator's contracting half. ``forward`` returns every stage's features, shallow to deep;
+    the last one is the (B, bottleneck_channels, 1, 1) latent."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        image_size: int,
+        widths: Sequence[int] = UNET_WIDTHS,
+        bottleneck_channels: int = 4000,
+    ):
+        super().__init__()
+        self.widths = tuple(widths)
+        self.bottleneck_channels = bottleneck_channels
+        self.arch = {
+            "arch": "unet",
+            "in_channels": in_channels,
+            "image_size": image_size,
+            "widths": list(self.widths),
+            "bottleneck_channels": bottleneck_channels,
+        }
+        side = deepest_size(image_size, len(self.widths))
+        channels = [in_channels, *self.widths]
+        self.stages = nn.ModuleList(conv_block(channels[i], channels[i + 1]) for i in range(len(self.widths)))
+        self.bottleneck = conv_block(self.widths[-1], bottleneck_channels, kernel=side, stride=1, padding=0)
+        self.out_channels = [*self.widths, bottleneck_channels]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        features.append(self.bottleneck(x))
+        return features
+
+
+def build_encoder(arch: dict[str, Any]) -> UNetEncoder:
+    """Rebuild an encoder from the ``arch`` metadata stored in ``encoder.pt``."""
+    if arch.get("arch") != "unet":
+        raise UserError(f"unknown encoder architecture {arch.get('arch')!r} in encoder metadata")
+    return UNetEncoder(arch["in_channels"], arch["image_size"], arch["widths"], arch["bottleneck_channels"])
+
+
+class UNetGenerator(nn.Module):
+    """Input: (B, C+1, H, W) = holed image + hole channel. Output: the completed (B, C, H, W) image
+    in [-1, 1].
+
+    ``skip_connections=False`` removes the encoder-decoder concatenations; ``predict='hole'`` (seed 003
+    model M3, context-encoder style) decodes only the centre square of half the image side, one stage
+    shallower, and pastes it into the input, so known pixels are passed through unchanged.
+    """
+
+    def __init__(
+        self,
+        image_channels: int = 3,
+        image_size: int = 128,
+        widths: Sequence[int] = UNET_WIDTHS,
+        bottleneck_channels: int = 4000,
+        skip_connections: bool = True,
+        predict: str = "image",
+    ):
+        super().__init__()
+        if predict not in ("image", "hole"):
+            raise UserError(f"--predict must be 'image' or 'hole', got {predict!r}")
+        self.image_channels = image_channels
+        self.skip_connections = skip_connections
+        self.predict = predict
+        self.encoder = UNetEncoder(image_channels + 1, image_size, widths, bottleneck_channels)
+        widths = self.encoder.widths
+        side = deepest_size(image_size, len(widths))
+
+        def with_skip(channels: int, skip: int) -> int:
+            return channels + (skip if skip_connections else 0)
+
+        self.from_bottleneck = up_block(bottleneck_channels, widths[-1], kernel=side, stride=1, padding=0, leaky=False)
+        # Decoder stages go from the deepest encoder width back to the shallowest one.
+        depth = len(widths) - 1 if predict == "image" else len(widths) - 2
+        self.up_stages = nn.ModuleList(
+            up_block(with_skip(widths[-1 - i], widths[-1 - i]), widths[-2 - i]) for i in range(depth)
+        )
+        last = widths[-1 - depth]
+        self.to_image = nn.ConvTranspose2d(with_skip(last, last), image_channels, 4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.encoder(x)
+        skips = features[:-1][::-1]  # deepest first
+        y = self.from_bottleneck(features[-1])
+        for i, stage in enumerate(self.up_stages):
+            y = stage(torch.cat([y, skips[i]], dim=1) if self.skip_connections else y)
+        if self.skip_connections:
+            y = torch.cat([y, skips[len(self.up_stages)]], dim=1)
+        y = torch.tanh(self.to_image(y))
+        if self.predict == "hole":
+            y = self._paste_centre(x[:, : self.image_channels], y)
+        return y
+
+    @staticmethod
+    def _paste_centre(image: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
+        (height, width), (ph, pw) = image.shape[-2:], patch.shape[-2:]
+        top, left = (height - ph) // 2, (width - pw) // 2
+        padded = F.pad(patch, (left, width - pw - left, top, height - ph - top))
+        inside = F.pad(torch.ones_like(patch[:, :1]), (left, width - pw - left, top, height - ph - top))
+        return image * (1 - inside) + padded * inside
