@@ -1,0 +1,46 @@
+import dataclasses
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ssl_inpaint.cli import app
+from ssl_inpaint.config import load_recipe, resolve_config
+from ssl_inpaint.engine.pretrain import PretrainConfig
+from ssl_inpaint.errors import UserError
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def test_flags_override_recipe_which_overrides_defaults():
+    config = resolve_config(PretrainConfig, {"lr_g": 0.1, "batch_size": 8}, {"batch_size": 4, "seed": None})
+    assert config.lr_g == 0.1 and config.batch_size == 4 and config.seed == 0
+
+
+def test_unknown_or_mistyped_recipe_keys_are_refused():
+    with pytest.raises(UserError, match="unknown recipe key"):
+        resolve_config(PretrainConfig, {"learning_rate": 1.0}, {})
+    with pytest.raises(UserError, match="must be of type int"):
+        resolve_config(PretrainConfig, {"batch_size": "many"}, {})
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES.glob("pretrain_*.yaml")), ids=lambda p: p.stem)
+def test_every_pretrain_recipe_resolves(recipe):
+    config = resolve_config(PretrainConfig, load_recipe(recipe), {})
+    assert isinstance(config, PretrainConfig)
+
+
+def test_incompatible_options_are_clear_errors():
+    with pytest.raises(UserError, match="--predict hole"):
+        resolve_config(PretrainConfig, {"predict": "hole", "mask": "rect", "skip_connections": False}, {})
+    with pytest.raises(UserError, match="coco_object"):
+        resolve_config(PretrainConfig, {"mask": "coco_object", "dataset": "folder"}, {})
+    with pytest.raises(UserError, match="image-size"):
+        resolve_config(PretrainConfig, {"image_size": 100}, {})
+
+
+def test_help_documents_every_option():
+    result = CliRunner().invoke(app, ["pretrain", "--help"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0
+    for field in dataclasses.fields(PretrainConfig):
+        assert "--" + field.name.replace("_", "-") in result.output
