@@ -403,9 +403,8 @@ def run_pretrain(config: PretrainConfig) -> Path:
     )
     schedulers = [
         CosineLRScheduler(opt, t_initial=total_steps, warmup_t=config.warmup_steps, warmup_lr_init=0.0, t_in_epochs=False)
-        if config.lr_schedule == "cosine"
-        else None
         for opt in (opt_g, opt_d)
+        if opt is not None and config.lr_schedule == "cosine"
     ]
     weights = LossWeights(config.w_known, config.w_hole, config.w_adv_global, config.w_adv_local)
 
@@ -454,8 +453,7 @@ def run_pretrain(config: PretrainConfig) -> Path:
                     else phase_at(config.fractions, step, total_steps)
                 )
                 for scheduler in schedulers:
-                    if scheduler is not None:
-                        scheduler.step_update(step)
+                    scheduler.step_update(step)
                 skipped_epoch += int(batch["skipped"].sum())
                 stats = train_step(models, _to_device(batch, device), opt_g, opt_d, weights, config.recon_loss, phase)
                 if any(not math.isfinite(v) for v in stats.values()):

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The quickstart: set up .venv, find Fashion-MNIST in local files, pretrain the inpainting pretext.
+#   FASHION_MNIST=/path/to/idx-gz-files bash tools/quickstart.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/setup.sh
+
+DATA=${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+if [ ! -f "$DATA/train-images-idx3-ubyte.gz" ] && [ ! -f "$DATA/FashionMNIST/raw/train-images-idx3-ubyte" ]; then
+  if [ "$DATA" = /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "installing Debian package dataset-fashion-mnist ..."
+    (apt-get install -y -q dataset-fashion-mnist || { apt-get update -q && apt-get install -y -q dataset-fashion-mnist; }) >/dev/null
+  else
+    echo "error: Fashion-MNIST not found in $DATA. On Debian: sudo apt-get install dataset-fashion-mnist." >&2
+    echo "Elsewhere: download the four *-ubyte.gz files from https://github.com/zalandoresearch/fashion-mnist" >&2
+    echo "and run: FASHION_MNIST=/folder/with/them bash tools/quickstart.sh" >&2
+    exit 2
+  fi
+fi
+
+SSL=.venv/bin/ssl
+RUN=${RUN_DIR:-runs}
+if [ -f "$RUN/quickstart_pretrain/encoder.pt" ]; then
+  echo "reusing $RUN/quickstart_pretrain (delete it to pretrain again)"
+else
+  $SSL pretrain --recipe recipes/pretrain_fashion_mnist.yaml --data "$DATA" --output-dir "$RUN" --name quickstart_pretrain
+fi
+echo "TensorBoard: .venv/bin/tensorboard --logdir $RUN"
