@@ -1,0 +1,272 @@
+"""Image sources: where pictures come from (COCO, VOCdevkit, a folder, Fashion-MNIST), label-free.
+
+A source only knows how to list and decode its images (and, for COCO, the object masks of an image);
+cropping, masking and batching happen in :mod:`ssl_inpaint.data.pretext`. Decoding goes through PIL,
+which reads every format a user's folder may hold (JPEG incl. CMYK, PNG incl. palette/RGBA, WebP, BMP)
+and converts it to the source's channel mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import shutil
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ssl_inpaint.errors import UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def to_mode(image: Image.Image, mode: str) -> Image.Image:
+    """Convert any PIL image to 'RGB' or 'L'; transparent pixels are composited onto white."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    return image.convert(mode)
+
+
+def read_image(path: Path, mode: str = "RGB") -> Image.Image:
+    """Decode an image file fully (so truncated files fail here, not later inside a transform)."""
+    with Image.open(path) as image:
+        image.load()
+        return to_mode(image, mode)
+
+
+class ImageSource:
+    """A sized collection of images. Subclasses set ``mode`` ('RGB' or 'L') and implement the methods."""
+
+    mode = "RGB"
+    name = "images"
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def load(self, index: int) -> Image.Image:
+        raise NotImplementedError
+
+    def describe(self, index: int) -> str:
+        """What to name in an error or warning about this item (usually its path)."""
+        return f"{self.name}[{index}]"
+
+    def objects(self, index: int) -> Optional[np.ndarray]:
+        """Binary object masks (K, H, W) at the image's native size, or None if the source has none."""
+        return None
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.mode == "L" else 3
+
+
+class FileListSource(ImageSource):
+    def __init__(self, paths: Sequence[Path], name: str, mode: str = "RGB"):
+        self.paths = list(paths)
+        self.name = name
+        self.mode = mode
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, index: int) -> Image.Image:
+        return read_image(self.paths[index], self.mode)
+
+    def describe(self, index: int) -> str:
+        return str(self.paths[index])
+
+
+class SubsetSource(ImageSource):
+    """A fixed subset of another source (used to hold out the validation images)."""
+
+    def __init__(self, source: ImageSource, indices: Sequence[int]):
+        self.source, self.indices = source, list(indices)
+        self.mode, self.name = source.mode, source.name
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def load(self, index: int) -> Image.Image:
+        return self.source.load(self.indices[index])
+
+    def describe(self, index: int) -> str:
+        return self.source.describe(self.indices[index])
+
+    def objects(self, index: int) -> Optional[np.ndarray]:
+        return self.source.objects(self.indices[index])
+
+
+def _require_dir(path: Path, what: str, fix: str) -> Path:
+    if not path.is_dir():
+        raise UserError(f"{what} not found: {path} ({fix})")
+    return path
+
+
+def folder_source(root: str | Path) -> FileListSource:
+    """Every image under ``root``, recursively, in sorted order."""
+    root = _require_dir(Path(root), "image folder", "pass --data pointing at a folder of images")
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return FileListSource(paths, name=f"folder {root}")
+
+
+class CocoSource(ImageSource):
+    """COCO in the official layout: ROOT/annotations/instances_<split>.json and ROOT/<split>/*.jpg.
+
+    All images of the split are used, annotated or not: the pretext needs no labels. The annotations
+    serve only the ``coco_object`` masks.
+    """
+
+    max_objects = 16  # the largest objects of an image are enough to choose a hole from
+
+    def __init__(self, root: str | Path, split: str):
+        from pycocotools.coco import COCO
+
+        root = _require_dir(Path(root), "COCO root", "pass --data pointing at the folder holding annotations/")
+        annotation_file = root / "annotations" / f"instances_{split}.json"
+        if not annotation_file.is_file():
+            raise UserError(
+                f"COCO annotation file not found: {annotation_file} (check --data and --split, "
+                f"e.g. --split train2017)"
+            )
+        self.image_dir = _require_dir(root / split, "COCO image folder", "it must sit beside annotations/")
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress chatter
+            try:
+                self.coco = COCO(str(annotation_file))
+            except (ValueError, KeyError) as exc:
+                raise UserError(f"{annotation_file} is not a COCO instances file: {exc}") from None
+        self.image_ids = sorted(self.coco.getImgIds())
+        self.name = f"COCO {split}"
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def _path(self, index: int) -> Path:
+        return self.image_dir / self.coco.imgs[self.image_ids[index]]["file_name"]
+
+    def load(self, index: int) -> Image.Image:
+        return read_image(self._path(index), self.mode)
+
+    def describe(self, index: int) -> str:
+        return str(self._path(index))
+
+    def objects(self, index: int) -> Optional[np.ndarray]:
+        info = self.coco.imgs[self.image_ids[index]]
+        annotations = self.coco.loadAnns(self.coco.getAnnIds(imgIds=info["id"], iscrowd=None))
+        annotations = sorted(annotations, key=lambda a: -a.get("area", 0))[: self.max_objects]
+        if not annotations:
+            return np.zeros((0, info["height"], info["width"]), dtype=np.uint8)
+        return np.stack([self.coco.annToMask(a) for a in annotations])
+
+
+def voc_root(root: str | Path, year: str) -> Path:
+    """Accept either the VOCdevkit folder or its VOC<year> subfolder."""
+    root = Path(root)
+    if (root / f"VOC{year}").is_dir():
+        root = root / f"VOC{year}"
+    return _require_dir(
+        root / "ImageSets" / "Main", f"VOC{year} ImageSets/Main", "pass --data VOCdevkit and the right --year"
+    ).parent.parent
+
+
+def voc_image_ids(root: Path, split: str) -> list[str]:
+    split_file = root / "ImageSets" / "Main" / f"{split}.txt"
+    if not split_file.is_file():
+        raise UserError(f"VOC split file not found: {split_file} (check --split)")
+    return [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+
+
+def voc_source(root: str | Path, year: str, split: str) -> FileListSource:
+    root = voc_root(root, year)
+    ids = voc_image_ids(root, split)
+    return FileListSource([root / "JPEGImages" / f"{i}.jpg" for i in ids], name=f"VOC{year} {split}")
+
+
+def fashion_mnist_root(data: str | Path) -> Path:
+    """Find Fashion-MNIST and return a root in torchvision's layout (ROOT/FashionMNIST/raw/ unzipped).
+
+    ``data`` may already be in that layout, or be a folder of the idx ``.gz`` files (as the Debian
+    package ``dataset-fashion-mnist`` installs them), which are unzipped once into a cache beside it or,
+    if that folder is read-only, under ~/.cache/ssl_inpaint.
+    """
+    data = Path(data)
+    if (data / "FashionMNIST" / "raw" / FASHION_MNIST_FILES["train"][0]).is_file():
+        return data
+    gz_files = [data / f"{name}.gz" for pair in FASHION_MNIST_FILES.values() for name in pair]
+    if not all(p.is_file() for p in gz_files):
+        hint = (
+            f"on Debian: apt-get install dataset-fashion-mnist, then --data {DEBIAN_FASHION_MNIST}; "
+            "elsewhere download the four idx .gz files from github.com/zalandoresearch/fashion-mnist"
+        )
+        raise UserError(f"Fashion-MNIST files not found in {data} ({hint})")
+    for cache in (data / "torchvision-layout", Path.home() / ".cache" / "ssl_inpaint" / "fashion-mnist"):
+        raw = cache / "FashionMNIST" / "raw"
+        try:
+            raw.mkdir(parents=True, exist_ok=True)
+            for gz in gz_files:
+                target = raw / gz.stem
+                if not target.is_file():
+                    with gzip.open(gz, "rb") as src, open(f"{target}.tmp", "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                    Path(f"{target}.tmp").replace(target)
+            return cache
+        except OSError:
+            continue
+    raise UserError(f"cannot unzip Fashion-MNIST from {data}: no writable cache folder")
+
+
+class FashionMnistSource(ImageSource):
+    mode = "L"
+
+    def __init__(self, data: str | Path, split: str):
+        from torchvision.datasets import FashionMNIST
+
+        if split not in FASHION_MNIST_FILES:
+            raise UserError(f"Fashion-MNIST split must be 'train' or 'test', got {split!r}")
+        self.dataset = FashionMNIST(str(fashion_mnist_root(data)), train=split == "train", download=False)
+        self.name = f"Fashion-MNIST {split}"
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def load(self, index: int) -> Image.Image:
+        return self.dataset[index][0]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.dataset.targets.numpy()
+
+
+DATASETS = ("coco", "voc", "folder", "fashion_mnist")
+
+
+def create_source(dataset: str, data: str | Path, split: str, year: str = "2012") -> ImageSource:
+    """The factory behind ``--dataset``: build a source and refuse an empty one with a clear message."""
+    if not data:
+        raise UserError("no dataset path given: pass --data PATH")
+    if not Path(data).exists():
+        raise UserError(f"dataset path does not exist: {data} (pass --data pointing at your dataset)")
+    if dataset == "coco":
+        source: ImageSource = CocoSource(data, split)
+    elif dataset == "voc":
+        source = voc_source(data, year, split)
+    elif dataset == "folder":
+        source = folder_source(data)
+    elif dataset == "fashion_mnist":
+        source = FashionMnistSource(data, split)
+    else:
+        raise UserError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
+    if len(source) == 0:
+        raise UserError(
+            f"dataset {source.name} at {data} has no images "
+            f"(looked for {', '.join(IMAGE_EXTENSIONS)} files in the expected layout)"
+        )
+    return source
