@@ -11,7 +11,12 @@ import sys
 
 import typer
 
+from pathlib import Path
+from typing import List
+
 from ssl_inpaint.config import typer_command
+from ssl_inpaint.engine.compare import run_compare
+from ssl_inpaint.engine.finetune import FinetuneConfig, run_finetune
 from ssl_inpaint.engine.pretrain import PretrainConfig, run_pretrain
 from ssl_inpaint.errors import UserError
 
@@ -37,6 +42,27 @@ app.command(
     "pretrain",
     help="Inpainting pretext: U-Net generator + local/global discriminators; writes runs/NAME/.",
 )(typer_command(PretrainConfig, _pretrain, "Inpainting pretext pretraining.", default_name="pretrain"))
+
+
+def _finetune(config: FinetuneConfig) -> None:
+    run_finetune(config)
+
+
+app.command(
+    "finetune",
+    help="Transfer: train + evaluate a classifier on the pretext encoder (--init pretrained) or the same "
+    "architecture from scratch (--init random); writes runs/NAME/metrics.json.",
+)(typer_command(FinetuneConfig, _finetune, "Transfer to a classification task.", default_name=None))
+
+
+@app.command("compare")
+def compare(
+    runs: List[str] = typer.Argument(..., help="Finetune run folders, globs, or folders holding runs."),
+    output: Path = typer.Option(Path("runs/compare/compare.md"), help="Markdown table to write."),
+    logdir: Path = typer.Option(Path("runs/compare"), help="TensorBoard folder for the table and bar chart."),
+) -> None:
+    """Pretrained vs random init: mean ± std over seeds per dataset, mode and label budget."""
+    run_compare(runs, output, logdir)
 
 
 def error_line(exc: BaseException) -> str:

@@ -95,19 +95,20 @@ def config_from_dict(config_cls: type[ConfigT], data: dict[str, Any]) -> ConfigT
 
 
 def typer_command(
-    config_cls: type[ConfigT], run: Callable[[ConfigT], None], doc: str, default_name: str = "run"
+    config_cls: type[ConfigT], run: Callable[[ConfigT], None], doc: str, default_name: Optional[str] = "run"
 ) -> Callable[..., None]:
     """Build a typer command whose options are exactly the config fields, plus ``--recipe``.
 
     Every option defaults to None so that only flags the user typed override the recipe. A config
-    with an empty ``name`` is named after the recipe file (or ``default_name``).
+    with an empty ``name`` is named after the recipe file (or ``default_name``; None leaves the
+    naming to the engine, which gets the recipe's file name as a prefix through the same field).
     """
 
     def command(**kwargs: Any) -> None:
         recipe_path = kwargs.pop("recipe")
         recipe = load_recipe(recipe_path) if recipe_path else {}
         config = resolve_config(config_cls, recipe, kwargs)
-        if getattr(config, "name", None) == "":
+        if getattr(config, "name", None) == "" and (recipe_path or default_name):
             config.name = Path(recipe_path).stem if recipe_path else default_name
         run(config)
 

@@ -71,3 +71,47 @@ def completion_metrics(completed: torch.Tensor, target: torch.Tensor, mask: torc
         "l1_hole": l1(completed, target, mask),
         "psnr_image": psnr(completed, target),
     }
+
+
+def voc_average_precision(scores, targets, ignore=None) -> float:
+    """Average precision as in the VOC devkit (2010+): the area under the precision envelope
+    (precision made monotone from the right) over all recall points. Entries flagged in ``ignore``
+    (difficult-only) are dropped. NaN when the class has no positive."""
+    import numpy as np
+
+    scores, targets = np.asarray(scores, dtype=np.float64), np.asarray(targets) > 0
+    if ignore is not None:
+        keep = ~np.asarray(ignore, dtype=bool)
+        scores, targets = scores[keep], targets[keep]
+    positives = int(targets.sum())
+    if positives == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    hits = targets[order]
+    true_pos = np.cumsum(hits)
+    precision = true_pos / np.arange(1, len(hits) + 1)
+    recall = true_pos / positives
+    envelope = np.concatenate([[0.0], precision, [0.0]])
+    recall = np.concatenate([[0.0], recall, [1.0]])
+    envelope = np.maximum.accumulate(envelope[::-1])[::-1]
+    steps = np.flatnonzero(recall[1:] != recall[:-1])
+    return float(np.sum((recall[steps + 1] - recall[steps]) * envelope[steps + 1]))
+
+
+def mean_average_precision(scores, targets, ignore=None) -> tuple[float, list[float]]:
+    """(mAP over the classes that have positives, per-class AP) for (N, K) scores and 0/1 targets."""
+    import numpy as np
+
+    scores, targets = np.asarray(scores), np.asarray(targets)
+    per_class = [
+        voc_average_precision(scores[:, k], targets[:, k], None if ignore is None else np.asarray(ignore)[:, k])
+        for k in range(scores.shape[1])
+    ]
+    valid = [ap for ap in per_class if not np.isnan(ap)]
+    return (float(np.mean(valid)) if valid else float("nan")), per_class
+
+
+def top1_accuracy(scores, targets) -> float:
+    import numpy as np
+
+    return float((np.asarray(scores).argmax(axis=1) == np.asarray(targets)).mean())

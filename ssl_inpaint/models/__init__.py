@@ -1,4 +1,4 @@
-"""Models by name: generators (with a transferable ``encoder``) and discriminators."""
+"""Models by name: generators (with a transferable ``encoder``), discriminators, the classifier."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any, Callable
 from torch import nn
 
 from ssl_inpaint.errors import UserError
+from ssl_inpaint.models.classifier import EncoderClassifier, encoder_from_arch, load_pretrained_encoder
 from ssl_inpaint.models.discriminators import (
     Discriminator,
     crop_boxes,
@@ -29,12 +30,15 @@ def create_generator(name: str, **kwargs: Any) -> nn.Module:
 __all__ = [
     "GENERATORS",
     "Discriminator",
+    "EncoderClassifier",
     "UNetEncoder",
     "UNetGenerator",
     "build_encoder",
     "create_generator",
     "crop_boxes",
+    "encoder_from_arch",
     "global_discriminator",
     "hole_boxes",
+    "load_pretrained_encoder",
     "local_discriminator",
 ]
