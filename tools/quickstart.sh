@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The quickstart: set up .venv, find Fashion-MNIST in local files, pretrain the inpainting pretext.
+# The quickstart: set up .venv, find Fashion-MNIST in local files, pretrain the inpainting pretext,
+# fine-tune pretrained vs random init on 10 labels per class with 3 seeds, print the comparison.
+# Finished steps are reused when it is run again.
 #   FASHION_MNIST=/path/to/idx-gz-files bash tools/quickstart.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,4 +27,14 @@ if [ -f "$RUN/quickstart_pretrain/encoder.pt" ]; then
 else
   $SSL pretrain --recipe recipes/pretrain_fashion_mnist.yaml --data "$DATA" --output-dir "$RUN" --name quickstart_pretrain
 fi
+for init in pretrained random; do
+  for seed in 0 1 2; do
+    if [ ! -f "$RUN/quickstart/fm10_${init}_s${seed}/metrics.json" ]; then
+      $SSL finetune --recipe recipes/finetune_fashion_mnist_10_per_class.yaml --data "$DATA" \
+        --init "$init" --checkpoint "$RUN/quickstart_pretrain" --seeds "$seed" \
+        --output-dir "$RUN/quickstart" --name fm10
+    fi
+  done
+done
+$SSL compare "$RUN/quickstart" --output "$RUN/quickstart/compare.md" --logdir "$RUN/quickstart/compare"
 echo "TensorBoard: .venv/bin/tensorboard --logdir $RUN"

@@ -28,6 +28,7 @@ class Row:
     mode: str
     budget: str
     metric: str
+    pretrain: str  # the pretrain run the pretrained encoders came from ("—" for random-only rows)
     values: dict[str, dict[int, float]]  # init -> seed -> value
 
     def stats(self, init: str) -> tuple[float, float, int]:
@@ -62,16 +63,32 @@ def find_runs(patterns: Iterable[str]) -> list[Path]:
     return unique
 
 
+def pretrain_source(checkpoint: str) -> str:
+    """The pretrain run a checkpoint argument names (a run folder or its encoder.pt)."""
+    path = Path(checkpoint)
+    return path.parent.name if path.suffix == ".pt" else path.name
+
+
 def collect(runs: list[Path]) -> list[Row]:
-    groups: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    """Rows of (dataset, mode, label budget, metric, pretrain run). Random-init runs do not depend on
+    a pretrain run, so each random baseline is shown against every pretrain run of its group."""
+    pretrained: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    random: dict[tuple, dict[int, float]] = defaultdict(dict)
     for run in runs:
         try:
             m = json.loads((run / "metrics.json").read_text())
             key = (m["dataset"], m["mode"], m["budget"], m["metric"])
-            groups[key][m["init"]][int(m["seed"])] = float(m["value"])
+            if m["init"] == "pretrained":
+                pretrained[key][pretrain_source(m["checkpoint"])][int(m["seed"])] = float(m["value"])
+            else:
+                random[key][int(m["seed"])] = float(m["value"])
         except (json.JSONDecodeError, KeyError, ValueError) as exc:
             raise UserError(f"{run / 'metrics.json'} is not an ssl finetune result ({exc})") from None
-    return [Row(*key, values=dict(values)) for key, values in sorted(groups.items())]
+    rows = []
+    for key in sorted(set(pretrained) | set(random)):
+        for source, values in sorted(pretrained.get(key, {"—": {}}).items()):
+            rows.append(Row(*key, pretrain=source, values={"pretrained": dict(values), "random": dict(random.get(key, {}))}))
+    return rows
 
 
 def _fmt(mean: float, std: float, n: int) -> str:
@@ -80,11 +97,11 @@ def _fmt(mean: float, std: float, n: int) -> str:
 
 def table_cells(row: Row) -> list[str]:
     seeds = "/".join(str(row.stats(init)[2]) for init in INITS)
-    return [row.dataset, row.mode, row.budget, row.metric, seeds,
+    return [row.dataset, row.mode, row.budget, row.metric, row.pretrain, seeds,
             _fmt(*row.stats("pretrained")), _fmt(*row.stats("random")), _fmt(*row.difference())]
 
 
-HEADER = ["dataset", "mode", "labels", "metric (%)", "seeds (pre/rand)", "pretrained", "random", "pretrained − random"]
+HEADER = ["dataset", "mode", "labels", "metric (%)", "pretrain run", "seeds (pre/rand)", "pretrained", "random", "pretrained − random"]
 
 
 def markdown_table(rows: list[Row]) -> str:
@@ -115,7 +132,7 @@ def bar_chart(rows: list[Row], width: int = 640, bar_height: int = 220) -> torch
             draw.line([(xm, y - std * bar_height), (xm, y + std * bar_height)], fill="black", width=2)
             draw.text((x0, y - 14 - std * bar_height), f"{mean * 100:.1f}", fill="black")
         draw.text((50 + i * slot, bottom + 6), f"{row.mode} {row.budget}"[:28], fill="black")
-        draw.text((50 + i * slot, bottom + 20), f"{row.dataset} {row.metric}"[:28], fill="black")
+        draw.text((50 + i * slot, bottom + 20), f"{row.pretrain}"[:28], fill="black")
     for j, init in enumerate(INITS):
         draw.rectangle([50 + j * 120, height - 22, 62 + j * 120, height - 10], fill=colours[init])
         draw.text((68 + j * 120, height - 22), init, fill="black")
@@ -130,7 +147,7 @@ def run_compare(patterns: list[str], output: Path, logdir: Path) -> list[Row]:
         table.add_column(column)
     for r in rows:
         table.add_row(*table_cells(r))
-    Console(width=max(120, Console().width)).print(table)
+    Console(width=max(170, Console().width)).print(table)
     text = markdown_table(rows)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)

@@ -28,8 +28,12 @@ class EncoderClassifier(nn.Module):
         self.encoder = encoder
         self.features = features
         self.feature_dim = encoder.out_channels[-1] if features == "latent" else encoder.out_channels[-2]
-        if linear:  # linear probe: one linear layer on the frozen features
-            self.head: nn.Module = nn.Linear(self.feature_dim, num_classes)
+        if linear:
+            # Linear probe as in MAE: a parameter-free BatchNorm standardises the frozen features
+            # (a random encoder's features can be orders of magnitude off), then one linear layer.
+            self.head: nn.Module = nn.Sequential(
+                nn.BatchNorm1d(self.feature_dim, affine=False, eps=1e-6), nn.Linear(self.feature_dim, num_classes)
+            )
         else:
             self.head = nn.Sequential(
                 nn.Dropout(dropout),
@@ -68,9 +72,9 @@ def load_pretrained_encoder(model: EncoderClassifier, payload: dict[str, Any], s
         raise UserError(
             f"encoder in {source} does not match the model: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}"
         )
-    new_keys = set(result.missing_keys)
-    head_keys = {k for k in expected if k.startswith("head.")}
-    assert new_keys == head_keys, f"only the head may be new, got {sorted(new_keys ^ head_keys)}"
+    # Exactly the encoder was loaded; everything else in the model (the head) is new.
+    encoder_keys = {k for k in expected if k.startswith("encoder.")}
+    assert set(state) == encoder_keys, sorted(set(state) ^ encoder_keys)
 
 
 def encoder_from_arch(arch: dict[str, Any], image_size: int, image_channels: int) -> UNetEncoder:

@@ -1,0 +1,227 @@
+"""Transfer: VOC parsing, AP, label budgets, encoder round trip, end-to-end finetune + compare."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, precision_recall_curve
+from typer.testing import CliRunner
+
+from ssl_inpaint.checkpoint import save_atomic
+from ssl_inpaint.cli import app
+from ssl_inpaint.config import resolve_config
+from ssl_inpaint.data.classification import (
+    VOC_CLASSES,
+    create_classification_dataset,
+    label_budget,
+    voc_classification,
+)
+from ssl_inpaint.engine.compare import collect, find_runs
+from ssl_inpaint.engine.finetune import FinetuneConfig, build_classifier
+from ssl_inpaint.errors import UserError
+from ssl_inpaint.metrics import mean_average_precision, voc_average_precision
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(app, list(args), catch_exceptions=True)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+    return result
+
+
+# --- VOC parsing -------------------------------------------------------------------------------
+
+
+def test_voc_targets_and_difficult_flags_from_xml_match_the_imagesets(tiny_data):
+    xml = voc_classification(tiny_data / "VOCdevkit", "2007", "trainval", labels="xml")
+    lists = voc_classification(tiny_data / "VOCdevkit", "2007", "trainval", labels="imagesets")
+    assert xml.targets.shape == (60, 20) and xml.multilabel
+    np.testing.assert_array_equal(xml.targets, lists.targets)
+    np.testing.assert_array_equal(xml.ignore, lists.ignore)
+    assert xml.ignore.any(), "the generated data has difficult-only classes"
+    assert (xml.targets.sum(axis=1) >= 1).all()
+    assert (xml.targets[xml.ignore] == 1).all()  # ignored entries are present-but-difficult
+
+
+def test_voc_difficult_rule_on_a_hand_written_annotation(tmp_path):
+    root = tmp_path / "VOCdevkit" / "VOC2007"
+    (root / "Annotations").mkdir(parents=True)
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    (root / "ImageSets" / "Main" / "test.txt").write_text("000001\n")
+
+    def obj(name, difficult):
+        return f"<object><name>{name}</name><difficult>{difficult}</difficult></object>"
+
+    (root / "Annotations" / "000001.xml").write_text(
+        "<annotation>" + obj("dog", 1) + obj("cat", 1) + obj("cat", 0) + obj("person", 0) + "</annotation>"
+    )
+    labelled = voc_classification(tmp_path / "VOCdevkit", "2007", "test")
+    present = {VOC_CLASSES[k] for k in np.flatnonzero(labelled.targets[0])}
+    ignored = {VOC_CLASSES[k] for k in np.flatnonzero(labelled.ignore[0])}
+    assert present == {"dog", "cat", "person"}
+    assert ignored == {"dog"}  # cat also has a non-difficult instance
+
+
+# --- AP ----------------------------------------------------------------------------------------
+
+
+def test_ap_hand_computed():
+    # ranking: P N P N  -> precision at the hits 1, 2/3; envelope area = 0.5*1 + 0.5*2/3
+    assert voc_average_precision([0.9, 0.8, 0.7, 0.6], [1, 0, 1, 0]) == pytest.approx(0.5 + 1 / 3)
+    # N P P: precisions 1/2, 2/3 -> the envelope lifts the first to 2/3
+    assert voc_average_precision([0.9, 0.8, 0.7], [0, 1, 1]) == pytest.approx(2 / 3)
+    # the difficult positive ranked first is dropped, not counted as a hit or a miss
+    assert voc_average_precision([0.95, 0.9, 0.8], [1, 0, 1], ignore=[True, False, False]) == pytest.approx(0.5)
+    assert np.isnan(voc_average_precision([0.1, 0.2], [0, 0]))
+
+
+def test_ap_against_scikit_learn():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        scores, targets = rng.random(200), rng.random(200) < 0.3
+        precision, recall, _ = precision_recall_curve(targets, scores)
+        order = np.argsort(recall)
+        envelope = np.maximum.accumulate(precision[order][::-1])[::-1]
+        expected = float(np.sum(np.diff(recall[order]) * envelope[1:]))
+        ours = voc_average_precision(scores, targets)
+        assert ours == pytest.approx(expected, abs=1e-12)
+        assert ours >= average_precision_score(targets, scores) - 1e-12  # the envelope only lifts precision
+    monotone = voc_average_precision([0.9, 0.8, 0.7, 0.1], [1, 1, 0, 0])
+    assert monotone == pytest.approx(average_precision_score([1, 1, 0, 0], [0.9, 0.8, 0.7, 0.1]))
+    mean, per_class = mean_average_precision(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([[1, 0], [0, 0]]))
+    assert mean == 1.0 and np.isnan(per_class[1])  # a class without positives is left out of the mean
+
+
+# --- label budgets -----------------------------------------------------------------------------
+
+
+def test_label_subsets_are_stratified_and_deterministic(tiny_data):
+    voc = voc_classification(tiny_data / "VOCdevkit", "2007", "trainval")
+    a = label_budget(voc, data_seed=0, per_class=2)
+    assert np.array_equal(a, label_budget(voc, data_seed=0, per_class=2))
+    assert not np.array_equal(a, label_budget(voc, data_seed=1, per_class=2))
+    positives = ((voc.targets[a] > 0) & ~voc.ignore[a]).sum(axis=0)
+    assert (positives >= 2).all()
+    assert len(label_budget(voc, 0, fraction=1.0)) == len(voc)
+    with pytest.raises(UserError, match="either"):
+        label_budget(voc, 0, per_class=1, fraction=0.5)
+
+
+def test_multiclass_budget_takes_exactly_n_per_class(tmp_path):
+    from ssl_inpaint.data.classification import LabelledImages
+    from ssl_inpaint.data.sources import FileListSource
+
+    targets = np.repeat(np.arange(4), 25)
+    labelled = LabelledImages(FileListSource([Path(f"{i}.png") for i in range(100)], "x"), targets, tuple("abcd"), False)
+    chosen = label_budget(labelled, data_seed=3, per_class=5)
+    assert np.bincount(targets[chosen]).tolist() == [5, 5, 5, 5]
+    chosen = label_budget(labelled, data_seed=3, fraction=0.2)
+    assert np.bincount(targets[chosen]).tolist() == [5, 5, 5, 5]
+
+
+# --- encoder round trip ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pretrain_run(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pre")
+    invoke("pretrain", "--dataset", "coco", "--data", str(tiny_data / "coco"), "--output-dir", str(out), "--name", "p",
+           "--image-size", "64", "--bottleneck-channels", "64", "--batch-size", "4", "--val-images", "4",
+           "--max-steps", "3", "--num-workers", "0", "--no-global-d")
+    return out / "p"
+
+
+def finetune_config(tiny_data, pretrain_run, **overrides) -> FinetuneConfig:
+    base = dict(dataset="voc", data=str(tiny_data / "VOCdevkit"), image_size=64, checkpoint=str(pretrain_run))
+    return resolve_config(FinetuneConfig, {**base, **overrides}, {})
+
+
+@pytest.mark.slow
+def test_encoder_round_trip_and_random_init(tiny_data, pretrain_run):
+    pretext = torch.load(pretrain_run / "checkpoints/last.pt", weights_only=True)["generator"]
+    model = build_classifier(finetune_config(tiny_data, pretrain_run), 20, 3)
+    loaded = model.state_dict()
+    encoder_keys = [k for k in loaded if k.startswith("encoder.")]
+    assert encoder_keys and all(k.startswith("head.") for k in set(loaded) - set(encoder_keys))
+    for key in encoder_keys:
+        torch.testing.assert_close(loaded[key], pretext[key])  # same names in the generator
+    random = build_classifier(finetune_config(tiny_data, pretrain_run, init="random"), 20, 3).state_dict()
+    assert random.keys() == loaded.keys()
+    assert not torch.equal(random["encoder.stages.0.0.weight"], loaded["encoder.stages.0.0.weight"])
+
+
+@pytest.mark.slow
+def test_mismatched_or_foreign_encoders_are_clear_errors(tiny_data, pretrain_run, tmp_path):
+    with pytest.raises(UserError, match="pretrained at 64 px but --image-size is 128"):
+        build_classifier(finetune_config(tiny_data, pretrain_run, image_size=128), 20, 3)
+    payload = torch.load(pretrain_run / "encoder.pt", weights_only=True)
+    payload["state_dict"]["stages.0.0.weight"] = torch.zeros(64, 4, 3, 3)
+    save_atomic(payload, tmp_path / "bad.pt")
+    with pytest.raises(UserError, match="does not fit this model.*stages.0.0.weight"):
+        build_classifier(finetune_config(tiny_data, tmp_path / "bad.pt"), 20, 3)
+    del payload["state_dict"]["stages.0.0.weight"]
+    save_atomic(payload, tmp_path / "missing.pt")
+    with pytest.raises(UserError, match="missing \\['encoder.stages.0.0.weight'\\]"):
+        build_classifier(finetune_config(tiny_data, tmp_path / "missing.pt"), 20, 3)
+    save_atomic({"format": "something.else"}, tmp_path / "foreign.pt")
+    with pytest.raises(UserError, match="not a ssl_inpaint.encoder file"):
+        build_classifier(finetune_config(tiny_data, tmp_path / "foreign.pt"), 20, 3)
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="not a readable ssl_inpaint checkpoint"):
+        build_classifier(finetune_config(tiny_data, tmp_path / "garbage.pt"), 20, 3)
+
+
+# --- end to end --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["finetune", "linear", "svm"])
+def test_finetune_both_inits_then_compare(tiny_data, pretrain_run, tmp_path, mode):
+    for init in ("pretrained", "random"):
+        invoke("finetune", "--dataset", "voc", "--data", str(tiny_data / "VOCdevkit"), "--year", "2007",
+               "--train-split", "trainval", "--test-split", "test", "--image-size", "64", "--init", init,
+               "--checkpoint", str(pretrain_run), "--mode", mode, "--epochs", "2", "--batch-size", "8",
+               "--labels-per-class", "2", "--seeds", "0,1", "--num-workers", "0", "--output-dir", str(tmp_path))
+    runs = find_runs([str(tmp_path / "*")])
+    assert len(runs) == 4
+    metrics = json.loads((tmp_path / f"voc_{mode}_2-per-class_pretrained_s1/metrics.json").read_text())
+    assert metrics["metric"] == "mAP" and 0 <= metrics["value"] <= 1
+    assert set(metrics["per_class"]) == set(VOC_CLASSES)
+    assert metrics["value"] == pytest.approx(np.nanmean(list(metrics["per_class"].values())))
+    same_images = {json.loads((r / "metrics.json").read_text())["n_train"] for r in runs}
+    assert len(same_images) == 1
+    (row,) = collect(runs)
+    assert row.pretrain == pretrain_run.name
+    assert set(row.values) == {"pretrained", "random"} and set(row.values["random"]) == {0, 1}
+    result = invoke("compare", str(tmp_path / "voc_*"), "--output", str(tmp_path / "cmp/table.md"),
+                    "--logdir", str(tmp_path / "cmp"))
+    table = (tmp_path / "cmp/table.md").read_text()
+    mean_pre = np.mean(list(row.values["pretrained"].values())) * 100
+    assert f"{mean_pre:.2f} ±" in table and mode in result.output
+    assert (tmp_path / "cmp/table.png").is_file()
+
+
+@pytest.mark.slow
+def test_fashion_mnist_multiclass_top1(tmp_path):
+    from tests.test_data import write_idx
+
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 60), ("t10k", 30)):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    invoke("finetune", "--dataset", "fashion_mnist", "--data", str(tmp_path), "--train-split", "train",
+           "--test-split", "test", "--image-size", "32", "--init", "random", "--bottleneck-channels", "32",
+           "--labels-per-class", "3", "--epochs", "1", "--batch-size", "10", "--num-workers", "0",
+           "--output-dir", str(tmp_path / "runs"))
+    metrics = json.loads((tmp_path / "runs/fashion_mnist_finetune_3-per-class_random_s0/metrics.json").read_text())
+    assert metrics["metric"] == "top1" and metrics["n_train"] == 30 and metrics["n_test"] == 30
+
+
+def test_finetune_without_checkpoint_for_pretrained_init_is_a_clear_error():
+    with pytest.raises(UserError, match="--init pretrained needs --checkpoint"):
+        resolve_config(FinetuneConfig, {"data": "x"}, {})
