@@ -225,3 +225,28 @@ def test_fashion_mnist_multiclass_top1(tmp_path):
 def test_finetune_without_checkpoint_for_pretrained_init_is_a_clear_error():
     with pytest.raises(UserError, match="--init pretrained needs --checkpoint"):
         resolve_config(FinetuneConfig, {"data": "x"}, {})
+
+
+def write_metrics(folder: Path, init: str, seed: int, value: float, checkpoint: str = "runs/pre_a", mode: str = "linear"):
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({
+        "dataset": "voc", "mode": mode, "budget": "all", "metric": "mAP", "init": init, "seed": seed,
+        "value": value, "checkpoint": checkpoint,
+    }))
+
+
+def test_compare_statistics_pair_by_seed_and_split_by_pretrain_run(tmp_path):
+    for seed, (pre, rand) in enumerate([(0.5, 0.4), (0.7, 0.5), (0.6, 0.6)]):
+        write_metrics(tmp_path / f"a_pre_{seed}", "pretrained", seed, pre)
+        write_metrics(tmp_path / f"rand_{seed}", "random", seed, rand)
+    write_metrics(tmp_path / "b_pre_0", "pretrained", 0, 0.9, checkpoint="runs/pre_b/encoder.pt")
+    rows = collect(find_runs([str(tmp_path)]))
+    assert [r.pretrain for r in rows] == ["pre_a", "pre_b"]
+    a = rows[0]
+    assert a.stats("pretrained") == pytest.approx((0.6, 0.1, 3))
+    assert a.stats("random") == pytest.approx((0.5, 0.1, 3))
+    diffs = [0.1, 0.2, 0.0]
+    assert a.difference() == pytest.approx((np.mean(diffs), np.std(diffs, ddof=1), 3))
+    assert rows[1].difference() == pytest.approx((0.5, 0.0, 1))  # only seed 0 pairs
+    with pytest.raises(UserError, match="no finished runs"):
+        find_runs([str(tmp_path / "nothing*")])
