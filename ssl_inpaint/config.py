@@ -83,6 +83,14 @@ def resolve_config(config_cls: type[ConfigT], recipe: dict[str, Any], flags: dic
     return config
 
 
+def check_choices(config: Any, choices: dict[str, tuple[str, ...]]) -> None:
+    """Refuse a value outside its allowed set, naming the flag and the choices."""
+    for key, allowed in choices.items():
+        value = getattr(config, key)
+        if value not in allowed:
+            raise UserError(f"--{key.replace('_', '-')} must be one of {', '.join(allowed)}, got {value!r}")
+
+
 def save_config(config: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))

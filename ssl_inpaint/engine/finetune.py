@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ssl_inpaint.checkpoint import ENCODER_FORMAT, load_checkpoint
-from ssl_inpaint.config import option, save_config
+from ssl_inpaint.config import check_choices, option, save_config
 from ssl_inpaint.data.classification import (
     CLASSIFICATION_DATASETS,
     ClassificationDataset,
@@ -88,9 +88,7 @@ class FinetuneConfig:
             "features": FEATURES, "optimizer": ("sgd", "adam"), "lr_schedule": ("constant", "cosine"),
             "voc_labels": ("xml", "imagesets"),
         }
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise UserError(f"--{key.replace('_', '-')} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+        check_choices(self, choices)
         if self.init == "pretrained" and not self.checkpoint:
             raise UserError("--init pretrained needs --checkpoint runs/<pretrain run> (or its encoder.pt)")
         if self.labels_per_class and self.label_fraction:

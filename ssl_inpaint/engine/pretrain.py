@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from torchvision.utils import make_grid, save_image
 
 from ssl_inpaint.checkpoint import ENCODER_FORMAT, PRETRAIN_FORMAT, save_atomic
-from ssl_inpaint.config import option, save_config
+from ssl_inpaint.config import check_choices, option, save_config
 from ssl_inpaint.data import DATASETS, PretextDataset, SubsetSource, channel_mean, create_source
 from ssl_inpaint.engine.common import RunLogger, console, epoch_order, seed_everything, select_device
 from ssl_inpaint.errors import UserError
@@ -124,9 +124,7 @@ class PretrainConfig:
             "schedule": ("joint", "glcic"),
             "phase_scope": ("run", "epoch"),
         }
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise UserError(f"--{key.replace('_', '-')} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+        check_choices(self, choices)
         if self.batch_size < 2:
             raise UserError("--batch-size must be at least 2 (BatchNorm needs two samples per step)")
         if self.image_size % 32 or self.image_size < 32:
