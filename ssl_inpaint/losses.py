@@ -3,8 +3,8 @@
     L_G = w1 * rec(known pixels) + w2 * rec(hole) + w3 * adv(D_global) + w4 * adv(D_local)
     L_D = BCE(D(real), 1) + BCE(D(completed), 0)          for each discriminator
 
-``rec`` is MSE (the seed) or L1, averaged over the pixels of its region, so the weights do not drift
-with the hole size. The adversarial terms are the non-saturating -log D(G(x)), computed from logits.
+``rec`` is MSE (the seed) or L1, averaged over the pixels of its region in each image, so the weights
+do not drift with the hole size. The adversarial terms are the non-saturating -log D(G(x)), computed from logits.
 """
 
 from __future__ import annotations
@@ -25,11 +25,14 @@ class LossWeights:
 
 
 def region_error(pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor, kind: str = "mse") -> torch.Tensor:
-    """Mean squared (or absolute) error over the pixels where ``region`` is 1, all channels."""
-    diff = pred - target
+    """Squared (or absolute) error averaged over each image's pixels where ``region`` is 1, then over
+    the batch. Per-image means give every image the same weight whatever its hole size, and make the
+    loss of a batch split across processes average to the loss of the whole batch."""
+    diff = (pred - target).float()
     per_pixel = diff.square() if kind == "mse" else diff.abs()
-    region = region.expand_as(per_pixel)
-    return (per_pixel * region).sum() / region.sum().clamp_min(1.0)
+    region = region.float().expand_as(per_pixel)
+    per_image = (per_pixel * region).flatten(1).sum(1) / region.flatten(1).sum(1).clamp_min(1.0)
+    return per_image.mean()
 
 
 def adversarial_target_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:

@@ -128,11 +128,15 @@ def test_bad_input_is_one_clear_error_line(tiny_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_an_existing_run_is_never_overwritten(tiny_data, tmp_path):
+def test_an_existing_run_is_resumed_or_refused_never_overwritten(tiny_data, tmp_path):
     args = ["--dataset", "folder", "--data", str(tiny_data / "images"), "--output-dir", str(tmp_path), "--name", "x",
             "--max-steps", "1", "--no-global-d", "--no-local-d", "--num-workers", "0", *SMALL]
     pretrain(*args)
     before = (tmp_path / "x/checkpoints/last.pt").read_bytes()
-    with pytest.raises(UserError, match="already holds a trained run"):
-        pretrain(*args)
+    with pytest.raises(UserError, match="already holds a trained run and --no-resume"):
+        pretrain(*args, "--no-resume")
+    pretrain(*args)  # finished already: resuming does no step and rewrites nothing
+    assert (tmp_path / "x/checkpoints/last.pt").read_bytes() == before
+    with pytest.raises(UserError, match="cannot resume .*image_size: 64 -> 96"):
+        pretrain(*args, "--image-size", "96")
     assert (tmp_path / "x/checkpoints/last.pt").read_bytes() == before

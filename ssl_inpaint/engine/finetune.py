@@ -34,7 +34,9 @@ from ssl_inpaint.data.classification import (
     create_classification_dataset,
     label_budget,
 )
-from ssl_inpaint.engine.common import RunLogger, console, seed_everything, select_device
+from ssl_inpaint.distributed import Distributed, average_gradients, broadcast_module, gather_rows, setup, teardown
+from ssl_inpaint.engine.common import RunLogger, console, seed_everything
+from ssl_inpaint.engine.runtime import ResumableSampler, autocast, check_precision, grad_scaler, prepare_module
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.metrics import mean_average_precision, top1_accuracy
 from ssl_inpaint.models import EncoderClassifier, UNetEncoder, encoder_from_arch, load_pretrained_encoder
@@ -81,12 +83,16 @@ class FinetuneConfig:
     lr_schedule: str = option("constant", "constant or cosine.")
     svm_costs: str = option("0.01,0.1,1,10,100", "svm: cost grid searched per class by 3-fold cross-validated AP.")
     eval_every: int = option(1, "Evaluate on the test split every N epochs (and at the end).")
+    # scale-out
+    nproc: int = option(1, "Launch this many processes on this machine with torchrun (one per GPU).")
+    precision: str = option("fp32", "fp32, bf16 or fp16 (autocast; fp16 adds a GradScaler, CUDA only).")
+    sync_bn: bool = option(True, "SyncBatchNorm across processes when the world size is > 1 (CUDA only).")
 
     def validate(self) -> None:
         choices = {
             "dataset": CLASSIFICATION_DATASETS, "init": ("pretrained", "random"), "mode": MODES,
             "features": FEATURES, "optimizer": ("sgd", "adam"), "lr_schedule": ("constant", "cosine"),
-            "voc_labels": ("xml", "imagesets"),
+            "voc_labels": ("xml", "imagesets"), "precision": ("fp32", "bf16", "fp16"),
         }
         check_choices(self, choices)
         if self.init == "pretrained" and not self.checkpoint:
@@ -154,21 +160,29 @@ def build_classifier(config: FinetuneConfig, num_classes: int, image_channels: i
 
 
 @torch.no_grad()
-def extract_features(model: EncoderClassifier, dataset: ClassificationDataset, config: FinetuneConfig, device) -> tuple[torch.Tensor, torch.Tensor]:
-    model.eval()
-    feats, targets = [], []
-    loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=config.num_workers)
-    for images, target, _ in loader:
-        feats.append(model.extract(images.to(device)).float().cpu())
-        targets.append(target)
-    return torch.cat(feats), torch.cat(targets)
+def per_sample_outputs(fn, dataset: ClassificationDataset, config: FinetuneConfig, dist: Distributed) -> np.ndarray:
+    """``fn(images)`` for every image of ``dataset``, in dataset order. Each process takes a share
+    (DistributedSampler without shuffling) and the rows are gathered, dropping the sampler's padding
+    repeats, so the result equals a single process's."""
+    sampler = ResumableSampler(dataset, dist, seed=0, shuffle=False, drop_last=False)
+    indices = np.asarray(list(iter(sampler)), dtype=np.int64)
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=indices.tolist(), num_workers=config.num_workers)
+    rows = []
+    for images, _, _ in loader:
+        with autocast(config.precision, dist.device):
+            rows.append(fn(images.to(dist.device)).float().cpu())
+    local = torch.cat(rows).numpy() if rows else np.zeros((0,), np.float32)
+    return gather_rows(local, indices, dist.world_size, len(dataset))
 
 
-@torch.no_grad()
-def predict(model: nn.Module, dataset: ClassificationDataset, config: FinetuneConfig, device) -> np.ndarray:
+def extract_features(model: EncoderClassifier, dataset: ClassificationDataset, config: FinetuneConfig, dist: Distributed) -> np.ndarray:
     model.eval()
-    loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=config.num_workers)
-    return torch.cat([model(images.to(device)).float().cpu() for images, _, _ in loader]).numpy()
+    return per_sample_outputs(model.extract, dataset, config, dist)
+
+
+def predict(model: nn.Module, dataset: ClassificationDataset, config: FinetuneConfig, dist: Distributed) -> np.ndarray:
+    model.eval()
+    return per_sample_outputs(model, dataset, config, dist)
 
 
 def evaluate(scores: np.ndarray, labelled: LabelledImages) -> dict[str, Any]:
@@ -234,95 +248,107 @@ def train_svm(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, labe
 
 def run_finetune(config: FinetuneConfig) -> list[Path]:
     """Run the configured transfer experiment once per seed; returns the run folders."""
-    runs = []
-    for seed in config.seed_list:
-        base = config.name or f"{config.dataset}_{config.mode}_{config.budget}"
-        single = dataclasses.replace(config, seed=seed, seeds="", name=f"{base}_{config.init}_s{seed}")
-        runs.append(finetune_once(single))
-    return runs
+    dist = setup(config.device)
+    try:
+        runs = []
+        for seed in config.seed_list:
+            base = config.name or f"{config.dataset}_{config.mode}_{config.budget}"
+            single = dataclasses.replace(config, seed=seed, seeds="", name=f"{base}_{config.init}_s{seed}")
+            runs.append(finetune_once(single, dist))
+        return runs
+    finally:
+        teardown()
 
 
-def finetune_once(config: FinetuneConfig) -> Path:
+def finetune_once(config: FinetuneConfig, dist: Distributed) -> Path:
     run_dir = Path(config.output_dir) / config.name
     if (run_dir / "metrics.json").exists():
         raise UserError(f"{run_dir} already holds a finished run; pick another --name or delete that folder")
+    check_precision(config.precision, dist.device)
     seed_everything(config.seed)
-    device = select_device(config.device)
 
     train_all = create_classification_dataset(config.dataset, config.data, config.train_split, config.year, config.voc_labels)
     test = create_classification_dataset(config.dataset, config.data, config.test_split, config.year, config.voc_labels)
     chosen = label_budget(train_all, config.data_seed, config.labels_per_class, config.label_fraction)
     train = train_all.subset(chosen)
-    if len(train) < 2:
+    if len(train) < 2 * dist.world_size:
         raise UserError(f"the label budget leaves {len(train)} training image(s); raise --labels-per-class")
-    model = build_classifier(config, len(train.classes), train.source.channels).to(device)
-    save_config(config, run_dir / "config.yaml")
-    console.print(
-        f"finetune {config.name}: {config.mode}, init={config.init}, {len(train)} of {len(train_all)} labelled "
-        f"{config.dataset} {config.train_split} images ({config.budget}), test on {len(test)} {config.test_split} images"
-    )
+    model = build_classifier(config, len(train.classes), train.source.channels)
+    model = prepare_module(model, dist, config.sync_bn and config.mode == "finetune", channels_last=False)
+    broadcast_module(model, dist.world_size)
+    if dist.is_main:
+        save_config(config, run_dir / "config.yaml")
+        console.print(
+            f"finetune {config.name}: {config.mode}, init={config.init}, {len(train)} of {len(train_all)} labelled "
+            f"{config.dataset} {config.train_split} images ({config.budget}), test on {len(test)} {config.test_split} "
+            f"images, {dist.world_size} process(es)"
+        )
     train_set = ClassificationDataset(train, config.image_size, train=config.mode == "finetune")
     test_set = ClassificationDataset(test, config.image_size, train=False)
     history: list[dict[str, Any]] = []
 
     if config.mode == "svm":
-        with RunLogger(run_dir, 2, f"svm {config.name}") as logger:
+        with RunLogger(run_dir, 2, f"svm {config.name}", enabled=dist.is_main) as logger:
             logger.config(dataclasses.asdict(config))
-            train_x, train_y = extract_features(model, train_set, config, device)
+            train_x = extract_features(model, train_set, config, dist)
             logger.advance(1, "features")
-            test_x, _ = extract_features(model, test_set, config, device)
-            scores, costs = train_svm(train_x.numpy(), train_y.numpy(), test_x.numpy(), train, train.ignore, config.cost_grid, config.seed)
+            test_x = extract_features(model, test_set, config, dist)
+            scores, costs = train_svm(train_x, train.targets, test_x, train, train.ignore, config.cost_grid, config.seed)
             result = evaluate(scores, test)
             result["svm_costs"] = dict(zip(train.classes, costs))
             logger.advance(2, f"{result['metric']} {result['value']:.4f}")
             _log_final(logger, config, result)
     else:
-        result = _train_head_or_network(config, model, train, train_set, test, test_set, run_dir, device, history)
+        result = _train_head_or_network(config, model, train, train_set, test, test_set, run_dir, dist, history)
 
-    metrics = {
-        "dataset": config.dataset,
-        "mode": config.mode,
-        "init": config.init,
-        "budget": config.budget,
-        "labels_per_class": config.labels_per_class,
-        "label_fraction": config.label_fraction,
-        "data_seed": config.data_seed,
-        "seed": config.seed,
-        "checkpoint": config.checkpoint,
-        "n_train": len(train),
-        "n_test": len(test),
-        **result,
-        "history": history,
-    }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    console.print(f"{config.name}: {result['metric']} = {result['value']:.4f}")
-    if "per_class" in result:
-        console.print("  " + "  ".join(f"{k} {v:.3f}" for k, v in result["per_class"].items() if not math.isnan(v)))
+    if dist.is_main:
+        metrics = {
+            "dataset": config.dataset,
+            "mode": config.mode,
+            "init": config.init,
+            "budget": config.budget,
+            "labels_per_class": config.labels_per_class,
+            "label_fraction": config.label_fraction,
+            "data_seed": config.data_seed,
+            "seed": config.seed,
+            "checkpoint": config.checkpoint,
+            "n_train": len(train),
+            "n_test": len(test),
+            "world_size": dist.world_size,
+            **result,
+            "history": history,
+        }
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        console.print(f"{config.name}: {result['metric']} = {result['value']:.4f}")
+        if "per_class" in result:
+            console.print("  " + "  ".join(f"{k} {v:.3f}" for k, v in result["per_class"].items() if not math.isnan(v)))
     return run_dir
 
 
-def _train_head_or_network(config, model, train, train_set, test, test_set, run_dir, device, history) -> dict[str, Any]:
-    """Finetune (all layers, augmented images) or linear probe (frozen encoder, cached features)."""
-    multilabel = train.multilabel
+def _train_head_or_network(config, model, train, train_set, test, test_set, run_dir, dist: Distributed, history) -> dict[str, Any]:
+    """Finetune (all layers, augmented images) or linear probe (frozen encoder, cached features).
+
+    The linear probe's features are computed once, sharded over the processes and gathered, and
+    every process then trains the same small head on all of them (no further communication)."""
+    multilabel, device = train.multilabel, dist.device
     if config.mode == "linear":
-        train_x, train_y = extract_features(model, train_set, config, device)
-        test_x, _ = extract_features(model, test_set, config, device)
+        train_x = torch.from_numpy(extract_features(model, train_set, config, dist))
+        test_x = torch.from_numpy(extract_features(model, test_set, config, dist))
         train_ignore = torch.as_tensor(train.ignore) if train.ignore is not None else torch.zeros(len(train), 0, dtype=torch.bool)
-        feature_data = torch.utils.data.TensorDataset(train_x, train_y, train_ignore)
-        params = list(model.head.parameters())
-        forward = model.head
+        loader_source = torch.utils.data.TensorDataset(train_x, torch.as_tensor(train.targets), train_ignore)
+        params, forward, shard = list(model.head.parameters()), model.head, False
         evaluate_inputs = lambda: forward(test_x.to(device)).float().cpu().numpy()  # noqa: E731
-        loader_source = feature_data
     else:
-        params = list(model.parameters())
-        forward = model
-        evaluate_inputs = lambda: predict(model, test_set, config, device)  # noqa: E731
-        loader_source = train_set
-    batch_size = min(config.batch_size, len(loader_source))
+        loader_source, params, forward, shard = train_set, list(model.parameters()), model, True
+        evaluate_inputs = lambda: predict(model, test_set, config, dist)  # noqa: E731
+    world = dist.world_size if shard else 1
+    batch_size = min(config.batch_size, len(loader_source) // world)
+    sampler = ResumableSampler(loader_source, dist, seed=config.seed) if shard else None
     generator = torch.Generator().manual_seed(config.seed)
-    steps_per_epoch = len(loader_source) // batch_size
+    steps_per_epoch = (len(sampler) if shard else len(loader_source)) // batch_size
     total_steps = steps_per_epoch * config.epochs
     optimizer = make_optimizer(params, config)
+    scaler = grad_scaler(config.precision, device)
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
         if config.lr_schedule == "cosine"
@@ -330,26 +356,28 @@ def _train_head_or_network(config, model, train, train_set, test, test_set, run_
     )
     result: dict[str, Any] = {}
     step = 0
-    with RunLogger(run_dir, total_steps, f"{config.mode} {config.name}") as logger:
+    with RunLogger(run_dir, total_steps, f"{config.mode} {config.name}", enabled=dist.is_main) as logger:
         logger.config(dataclasses.asdict(config))
         for epoch in range(config.epochs):
+            if sampler is not None:
+                sampler.start_at(epoch, 0)
             loader = DataLoader(
-                loader_source, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator,
-                num_workers=config.num_workers if config.mode == "finetune" else 0,
+                loader_source, batch_size=batch_size, sampler=sampler, shuffle=sampler is None, drop_last=True,
+                generator=generator, num_workers=config.num_workers if shard else 0,
             )
-            if config.mode == "finetune":
-                model.train()
-            else:
-                model.head.train()
+            (model if config.mode == "finetune" else model.head).train()
             losses = []
             for inputs, target, ignore in loader:
-                logits = forward(inputs.to(device))
-                loss = classification_loss(logits, target.to(device), ignore.to(device), multilabel)
+                with autocast(config.precision, device):
+                    logits = forward(inputs.to(device))
+                loss = classification_loss(logits.float(), target.to(device), ignore.to(device), multilabel)
                 if not torch.isfinite(loss):
                     raise UserError(f"non-finite training loss at step {step}; lower --lr")
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                average_gradients(params, world)
+                scaler.step(optimizer)
+                scaler.update()
                 if scheduler is not None:
                     scheduler.step()
                 step += 1
@@ -369,7 +397,7 @@ def _train_head_or_network(config, model, train, train_set, test, test_set, run_
 
 def _log_final(logger: RunLogger, config: FinetuneConfig, result: dict[str, Any]) -> None:
     hparams = {k: v for k, v in dataclasses.asdict(config).items() if isinstance(v, (int, float, str, bool))}
-    logger.writer.add_hparams(hparams, {f"hparam/{result['metric']}": result["value"]}, run_name=".")
+    logger.hparams(hparams, {f"hparam/{result['metric']}": result["value"]})
     if "per_class" in result:
         table = "| class | AP |\n|---|---|\n" + "".join(f"| {k} | {v:.4f} |\n" for k, v in result["per_class"].items())
         logger.text("per_class_AP", table)

@@ -16,7 +16,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from timm.optim import create_optimizer_v2
@@ -25,14 +25,35 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.utils import make_grid, save_image
 
-from ssl_inpaint.checkpoint import ENCODER_FORMAT, PRETRAIN_FORMAT, save_atomic
+from ssl_inpaint.checkpoint import ENCODER_FORMAT, PRETRAIN_FORMAT, load_checkpoint, save_atomic
 from ssl_inpaint.config import check_choices, option, save_config
 from ssl_inpaint.data import DATASETS, PretextDataset, SubsetSource, channel_mean, create_source
-from ssl_inpaint.engine.common import RunLogger, console, epoch_order, seed_everything, select_device
+from ssl_inpaint.distributed import (
+    Distributed,
+    any_flag,
+    average_gradients,
+    broadcast_module,
+    gather_rows,
+    setup,
+    teardown,
+)
+from ssl_inpaint.engine.common import RunLogger, console, epoch_order, seed_everything
+from ssl_inpaint.engine.runtime import (
+    ResumableSampler,
+    StopSignal,
+    autocast,
+    check_precision,
+    grad_scaler,
+    prepare_module,
+    rng_state,
+    set_rng_state,
+    unwrap,
+)
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.losses import LossWeights, discriminator_loss, generator_loss
 from ssl_inpaint.masks import MASK_KINDS, MaskGenerator, create_mask_generator
 from ssl_inpaint.metrics import completion_metrics, to_unit
+from ssl_inpaint.models.unet import NORMS
 from ssl_inpaint.models import (
     GENERATORS,
     crop_boxes,
@@ -83,6 +104,7 @@ class PretrainConfig:
     bottleneck_channels: int = option(4000, "Channels of the generator's 1x1 latent.")
     skip_connections: bool = option(True, "U-Net skip connections (off for seed 003 model M3).")
     predict: str = option("image", "image: the generator outputs the whole image; hole: only the centre square (M3).")
+    norm: str = option("batch", "Normalisation in generator and discriminators: batch (Tables 1-2) or none.")
     global_d: bool = option(True, "Use the global discriminator.")
     local_d: bool = option(True, "Use the local discriminator (on a crop around the hole).")
     local_size: int = option(0, "Local discriminator crop side in pixels (0: half the image side).")
@@ -106,6 +128,14 @@ class PretrainConfig:
     schedule: str = option("joint", "joint: G and D every step; glcic: reconstruction, discriminator, joint phases.")
     phase_fractions: str = option("0.2,0.5,0.3", "glcic: fractions of the three phases, comma-separated.")
     phase_scope: str = option("run", "glcic: phases span the whole run, or repeat in every epoch (seed 000).")
+    # scale-out
+    nproc: int = option(1, "Launch this many processes on this machine with torchrun (one per GPU).")
+    accumulate: int = option(1, "Gradient accumulation: micro-batches of --batch-size per optimizer step.")
+    precision: str = option("fp32", "fp32, bf16 or fp16 (autocast; fp16 adds a GradScaler per optimizer, CUDA only).")
+    channels_last: bool = option(False, "Use the channels_last memory format (faster convolutions on recent GPUs).")
+    compile: bool = option(False, "torch.compile the generator and discriminators.")
+    sync_bn: bool = option(True, "SyncBatchNorm across processes when the world size is > 1 (CUDA only).")
+    resume: bool = option(True, "Continue from checkpoints/last.pt if the run folder has one (--no-resume: refuse to touch it).")
     # outputs
     log_every: int = option(10, "Log scalars every N steps.")
     sample_every: int = option(200, "Validation metrics and an image grid every N steps (and at the end).")
@@ -123,6 +153,8 @@ class PretrainConfig:
             "lr_schedule": ("constant", "cosine"),
             "schedule": ("joint", "glcic"),
             "phase_scope": ("run", "epoch"),
+            "norm": NORMS,
+            "precision": ("fp32", "bf16", "fp16"),
         }
         check_choices(self, choices)
         if self.batch_size < 2:
@@ -146,6 +178,8 @@ class PretrainConfig:
         self.fractions  # parses and checks --phase-fractions
         if self.warmup_steps and self.lr_schedule == "constant":
             raise UserError("--warmup-steps needs --lr-schedule cosine")
+        if self.accumulate < 1 or self.nproc < 1:
+            raise UserError("--accumulate and --nproc must be at least 1")
         if self.epochs < 1 or self.max_steps < 0:
             raise UserError("--epochs must be >= 1 and --max-steps >= 0")
 
@@ -216,6 +250,17 @@ class InpaintingModels:
         for m in (self.generator, *self.discriminators):
             m.train(mode)
 
+    def state_dicts(self) -> dict[str, Optional[dict]]:
+        return {
+            name: unwrap(m).state_dict() if m is not None else None
+            for name, m in (("generator", self.generator), ("global_d", self.global_d), ("local_d", self.local_d))
+        }
+
+    def load_state_dicts(self, state: dict[str, Any]) -> None:
+        for name, m in (("generator", self.generator), ("global_d", self.global_d), ("local_d", self.local_d)):
+            if m is not None:
+                unwrap(m).load_state_dict(state[name])
+
 
 def build_models(config: PretrainConfig, image_channels: int) -> InpaintingModels:
     generator = create_generator(
@@ -225,22 +270,23 @@ def build_models(config: PretrainConfig, image_channels: int) -> InpaintingModel
         bottleneck_channels=config.bottleneck_channels,
         skip_connections=config.skip_connections,
         predict=config.predict,
+        norm=config.norm,
     )
     return InpaintingModels(
         generator=generator,
-        global_d=global_discriminator(image_channels, config.image_size) if config.global_d else None,
-        local_d=local_discriminator(image_channels, config.resolved_local_size) if config.local_d else None,
+        global_d=global_discriminator(image_channels, config.image_size, config.norm) if config.global_d else None,
+        local_d=local_discriminator(image_channels, config.resolved_local_size, config.norm) if config.local_d else None,
         local_size=config.resolved_local_size,
     )
 
 
 def composite(image: torch.Tensor, prediction: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Known pixels from the real image, the hole from the generator."""
-    return image * (1 - mask) + prediction * mask
+    return image * (1 - mask) + prediction.to(image.dtype) * mask
 
 
 def discriminator_logits(
-    models: InpaintingModels, images: torch.Tensor, boxes: torch.Tensor
+    models: InpaintingModels, images: torch.Tensor, boxes: Optional[torch.Tensor]
 ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
     global_logits = models.global_d(images) if models.global_d is not None else None
     local_logits = (
@@ -249,74 +295,142 @@ def discriminator_logits(
     return global_logits, local_logits
 
 
+@dataclass
+class Optimizers:
+    """The two GAN optimizers, each with its own fp16 loss scaler."""
+
+    g: torch.optim.Optimizer
+    d: Optional[torch.optim.Optimizer]
+    scaler_g: torch.amp.GradScaler
+    scaler_d: torch.amp.GradScaler
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "opt_g": self.g.state_dict(),
+            "opt_d": self.d.state_dict() if self.d is not None else None,
+            "scaler_g": self.scaler_g.state_dict(),
+            "scaler_d": self.scaler_d.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.g.load_state_dict(state["opt_g"])
+        if self.d is not None:
+            self.d.load_state_dict(state["opt_d"])
+        self.scaler_g.load_state_dict(state["scaler_g"])
+        self.scaler_d.load_state_dict(state["scaler_d"])
+
+
+def _apply(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, params: list[nn.Parameter], world_size: int) -> None:
+    """Average gradients over processes, then step through the loss scaler."""
+    average_gradients(params, world_size)
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def train_step(
     models: InpaintingModels,
-    batch: dict[str, torch.Tensor],
-    opt_g: torch.optim.Optimizer,
-    opt_d: Optional[torch.optim.Optimizer],
+    micro_batches: list[dict[str, torch.Tensor]],
+    opts: Optimizers,
     weights: LossWeights,
     recon: str,
     phase: str,
+    precision: str = "fp32",
+    world_size: int = 1,
 ) -> dict[str, float]:
-    """One optimisation step of the given phase; returns the scalars to log."""
-    image, mask, inputs = batch["image"], batch["mask"], batch["input"]
+    """One optimisation step of the given phase over one or more (accumulated) micro-batches.
+
+    The discriminators step first, on real vs completed images (generator output detached); then the
+    generator steps with the discriminators frozen. With one micro-batch the generator output of the
+    discriminator step is reused; with several, each micro-batch's output is recomputed for the
+    generator step so that memory stays that of one micro-batch.
+    """
+    device = micro_batches[0]["image"].device
     train_g = phase in ("reconstruction", "joint")
-    use_d = opt_d is not None and phase in ("discriminator", "joint")
-    stats: dict[str, float] = {}
+    use_d = opts.d is not None and phase in ("discriminator", "joint")
+    adversarial = phase == "joint" and opts.d is not None
+    n = len(micro_batches)
+    reuse = n == 1 and train_g
+    sums: dict[str, float] = {}
 
-    with torch.set_grad_enabled(train_g):
-        prediction = models.generator(inputs)
-    completed = composite(image, prediction, mask)
-    boxes = hole_boxes(mask, models.local_size) if models.local_d is not None else None
+    def add(key: str, value: torch.Tensor) -> None:
+        sums[key] = sums.get(key, 0.0) + value.item() / n
 
+    cached: list[torch.Tensor] = []
     if use_d:
-        real_g, real_l = discriminator_logits(models, image, boxes)
-        fake_g, fake_l = discriminator_logits(models, completed.detach(), boxes)
-        loss_d = torch.zeros((), device=image.device)
-        for label, real, fake in (("global", real_g, fake_g), ("local", real_l, fake_l)):
-            if real is None:
-                continue
-            term = discriminator_loss(real, fake)
-            loss_d = loss_d + term
-            stats[f"loss/d_{label}"] = term.item()
-            stats[f"d/{label}_real"] = torch.sigmoid(real).mean().item()
-            stats[f"d/{label}_fake"] = torch.sigmoid(fake).mean().item()
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
+        opts.d.zero_grad(set_to_none=True)
+        for mb in micro_batches:
+            image, mask = mb["image"], mb["mask"]
+            with torch.set_grad_enabled(reuse), autocast(precision, device):
+                prediction = models.generator(mb["input"])
+            if reuse:
+                cached.append(prediction)
+            completed = composite(image, prediction.detach(), mask)
+            boxes = hole_boxes(mask, models.local_size) if models.local_d is not None else None
+            with autocast(precision, device):
+                real_g, real_l = discriminator_logits(models, image, boxes)
+                fake_g, fake_l = discriminator_logits(models, completed, boxes)
+            loss_d = torch.zeros((), device=device)
+            for label, real, fake in (("global", real_g, fake_g), ("local", real_l, fake_l)):
+                if real is None:
+                    continue
+                term = discriminator_loss(real, fake)
+                loss_d = loss_d + term
+                add(f"loss/d_{label}", term)
+                add(f"d/{label}_real", torch.sigmoid(real.float()).mean())
+                add(f"d/{label}_fake", torch.sigmoid(fake.float()).mean())
+            opts.scaler_d.scale(loss_d / n).backward()
+        _apply(opts.d, opts.scaler_d, [p for d in models.discriminators for p in d.parameters()], world_size)
 
     if train_g:
-        adversarial = phase == "joint" and opt_d is not None
-        with frozen(*models.discriminators):
-            global_logits, local_logits = (
-                discriminator_logits(models, completed, boxes) if adversarial else (None, None)
-            )
-        terms = generator_loss(prediction, image, mask, weights, recon, global_logits, local_logits)
-        opt_g.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        opt_g.step()
-        stats.update({f"loss/g_{k}": v.item() for k, v in terms.items()})
-    return stats
+        opts.g.zero_grad(set_to_none=True)
+        for i, mb in enumerate(micro_batches):
+            image, mask = mb["image"], mb["mask"]
+            with autocast(precision, device):
+                prediction = cached[i] if cached else models.generator(mb["input"])
+                completed = composite(image, prediction, mask)
+                boxes = hole_boxes(mask, models.local_size) if models.local_d is not None and adversarial else None
+                with frozen(*models.discriminators):
+                    logits = discriminator_logits(models, completed, boxes) if adversarial else (None, None)
+            terms = generator_loss(prediction.float(), image, mask, weights, recon, *logits)
+            opts.scaler_g.scale(terms["total"] / n).backward()
+            for key, value in terms.items():
+                add(f"loss/g_{key}", value)
+        _apply(opts.g, opts.scaler_g, list(models.generator.parameters()), world_size)
+    return sums
 
 
 @torch.no_grad()
-def validate(generator: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[dict[str, float], torch.Tensor]:
-    """Metrics on the fixed validation batch and a grid of (original | holed input | completed) rows."""
+def validate(
+    generator: nn.Module, batch: dict[str, torch.Tensor], dist: Distributed, precision: str = "fp32"
+) -> tuple[dict[str, float], Optional[torch.Tensor]]:
+    """Metrics on the fixed validation batch, each process taking a strided share of the images and
+    the per-image values gathered, so they equal the single-process figures. The main process also
+    returns a grid of (original | holed input | completed) rows."""
     was_training = generator.training
     generator.eval()
-    image, mask, inputs = batch["image"], batch["mask"], batch["input"]
-    completed = composite(image, generator(inputs), mask)
+    total = batch["image"].shape[0]
+    mine = torch.arange(dist.rank, total, dist.world_size)
+    image, mask, inputs = (batch[k][mine] for k in ("image", "mask", "input"))
+    with autocast(precision, image.device):
+        completed = composite(image, generator(inputs), mask)
+    per_image = completion_metrics(completed, image, mask)
+    names = list(per_image)
+    rows = torch.stack([per_image[k] for k in names], dim=1).cpu().numpy()
+    gathered = gather_rows(rows, mine.numpy(), dist.world_size, total)
+    metrics = {name: float(gathered[:, j].mean()) for j, name in enumerate(names)}
+    grid = None
+    if dist.is_main:
+        shown = min(8, total)
+        with autocast(precision, image.device):
+            completed = composite(batch["image"][:shown], generator(batch["input"][:shown]), batch["mask"][:shown])
+        rows_img = torch.stack([batch["image"][:shown], batch["input"][:shown, :-1], completed], dim=1).flatten(0, 1)
+        grid = make_grid(to_unit(rows_img.float()).cpu(), nrow=3, padding=2, pad_value=1.0)
     generator.train(was_training)
-    metrics = {k: v.mean().item() for k, v in completion_metrics(completed, image, mask).items()}
-    shown = min(8, image.shape[0])
-    holed = inputs[:shown, :-1]
-    rows = torch.stack([image[:shown], holed, completed[:shown]], dim=1).flatten(0, 1)
-    grid = make_grid(to_unit(rows.float()).cpu(), nrow=3, padding=2, pad_value=1.0)
     return metrics, grid
 
 
 def encoder_payload(generator: nn.Module, config: PretrainConfig, image_channels: int, fill: torch.Tensor, step: int) -> dict:
-    encoder = generator.encoder
+    encoder = unwrap(generator).encoder
     return {
         "format": ENCODER_FORMAT,
         "version": 1,
@@ -329,30 +443,32 @@ def encoder_payload(generator: nn.Module, config: PretrainConfig, image_channels
     }
 
 
-def _to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+def _to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    return {
+        k: v.to(device, non_blocking=True).contiguous(memory_format=memory_format) if torch.is_tensor(v) and v.dim() == 4
+        else v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+        for k, v in batch.items()
+    }
 
 
-def _describe_run(config: PretrainConfig, n_train: int, steps: int) -> str:
-    discs = [n for n, on in (("global", config.global_d), ("local", config.local_d)) if on] or ["none"]
-    return (
-        f"pretrain {config.name}: {n_train} images of {config.dataset} at {config.image_size}px, "
-        f"mask={config.mask}, discriminators={'+'.join(discs)}, schedule={config.schedule}, "
-        f"{steps} steps of batch {config.batch_size}"
-    )
+# Settings a resumed run must share with its checkpoint: they decide the models and the data order.
+RESUME_INVARIANTS = (
+    "generator", "bottleneck_channels", "skip_connections", "predict", "norm", "global_d", "local_d",
+    "local_size", "image_size", "dataset", "split", "mask", "seed",
+)
 
 
-def run_pretrain(config: PretrainConfig) -> Path:
-    """Train the pretext model described by ``config``; returns the run folder."""
-    run_dir = Path(config.output_dir) / config.name
-    if (run_dir / "checkpoints" / "last.pt").exists():
-        raise UserError(
-            f"{run_dir} already holds a trained run; pick another --name or delete that folder"
-        )
-    seed_everything(config.seed)
-    device = select_device(config.device)
+@dataclass
+class PretextData:
+    train: PretextDataset
+    val: PretextDataset
+    image_channels: int
+    fill: torch.Tensor
+
+
+def prepare_data(config: PretrainConfig) -> PretextData:
     mask_generator = config.mask_generator()  # fails early on bad mask options
-
     source = create_source(config.dataset, config.data, config.split, config.year)
     if config.val_split:
         train_source, val_source = source, create_source(config.dataset, config.data, config.val_split, config.year)
@@ -365,86 +481,155 @@ def run_pretrain(config: PretrainConfig) -> Path:
         order = epoch_order(len(source), seed=12345, epoch=0)  # fixed, independent of --seed
         val_source = SubsetSource(source, order[: config.val_images])
         train_source = SubsetSource(source, order[config.val_images :])
-    image_channels = source.channels
-    fill = (
-        channel_mean(train_source, config.image_size)
-        if config.fill == "mean"
-        else torch.zeros(image_channels)
-    )
+    channels = source.channels
+    fill = channel_mean(train_source, config.image_size) if config.fill == "mean" else torch.zeros(channels)
     use_objects = config.mask == "coco_object"
-    train_set = PretextDataset(train_source, config.image_size, mask_generator, fill, config.seed, True, config.strict, use_objects)
-    val_set = PretextDataset(val_source, config.image_size, mask_generator, fill, config.seed + 1, False, config.strict, use_objects)
+    train = PretextDataset(train_source, config.image_size, mask_generator, fill, config.seed, True, config.strict, use_objects)
+    val = PretextDataset(val_source, config.image_size, mask_generator, fill, config.seed + 1, False, config.strict, use_objects)
+    return PretextData(train, val, channels, fill)
 
-    steps_per_epoch = len(train_set) // config.batch_size
+
+def make_optimizers(config: PretrainConfig, models: InpaintingModels, device: torch.device) -> Optimizers:
+    betas = (config.beta1, config.beta2)
+    opt_g = create_optimizer_v2(models.generator, opt="adam", lr=config.lr_g, weight_decay=config.weight_decay, betas=betas)
+    opt_d = (
+        create_optimizer_v2(nn.ModuleList(models.discriminators), opt="adam", lr=config.lr_d, weight_decay=config.weight_decay, betas=betas)
+        if config.adversarial
+        else None
+    )
+    return Optimizers(opt_g, opt_d, grad_scaler(config.precision, device), grad_scaler(config.precision, device))
+
+
+def load_resume_state(config: PretrainConfig, path: Path, global_batch: int) -> dict[str, Any]:
+    state = load_checkpoint(path, PRETRAIN_FORMAT)
+    saved = state["config"]
+    changed = [k for k in RESUME_INVARIANTS if saved.get(k) != getattr(config, k)]
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in changed)
+        raise UserError(f"cannot resume {path}: {details}; use the original settings or a new --name")
+    if state.get("global_batch") != global_batch:
+        raise UserError(
+            f"cannot resume {path} exactly: its global batch was {state.get('global_batch')}, now {global_batch} "
+            f"(batch size x processes x accumulation); keep it or start a new --name"
+        )
+    return state
+
+
+def run_pretrain(config: PretrainConfig) -> Path:
+    """Train the pretext model described by ``config``; returns the run folder."""
+    dist = setup(config.device)
+    try:
+        return _run_pretrain(config, dist)
+    finally:
+        teardown()
+
+
+def _run_pretrain(config: PretrainConfig, dist: Distributed) -> Path:
+    run_dir = Path(config.output_dir) / config.name
+    last = run_dir / "checkpoints" / "last.pt"
+    if last.exists() and not config.resume:
+        raise UserError(f"{run_dir} already holds a trained run and --no-resume was given; pick another --name")
+    device = dist.device
+    check_precision(config.precision, device)
+    seed_everything(config.seed)
+    data = prepare_data(config)
+
+    global_batch = config.batch_size * dist.world_size * config.accumulate
+    sampler = ResumableSampler(data.train, dist, seed=config.seed)
+    steps_per_epoch = len(sampler) // (config.batch_size * config.accumulate)
     if steps_per_epoch == 0:
         raise UserError(
-            f"{len(train_set)} training images are fewer than --batch-size {config.batch_size}; lower the batch size"
+            f"{len(data.train)} training images are fewer than one global batch of {global_batch}; "
+            f"lower --batch-size or --accumulate"
         )
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
-    epochs = math.ceil(total_steps / steps_per_epoch)
 
-    models = build_models(config, image_channels)
+    models = build_models(config, data.image_channels)
+    models.generator = prepare_module(models.generator, dist, config.sync_bn, config.channels_last)
+    models.global_d = prepare_module(models.global_d, dist, config.sync_bn, config.channels_last) if models.global_d else None
+    models.local_d = prepare_module(models.local_d, dist, config.sync_bn, config.channels_last) if models.local_d else None
     for m in (models.generator, *models.discriminators):
-        m.to(device)
-    opt_g = create_optimizer_v2(
-        models.generator, opt="adam", lr=config.lr_g, weight_decay=config.weight_decay, betas=(config.beta1, config.beta2)
-    )
-    opt_d = (
-        create_optimizer_v2(
-            nn.ModuleList(models.discriminators), opt="adam", lr=config.lr_d,
-            weight_decay=config.weight_decay, betas=(config.beta1, config.beta2),
-        )
-        if config.adversarial
-        else None
-    )
+        broadcast_module(m, dist.world_size)
+    opts = make_optimizers(config, models, device)
     schedulers = [
         CosineLRScheduler(opt, t_initial=total_steps, warmup_t=config.warmup_steps, warmup_lr_init=0.0, t_in_epochs=False)
-        for opt in (opt_g, opt_d)
+        for opt in (opts.g, opts.d)
         if opt is not None and config.lr_schedule == "cosine"
     ]
     weights = LossWeights(config.w_known, config.w_hole, config.w_adv_global, config.w_adv_local)
 
-    save_config(config, run_dir / "config.yaml")
-    (run_dir / "samples").mkdir(exist_ok=True)
-    val_batch = _to_device(next(iter(DataLoader(val_set, batch_size=len(val_set), num_workers=0))), device)
+    step = 0
+    if last.exists():
+        state = load_resume_state(config, last, global_batch)
+        models.load_state_dicts(state)
+        opts.load_state_dict(state)
+        set_rng_state(state["rng"])
+        step = state["step"]
+        if dist.is_main:
+            console.print(f"resuming {run_dir} from step {step}")
+    if config.compile:
+        models.generator = torch.compile(models.generator)
+        models.global_d = torch.compile(models.global_d) if models.global_d else None
+        models.local_d = torch.compile(models.local_d) if models.local_d else None
 
-    def checkpoint(step: int, epoch: int) -> dict:
-        return {
-            "format": PRETRAIN_FORMAT,
-            "version": 1,
-            "generator": models.generator.state_dict(),
-            "global_d": models.global_d.state_dict() if models.global_d is not None else None,
-            "local_d": models.local_d.state_dict() if models.local_d is not None else None,
-            "opt_g": opt_g.state_dict(),
-            "opt_d": opt_d.state_dict() if opt_d is not None else None,
-            "step": step,
-            "epoch": epoch,
-            "fill": fill.tolist(),
-            "image_channels": image_channels,
-            "config": dataclasses.asdict(config),
-        }
+    if dist.is_main:
+        save_config(config, run_dir / "config.yaml")
+        (run_dir / "samples").mkdir(exist_ok=True)
+    val_batch = _to_device(
+        next(iter(DataLoader(data.val, batch_size=len(data.val), num_workers=0))), device, config.channels_last
+    )
 
-    console.print(_describe_run(config, len(train_set), total_steps))
-    step, skipped_total = 0, 0
-    with RunLogger(run_dir, total_steps, f"pretrain {config.name}") as logger:
+    def save(path: Path) -> None:
+        if dist.is_main:
+            save_atomic(
+                {
+                    "format": PRETRAIN_FORMAT,
+                    "version": 1,
+                    **models.state_dicts(),
+                    **opts.state_dict(),
+                    "step": step,
+                    "epoch": step // steps_per_epoch,
+                    "global_batch": global_batch,
+                    "rng": rng_state(),
+                    "fill": data.fill.tolist(),
+                    "image_channels": data.image_channels,
+                    "config": dataclasses.asdict(config),
+                },
+                path,
+            )
+
+    discs = "+".join(n for n, on in (("global", config.global_d), ("local", config.local_d)) if on) or "none"
+    if dist.is_main:
+        console.print(
+            f"pretrain {config.name}: {len(data.train)} images of {config.dataset} at {config.image_size}px, "
+            f"mask={config.mask}, discriminators={discs}, schedule={config.schedule}; {total_steps} steps, "
+            f"global batch {global_batch} = {config.batch_size} per process x {dist.world_size} processes x "
+            f"{config.accumulate} accumulation, {config.precision} on {device.type}"
+        )
+    skipped_total = 0
+    metrics: dict[str, float] = {}
+    with RunLogger(run_dir, total_steps, f"pretrain {config.name}", enabled=dist.is_main, start=step) as logger, StopSignal() as stop:
         logger.config(dataclasses.asdict(config))
+        logger.text("global_batch", f"{global_batch} = {config.batch_size} x {dist.world_size} x {config.accumulate}")
         models.train()
-        for epoch in range(epochs):
-            train_set.set_epoch(epoch)
+        while step < total_steps:
+            epoch, position = divmod(step, steps_per_epoch)
+            data.train.set_epoch(epoch)
+            sampler.start_at(epoch, position * config.batch_size * config.accumulate)
             loader = DataLoader(
-                train_set,
+                data.train,
                 batch_size=config.batch_size,
-                sampler=epoch_order(len(train_set), config.seed, epoch),
+                sampler=sampler,
                 num_workers=config.num_workers,
                 pin_memory=device.type == "cuda",
                 drop_last=True,
             )
+            batches = iter(loader)
             skipped_epoch = 0
-            for position, batch in enumerate(loader):
-                if step >= total_steps:
-                    break
+            while position < steps_per_epoch and step < total_steps:
+                micro = [next(batches) for _ in range(config.accumulate)]
                 phase = "joint" if config.schedule == "joint" else (
                     phase_at(config.fractions, position, steps_per_epoch)
                     if config.phase_scope == "epoch"
@@ -452,20 +637,24 @@ def run_pretrain(config: PretrainConfig) -> Path:
                 )
                 for scheduler in schedulers:
                     scheduler.step_update(step)
-                skipped_epoch += int(batch["skipped"].sum())
-                stats = train_step(models, _to_device(batch, device), opt_g, opt_d, weights, config.recon_loss, phase)
-                if any(not math.isfinite(v) for v in stats.values()):
+                skipped_epoch += sum(int(mb["skipped"].sum()) for mb in micro)
+                micro = [_to_device(mb, device, config.channels_last) for mb in micro]
+                stats = train_step(models, micro, opts, weights, config.recon_loss, phase, config.precision, dist.world_size)
+                nonfinite = any(not math.isfinite(v) for v in stats.values())
+                stop_now, nonfinite = any_flag([stop.received is not None, nonfinite], dist.world_size, device)
+                if nonfinite:
                     raise UserError(
-                        f"non-finite loss at step {step} ({stats}); lower the learning rates. "
-                        f"The last good checkpoint is kept in {run_dir / 'checkpoints'}"
+                        f"non-finite loss at step {step + 1} ({', '.join(f'{k} {v:.3g}' for k, v in stats.items())}); "
+                        f"lower the learning rates or use --precision fp32. The last good checkpoint is kept: {last}"
                     )
                 step += 1
-                logger.count_images(config.batch_size)
+                position += 1
+                logger.count_images(global_batch)
                 if step % config.log_every == 0 or step == total_steps:
                     stats["perf/img_per_s"] = logger.throughput()
-                    stats["lr/g"] = opt_g.param_groups[0]["lr"]
-                    if opt_d is not None:
-                        stats["lr/d"] = opt_d.param_groups[0]["lr"]
+                    stats["lr/g"] = opts.g.param_groups[0]["lr"]
+                    if opts.d is not None:
+                        stats["lr/d"] = opts.d.param_groups[0]["lr"]
                     stats["data/skipped_images"] = skipped_total + skipped_epoch
                     logger.scalars(stats, step)
                     loss = stats.get("loss/g_total", stats.get("loss/d_global", stats.get("loss/d_local", 0.0)))
@@ -473,21 +662,29 @@ def run_pretrain(config: PretrainConfig) -> Path:
                 else:
                     logger.advance(step, "")
                 if step % config.sample_every == 0 or step == total_steps:
-                    metrics, grid = validate(models.generator, val_batch)
+                    metrics, grid = validate(models.generator, val_batch, dist, config.precision)
                     logger.scalars({f"val/{k}": v for k, v in metrics.items()}, step)
-                    logger.image("val/original|holed|completed", grid, step)
-                    save_image(grid, run_dir / "samples" / f"step_{step:07d}.png")
+                    if grid is not None:
+                        logger.image("val/original|holed|completed", grid, step)
+                        save_image(grid, run_dir / "samples" / f"step_{step:07d}.png")
+                if stop_now:
+                    save(last)
+                    logger.print(f"stopped at step {step} by a signal; {last} saved - rerun the same command to resume")
+                    return run_dir
                 if config.save_every_steps and step % config.save_every_steps == 0:
-                    save_atomic(checkpoint(step, epoch), run_dir / "checkpoints" / "last.pt")
+                    save(last)
             skipped_total += skipped_epoch
             if skipped_epoch:
                 logger.print(f"warning: skipped {skipped_epoch} unreadable images in epoch {epoch} (see the log for their names)", style="yellow")
-            state = checkpoint(step, epoch + 1)
-            save_atomic(state, run_dir / "checkpoints" / "last.pt")
-            if config.save_every_epochs and (epoch + 1) % config.save_every_epochs == 0:
-                save_atomic(state, run_dir / "checkpoints" / f"epoch_{epoch + 1:04d}.pt")
-        metrics, _ = validate(models.generator, val_batch)
-        save_atomic(encoder_payload(models.generator, config, image_channels, fill, step), run_dir / "encoder.pt")
-    summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-    console.print(f"done: {step} steps; validation {summary}; encoder: {run_dir / 'encoder.pt'}")
+            save(last)
+            epoch_done = step // steps_per_epoch
+            if position == steps_per_epoch and config.save_every_epochs and epoch_done % config.save_every_epochs == 0:
+                save(run_dir / "checkpoints" / f"epoch_{epoch_done:04d}.pt")
+        if not metrics:
+            metrics, _ = validate(models.generator, val_batch, dist, config.precision)
+        if dist.is_main:
+            save_atomic(encoder_payload(models.generator, config, data.image_channels, data.fill, step), run_dir / "encoder.pt")
+    if dist.is_main:
+        summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        console.print(f"done: {step} steps; validation {summary}; encoder: {run_dir / 'encoder.pt'}")
     return run_dir

@@ -20,11 +20,11 @@ DISCRIMINATOR_WIDTHS = (64, 128, 256, 512, 512)
 
 
 class Discriminator(nn.Module):
-    def __init__(self, in_channels: int, input_size: int, head: str, widths: Sequence[int] = DISCRIMINATOR_WIDTHS):
+    def __init__(self, in_channels: int, input_size: int, head: str, widths: Sequence[int] = DISCRIMINATOR_WIDTHS, norm: str = "batch"):
         super().__init__()
         side = deepest_size(input_size, len(widths))
         channels = [in_channels, *widths]
-        self.features = nn.Sequential(*(conv_block(channels[i], channels[i + 1]) for i in range(len(widths))))
+        self.features = nn.Sequential(*(conv_block(channels[i], channels[i + 1], norm=norm) for i in range(len(widths))))
         if head == "conv":  # Table 2's Conv2d*
             self.head: nn.Module = nn.Sequential(nn.Conv2d(widths[-1], 1, side), nn.Flatten())
         elif head == "linear":
@@ -36,12 +36,12 @@ class Discriminator(nn.Module):
         return self.head(self.features(x)).flatten()
 
 
-def global_discriminator(image_channels: int, image_size: int) -> Discriminator:
-    return Discriminator(image_channels, image_size, head="conv")
+def global_discriminator(image_channels: int, image_size: int, norm: str = "batch") -> Discriminator:
+    return Discriminator(image_channels, image_size, head="conv", norm=norm)
 
 
-def local_discriminator(image_channels: int, local_size: int) -> Discriminator:
-    return Discriminator(image_channels, local_size, head="linear")
+def local_discriminator(image_channels: int, local_size: int, norm: str = "batch") -> Discriminator:
+    return Discriminator(image_channels, local_size, head="linear", norm=norm)
 
 
 def hole_boxes(mask: torch.Tensor, size: int) -> torch.Tensor:

@@ -4,7 +4,9 @@ Encoder: five 4x4 stride-2 convs (64-64-128-256-512), then a conv whose kernel c
 remaining map (4x4 at 128 px, as in the table; 2x2 at 64 px, 8x8 at 256 px) down to a 1x1 latent of
 ``bottleneck_channels`` (4000). Decoder: a transposed conv back to that map, then 4x4 stride-2
 transposed convs to the image, with encoder layer i concatenated to decoder layer n-i. Every layer but
-the output has BatchNorm and LeakyReLU(0.2) (ReLU right after the bottleneck, per the table).
+the output has BatchNorm and LeakyReLU(0.2) (ReLU right after the bottleneck, per the table);
+``norm='none'`` drops the BatchNorm layers (biases instead), e.g. for exact multi-process checks on CPU
+where SyncBatchNorm is unavailable.
 """
 
 from __future__ import annotations
@@ -20,18 +22,26 @@ from ssl_inpaint.errors import UserError
 UNET_WIDTHS = (64, 64, 128, 256, 512)
 
 
-def conv_block(in_ch: int, out_ch: int, kernel: int = 4, stride: int = 2, padding: int = 1) -> nn.Sequential:
+NORMS = ("batch", "none")
+
+
+def _norm(channels: int, norm: str) -> nn.Module:
+    return nn.BatchNorm2d(channels) if norm == "batch" else nn.Identity()
+
+
+def conv_block(in_ch: int, out_ch: int, kernel: int = 4, stride: int = 2, padding: int = 1, norm: str = "batch") -> nn.Sequential:
+    """Conv, BatchNorm (``norm='none'``: no normalisation, the conv gets a bias), LeakyReLU(0.2)."""
     return nn.Sequential(
-        nn.Conv2d(in_ch, out_ch, kernel, stride, padding, bias=False),
-        nn.BatchNorm2d(out_ch),
+        nn.Conv2d(in_ch, out_ch, kernel, stride, padding, bias=norm == "none"),
+        _norm(out_ch, norm),
         nn.LeakyReLU(0.2, inplace=True),
     )
 
 
-def up_block(in_ch: int, out_ch: int, kernel: int = 4, stride: int = 2, padding: int = 1, leaky: bool = True):
+def up_block(in_ch: int, out_ch: int, kernel: int = 4, stride: int = 2, padding: int = 1, leaky: bool = True, norm: str = "batch"):
     return nn.Sequential(
-        nn.ConvTranspose2d(in_ch, out_ch, kernel, stride, padding, bias=False),
-        nn.BatchNorm2d(out_ch),
+        nn.ConvTranspose2d(in_ch, out_ch, kernel, stride, padding, bias=norm == "none"),
+        _norm(out_ch, norm),
         nn.LeakyReLU(0.2, inplace=True) if leaky else nn.ReLU(inplace=True),
     )
 
@@ -57,8 +67,11 @@ class UNetEncoder(nn.Module):
         image_size: int,
         widths: Sequence[int] = UNET_WIDTHS,
         bottleneck_channels: int = 4000,
+        norm: str = "batch",
     ):
         super().__init__()
+        if norm not in NORMS:
+            raise UserError(f"--norm must be one of {', '.join(NORMS)}, got {norm!r}")
         self.widths = tuple(widths)
         self.bottleneck_channels = bottleneck_channels
         self.arch = {
@@ -67,11 +80,12 @@ class UNetEncoder(nn.Module):
             "image_size": image_size,
             "widths": list(self.widths),
             "bottleneck_channels": bottleneck_channels,
+            "norm": norm,
         }
         side = deepest_size(image_size, len(self.widths))
         channels = [in_channels, *self.widths]
-        self.stages = nn.ModuleList(conv_block(channels[i], channels[i + 1]) for i in range(len(self.widths)))
-        self.bottleneck = conv_block(self.widths[-1], bottleneck_channels, kernel=side, stride=1, padding=0)
+        self.stages = nn.ModuleList(conv_block(channels[i], channels[i + 1], norm=norm) for i in range(len(self.widths)))
+        self.bottleneck = conv_block(self.widths[-1], bottleneck_channels, kernel=side, stride=1, padding=0, norm=norm)
         self.out_channels = [*self.widths, bottleneck_channels]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -87,7 +101,9 @@ def build_encoder(arch: dict[str, Any]) -> UNetEncoder:
     """Rebuild an encoder from the ``arch`` metadata stored in ``encoder.pt``."""
     if arch.get("arch") != "unet":
         raise UserError(f"unknown encoder architecture {arch.get('arch')!r} in encoder metadata")
-    return UNetEncoder(arch["in_channels"], arch["image_size"], arch["widths"], arch["bottleneck_channels"])
+    return UNetEncoder(
+        arch["in_channels"], arch["image_size"], arch["widths"], arch["bottleneck_channels"], arch.get("norm", "batch")
+    )
 
 
 class UNetGenerator(nn.Module):
@@ -107,6 +123,7 @@ class UNetGenerator(nn.Module):
         bottleneck_channels: int = 4000,
         skip_connections: bool = True,
         predict: str = "image",
+        norm: str = "batch",
     ):
         super().__init__()
         if predict not in ("image", "hole"):
@@ -114,18 +131,18 @@ class UNetGenerator(nn.Module):
         self.image_channels = image_channels
         self.skip_connections = skip_connections
         self.predict = predict
-        self.encoder = UNetEncoder(image_channels + 1, image_size, widths, bottleneck_channels)
+        self.encoder = UNetEncoder(image_channels + 1, image_size, widths, bottleneck_channels, norm)
         widths = self.encoder.widths
         side = deepest_size(image_size, len(widths))
 
         def with_skip(channels: int, skip: int) -> int:
             return channels + (skip if skip_connections else 0)
 
-        self.from_bottleneck = up_block(bottleneck_channels, widths[-1], kernel=side, stride=1, padding=0, leaky=False)
+        self.from_bottleneck = up_block(bottleneck_channels, widths[-1], kernel=side, stride=1, padding=0, leaky=False, norm=norm)
         # Decoder stages go from the deepest encoder width back to the shallowest one.
         depth = len(widths) - 1 if predict == "image" else len(widths) - 2
         self.up_stages = nn.ModuleList(
-            up_block(with_skip(widths[-1 - i], widths[-1 - i]), widths[-2 - i]) for i in range(depth)
+            up_block(with_skip(widths[-1 - i], widths[-1 - i]), widths[-2 - i], norm=norm) for i in range(depth)
         )
         last = widths[-1 - depth]
         self.to_image = nn.ConvTranspose2d(with_skip(last, last), image_channels, 4, 2, 1)

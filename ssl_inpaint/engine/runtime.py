@@ -1,0 +1,124 @@
+"""Training-loop plumbing shared by the engines: precision, samplers that resume mid-epoch,
+preemption signals, RNG snapshots, compiled/SyncBN model wrappers."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import signal
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from ssl_inpaint.distributed import Distributed
+from ssl_inpaint.engine.common import console
+from ssl_inpaint.errors import UserError
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    if precision == "fp16" and device.type != "cuda":
+        raise UserError("--precision fp16 needs a CUDA GPU; on CPU use bf16 or fp32")
+
+
+def autocast(precision: str, device: torch.device):
+    """Mixed-precision context for the forward passes (a no-op for fp32)."""
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
+    """A loss scaler, active only for fp16 (bf16 has fp32's exponent range and needs none)."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (shuffled by seed + epoch, same order on every process, each process a
+    strided share) that can start part-way into an epoch, for exact resume. Without a process group
+    it is the single-process case (num_replicas=1)."""
+
+    def __init__(self, dataset: Dataset, dist: Distributed, seed: int, shuffle: bool = True, drop_last: bool = True):
+        super().__init__(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        self.skip = 0
+
+    def start_at(self, epoch: int, skip: int) -> None:
+        self.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(super().__iter__())[self.skip :])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.skip
+
+
+class StopSignal:
+    """Remembers SIGTERM / SIGUSR1 (SLURM preemption) so the loop can checkpoint and exit cleanly."""
+
+    SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s is not None)
+
+    def __init__(self) -> None:
+        self.received: Optional[int] = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignal":
+        for sig in self.SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. inside a test runner thread)
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signum
+        console.print(f"received {signal.Signals(signum).name}: saving a checkpoint after this step")
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the process uses, in types ``torch.load(weights_only=True)`` accepts."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain module behind torch.compile's wrapper (whose state-dict keys gain a prefix)."""
+    return getattr(module, "_orig_mod", module)
+
+
+def prepare_module(module: nn.Module, dist: Distributed, sync_bn: bool, channels_last: bool) -> nn.Module:
+    """Move to the device, convert BatchNorm to SyncBatchNorm for multi-GPU runs, set memory format."""
+    if dist.enabled and sync_bn and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()):
+        if dist.device.type == "cuda":
+            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        elif dist.is_main:
+            console.print("note: SyncBatchNorm needs CUDA; on CPU BatchNorm statistics stay per process", style="yellow")
+    module = module.to(dist.device)
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    return module
