@@ -7,6 +7,7 @@ Every command's options are generated from its config dataclass (see :mod:`ssl_i
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import typer
@@ -79,7 +80,9 @@ def main() -> None:
     try:
         app()
     except UserError as exc:
-        print(f"error: {error_line(exc)}", file=sys.stderr)
+        # Every process of a distributed run meets the same error; one line is enough.
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {error_line(exc)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

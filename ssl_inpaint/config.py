@@ -118,6 +118,10 @@ def typer_command(
         config = resolve_config(config_cls, recipe, kwargs)
         if getattr(config, "name", None) == "" and (recipe_path or default_name):
             config.name = Path(recipe_path).stem if recipe_path else default_name
+        if getattr(config, "nproc", 1) > 1:
+            from ssl_inpaint.distributed import relaunch_under_torchrun
+
+            relaunch_under_torchrun(config.nproc)
         run(config)
 
     params = [

@@ -133,15 +133,22 @@ def barrier(world_size: int) -> None:
         dist.barrier()
 
 
-def launch_with_torchrun(argv: list[str]) -> None:
-    """``ssl <command> ... --nproc N``: re-run the same command under torchrun on this machine."""
-    position = argv.index("--nproc")
-    try:
-        nproc = int(argv[position + 1])
-    except (IndexError, ValueError):
-        raise UserError("--nproc needs a number of processes, e.g. --nproc 4") from None
-    rest = argv[:position] + argv[position + 2 :]
-    if nproc <= 1:
+def relaunch_under_torchrun(nproc: int) -> None:
+    """``ssl <command> ... --nproc N`` (or ``nproc: N`` in a recipe): replace this process by torchrun
+    running the same command line N times on this machine. The children see torchrun's WORLD_SIZE
+    and run the command itself."""
+    if nproc <= 1 or "WORLD_SIZE" in os.environ:
         return
+    args, skip = [], False
+    for arg in sys.argv[1:]:  # drop --nproc: torchrun's parser would take it for its own --nproc-per-node
+        if skip or arg.startswith("--nproc="):
+            skip = False
+            continue
+        if arg == "--nproc":
+            skip = True
+            continue
+        args.append(arg)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-    os.execv(sys.executable, command + ["-m", "ssl_inpaint", *rest])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command + ["-m", "ssl_inpaint", *args])

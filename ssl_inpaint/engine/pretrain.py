@@ -122,6 +122,7 @@ class PretrainConfig:
     lr_d: float = option(1e-3, "Discriminators' learning rate (Adam).")
     beta1: float = option(0.5, "Adam beta1.")
     beta2: float = option(0.999, "Adam beta2.")
+    adam_eps: float = option(1e-8, "Adam epsilon.")
     weight_decay: float = option(0.0, "Weight decay of both optimizers.")
     lr_schedule: str = option("constant", "constant or cosine (with --warmup-steps linear warm-up).")
     warmup_steps: int = option(0, "Linear learning-rate warm-up steps.")
@@ -491,9 +492,10 @@ def prepare_data(config: PretrainConfig) -> PretextData:
 
 def make_optimizers(config: PretrainConfig, models: InpaintingModels, device: torch.device) -> Optimizers:
     betas = (config.beta1, config.beta2)
-    opt_g = create_optimizer_v2(models.generator, opt="adam", lr=config.lr_g, weight_decay=config.weight_decay, betas=betas)
+    common = dict(opt="adam", weight_decay=config.weight_decay, betas=betas, eps=config.adam_eps)
+    opt_g = create_optimizer_v2(models.generator, lr=config.lr_g, **common)
     opt_d = (
-        create_optimizer_v2(nn.ModuleList(models.discriminators), opt="adam", lr=config.lr_d, weight_decay=config.weight_decay, betas=betas)
+        create_optimizer_v2(nn.ModuleList(models.discriminators), lr=config.lr_d, **common)
         if config.adversarial
         else None
     )
