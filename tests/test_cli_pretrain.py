@@ -140,3 +140,34 @@ def test_an_existing_run_is_resumed_or_refused_never_overwritten(tiny_data, tmp_
     with pytest.raises(UserError, match="cannot resume .*image_size: 64 -> 96"):
         pretrain(*args, "--image-size", "96")
     assert (tmp_path / "x/checkpoints/last.pt").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_bf16_accumulation_channels_last_run(tiny_data, tmp_path):
+    pretrain("--dataset", "coco", "--data", str(tiny_data / "coco"), "--output-dir", str(tmp_path), "--name", "amp",
+             "--max-steps", "2", "--accumulate", "2", "--precision", "bf16", "--channels-last", "--num-workers", "0",
+             "--log-every", "1", *SMALL)
+    acc = events(tmp_path / "amp")
+    assert [e.step for e in acc.Scalars("loss/g_total")] == [1, 2]
+    assert {"config/text_summary", "global_batch/text_summary"} <= set(acc.Tags()["tensors"])
+    assert load_checkpoint(tmp_path / "amp/checkpoints/last.pt", PRETRAIN_FORMAT)["global_batch"] == 8
+
+
+@pytest.mark.slow
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
+    import ssl_inpaint.engine.pretrain as engine
+
+    real_loss, calls = engine.generator_loss, []
+
+    def poisoned(*args, **kwargs):
+        terms = real_loss(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 3:
+            terms["total"] = terms["total"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(engine, "generator_loss", poisoned)
+    with pytest.raises(UserError, match="non-finite loss at step 3.*last good checkpoint is kept"):
+        pretrain("--dataset", "coco", "--data", str(tiny_data / "coco"), "--output-dir", str(tmp_path), "--name", "nan",
+                 "--max-steps", "5", "--save-every-steps", "1", "--num-workers", "0", *SMALL)
+    assert load_checkpoint(tmp_path / "nan/checkpoints/last.pt", PRETRAIN_FORMAT)["step"] == 2
