@@ -14,7 +14,6 @@ from ssl_inpaint.cli import app
 from ssl_inpaint.config import resolve_config
 from ssl_inpaint.data.classification import (
     VOC_CLASSES,
-    create_classification_dataset,
     label_budget,
     voc_classification,
 )

@@ -116,7 +116,7 @@ def bar_chart(rows: list[Row], width: int = 640, bar_height: int = 220) -> torch
     height = bar_height + 80
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
-    top, bottom = 20, 20 + bar_height
+    bottom = 20 + bar_height
     draw.line([(40, bottom), (width - 10, bottom)], fill="black")
     slot = (width - 60) / max(len(rows), 1)
     for i, row in enumerate(rows):

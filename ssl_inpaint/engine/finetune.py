@@ -101,8 +101,8 @@ class FinetuneConfig:
             raise UserError("give either --labels-per-class or --label-fraction, not both")
         if self.batch_size < 2:
             raise UserError("--batch-size must be at least 2")
-        self.seed_list  # parses --seeds
-        self.cost_grid  # parses --svm-costs
+        _ = self.seed_list  # parses --seeds
+        _ = self.cost_grid  # parses --svm-costs
 
     @property
     def seed_list(self) -> list[int]:

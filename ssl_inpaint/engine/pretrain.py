@@ -176,7 +176,7 @@ class PretrainConfig:
             raise UserError("--mask coco_object needs COCO annotations: use --dataset coco")
         if self.schedule == "glcic" and not self.adversarial:
             raise UserError("--schedule glcic needs a discriminator: enable --global-d or --local-d")
-        self.fractions  # parses and checks --phase-fractions
+        _ = self.fractions  # parses and checks --phase-fractions
         if self.warmup_steps and self.lr_schedule == "constant":
             raise UserError("--warmup-steps needs --lr-schedule cosine")
         if self.accumulate < 1 or self.nproc < 1:
