@@ -49,3 +49,36 @@ def load_checkpoint(path: str | Path, expected_format: str) -> dict[str, Any]:
             f"pass the file or run folder written by the matching ssl command"
         )
     return obj
+
+
+def resolve_encoder_file(checkpoint: str | Path) -> Path:
+    """A pretrain run folder (its ``encoder.pt``) or the encoder file itself."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = path / "encoder.pt"
+    if not path.is_file():
+        raise UserError(f"no encoder at {path}: pass a pretrain run folder (with encoder.pt) or the file itself")
+    return path
+
+
+def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A plain state dict from a local ``.safetensors`` or PyTorch file (e.g. downloaded timm weights);
+    a dict nesting it under ``state_dict`` or ``model`` is unwrapped."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # safetensors and torch raise many types for a foreign file
+        raise UserError(f"{path} is not a readable weights file ({exc.__class__.__name__}: {str(exc)[:150]})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise UserError(f"{path} does not hold a state dict of tensors")
+    return state

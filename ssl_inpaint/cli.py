@@ -17,6 +17,7 @@ from typing import List
 
 from ssl_inpaint.config import typer_command
 from ssl_inpaint.engine.compare import run_compare
+from ssl_inpaint.engine.export import run_export
 from ssl_inpaint.engine.finetune import FinetuneConfig, run_finetune
 from ssl_inpaint.engine.pretrain import PretrainConfig, run_pretrain
 from ssl_inpaint.errors import UserError
@@ -64,6 +65,17 @@ def compare(
 ) -> None:
     """Pretrained vs random init: mean ± std over seeds per dataset, mode and label budget."""
     run_compare(runs, output, logdir)
+
+
+@app.command("export")
+def export(
+    run: str = typer.Argument(..., help="Pretrain run folder (or its encoder.pt), pretrained with --encoder timm:<name>."),
+    format: str = typer.Option("timm", "--format", help="timm (a PyTorch state dict) or safetensors."),
+    output: Path = typer.Option(..., "-o", "--output", help="File to write."),
+    num_classes: int = typer.Option(1000, help="Only used to check that just the classifier head is left new."),
+) -> None:
+    """Export a timm encoder for timm.create_model(name, num_classes=K) with no glue code."""
+    run_export(run, format, output, num_classes)
 
 
 def error_line(exc: BaseException) -> str:

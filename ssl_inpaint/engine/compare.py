@@ -28,7 +28,7 @@ class Row:
     mode: str
     budget: str
     metric: str
-    pretrain: str  # the pretrain run the pretrained encoders came from ("—" for random-only rows)
+    pretrain: str  # where the non-random weights came from: a pretrain run, or weights-<file> ("—": none)
     values: dict[str, dict[int, float]]  # init -> seed -> value
 
     def stats(self, init: str) -> tuple[float, float, int]:
@@ -78,10 +78,11 @@ def collect(runs: list[Path]) -> list[Row]:
         try:
             m = json.loads((run / "metrics.json").read_text())
             key = (m["dataset"], m["mode"], m["budget"], m["metric"])
-            if m["init"] == "pretrained":
-                pretrained[key][pretrain_source(m["checkpoint"])][int(m["seed"])] = float(m["value"])
-            else:
+            if m["init"] == "random":
                 random[key][int(m["seed"])] = float(m["value"])
+            else:  # the inpainting pretext, or a weights file (e.g. supervised) in the same column
+                source = pretrain_source(m["checkpoint"]) if m["init"] == "pretrained" else m["init"]
+                pretrained[key][source][int(m["seed"])] = float(m["value"])
         except (json.JSONDecodeError, KeyError, ValueError) as exc:
             raise UserError(f"{run / 'metrics.json'} is not an ssl finetune result ({exc})") from None
     rows = []

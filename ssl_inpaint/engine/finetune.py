@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ssl_inpaint.checkpoint import ENCODER_FORMAT, load_checkpoint
+from ssl_inpaint.checkpoint import ENCODER_FORMAT, load_checkpoint, load_weights_file, resolve_encoder_file
 from ssl_inpaint.config import check_choices, option, save_config
 from ssl_inpaint.data.classification import (
     CLASSIFICATION_DATASETS,
@@ -38,8 +38,17 @@ from ssl_inpaint.distributed import Distributed, average_gradients, broadcast_mo
 from ssl_inpaint.engine.common import RunLogger, console, seed_everything
 from ssl_inpaint.engine.runtime import ResumableSampler, autocast, check_precision, grad_scaler, prepare_module
 from ssl_inpaint.errors import UserError
+from ssl_inpaint.models.timm_unet import check_encoder_spec
 from ssl_inpaint.metrics import mean_average_precision, top1_accuracy
-from ssl_inpaint.models import EncoderClassifier, UNetEncoder, encoder_from_arch, load_pretrained_encoder
+from ssl_inpaint.models import (
+    EncoderClassifier,
+    TimmClassifier,
+    UNetEncoder,
+    create_timm,
+    encoder_from_arch,
+    load_pretrained_encoder,
+    timm_state_dict,
+)
 from ssl_inpaint.models.classifier import FEATURES
 
 MODES = ("finetune", "linear", "svm")
@@ -63,7 +72,8 @@ class FinetuneConfig:
     image_size: int = option(128, "Crop side in pixels; must equal the pretraining image size.")
     num_workers: int = option(2, "DataLoader worker processes.")
     # model
-    init: str = option("pretrained", "pretrained (the encoder of --checkpoint) or random (same architecture, default init).")
+    encoder: str = option("unet", "unet (the seed-003 encoder + head) or timm:<name> (timm's own classifier, e.g. timm:resnet50).")
+    init: str = option("pretrained", "pretrained (the encoder of --checkpoint), random (same architecture, default init), or a local weights file for a timm model (e.g. supervised ImageNet weights).")
     checkpoint: str = option("", "A pretrain run folder or its encoder.pt (for random init: only its architecture is used).")
     bottleneck_channels: int = option(4000, "Latent channels of a random encoder built without --checkpoint.")
     features: str = option("latent", f"Features for the head: {', '.join(FEATURES)}.")
@@ -89,12 +99,18 @@ class FinetuneConfig:
     sync_bn: bool = option(True, "SyncBatchNorm across processes when the world size is > 1 (CUDA only).")
 
     def validate(self) -> None:
+        if self.init not in ("pretrained", "random"):
+            if not self.encoder.startswith("timm:"):
+                raise UserError(f"--init must be pretrained or random for --encoder unet, got {self.init!r}")
+            if not Path(self.init).is_file():
+                raise UserError(f"--init must be pretrained, random or a weights file; {self.init!r} is none of these")
         choices = {
-            "dataset": CLASSIFICATION_DATASETS, "init": ("pretrained", "random"), "mode": MODES,
+            "dataset": CLASSIFICATION_DATASETS, "mode": MODES,
             "features": FEATURES, "optimizer": ("sgd", "adam"), "lr_schedule": ("constant", "cosine"),
             "voc_labels": ("xml", "imagesets"), "precision": ("fp32", "bf16", "fp16"),
         }
         check_choices(self, choices)
+        check_encoder_spec(self.encoder)
         if self.init == "pretrained" and not self.checkpoint:
             raise UserError("--init pretrained needs --checkpoint runs/<pretrain run> (or its encoder.pt)")
         if self.labels_per_class and self.label_fraction:
@@ -124,6 +140,11 @@ class FinetuneConfig:
         return costs
 
     @property
+    def init_label(self) -> str:
+        """pretrained, random, or weights-<file stem> for --init FILE (used in run names and tables)."""
+        return self.init if self.init in ("pretrained", "random") else f"weights-{Path(self.init).stem}"
+
+    @property
     def budget(self) -> str:
         if self.labels_per_class:
             return f"{self.labels_per_class}-per-class"
@@ -132,17 +153,56 @@ class FinetuneConfig:
         return "all"
 
 
-def resolve_encoder_file(checkpoint: str) -> Path:
-    path = Path(checkpoint)
-    if path.is_dir():
-        path = path / "encoder.pt"
-    if not path.is_file():
-        raise UserError(f"no encoder at {path}: pass a pretrain run folder (with encoder.pt) or the file itself")
-    return path
+def build_timm_classifier(config: FinetuneConfig, num_classes: int, image_channels: int) -> TimmClassifier:
+    """timm's own classifier for ``--encoder timm:<name>``: untrained, with the pretext encoder's
+    weights (only the head new, asserted), or with a local weights file (only the classifier new)."""
+    name = config.encoder[len("timm:"):]
+    model = create_timm(name, num_classes=num_classes, in_chans=image_channels)
+    input_norm = "none"
+    if config.init == "pretrained":
+        encoder_file = resolve_encoder_file(config.checkpoint)
+        payload = load_checkpoint(encoder_file, ENCODER_FORMAT)
+        arch = payload["arch"]
+        if arch.get("arch") != "timm" or arch.get("name") != name:
+            found = f"timm:{arch.get('name')}" if arch.get("arch") == "timm" else arch.get("arch")
+            raise UserError(f"{encoder_file} holds a {found} encoder, not {config.encoder}; pass the matching --encoder")
+        if arch["in_channels"] - 1 != image_channels:
+            raise UserError(f"{encoder_file} was pretrained on {arch['in_channels'] - 1}-channel images, the dataset has {image_channels}")
+        mapped, new = timm_state_dict(payload["state_dict"], arch, num_classes)
+        result = model.load_state_dict(mapped, strict=False)
+        assert sorted(result.missing_keys) == sorted(new) and not result.unexpected_keys, result
+    elif config.init != "random":
+        model = _load_timm_weights(model, Path(config.init))
+        input_norm = "model"
+    return TimmClassifier(model, num_classes, input_norm, linear=config.mode == "linear")
 
 
-def build_classifier(config: FinetuneConfig, num_classes: int, image_channels: int) -> EncoderClassifier:
+def _load_timm_weights(model: nn.Module, path: Path) -> nn.Module:
+    from timm.models import adapt_input_conv
+
+    state = load_weights_file(path)
+    own = model.state_dict()
+    classifier = {f"{n}.{p}" for n, m in model.named_modules() if m is model.get_classifier() for p, _ in m.named_parameters()}
+    first_conv = model.pretrained_cfg.get("first_conv", "") + ".weight"
+    if first_conv in state and first_conv in own and state[first_conv].shape[1] != own[first_conv].shape[1]:
+        state[first_conv] = adapt_input_conv(own[first_conv].shape[1], state[first_conv])  # e.g. RGB weights, gray data
+    usable = {k: v for k, v in state.items() if not (k in classifier and k in own and own[k].shape != v.shape)}
+    result = model.load_state_dict(usable, strict=False)
+    missing = [k for k in result.missing_keys if k not in classifier]
+    if missing or result.unexpected_keys:
+        raise UserError(
+            f"{path} does not fit timm's {model.default_cfg.get('architecture', 'model')}: "
+            f"missing {missing[:4]}, unexpected {result.unexpected_keys[:4]}"
+        )
+    return model
+
+
+def build_classifier(config: FinetuneConfig, num_classes: int, image_channels: int) -> nn.Module:
     """The same architecture for both inits; only the pretrained one loads the encoder weights."""
+    if config.encoder.startswith("timm:"):
+        return build_timm_classifier(config, num_classes, image_channels)
+    if config.encoder != "unet":
+        raise UserError(f"--encoder must be unet or timm:<model name>, got {config.encoder!r}")
     payload: Optional[dict[str, Any]] = None
     if config.checkpoint:
         encoder_file = resolve_encoder_file(config.checkpoint)
@@ -253,7 +313,7 @@ def run_finetune(config: FinetuneConfig) -> list[Path]:
         runs = []
         for seed in config.seed_list:
             base = config.name or f"{config.dataset}_{config.mode}_{config.budget}"
-            single = dataclasses.replace(config, seed=seed, seeds="", name=f"{base}_{config.init}_s{seed}")
+            single = dataclasses.replace(config, seed=seed, seeds="", name=f"{base}_{config.init_label}_s{seed}")
             runs.append(finetune_once(single, dist))
         return runs
     finally:
@@ -279,7 +339,7 @@ def finetune_once(config: FinetuneConfig, dist: Distributed) -> Path:
     if dist.is_main:
         save_config(config, run_dir / "config.yaml")
         console.print(
-            f"finetune {config.name}: {config.mode}, init={config.init}, {len(train)} of {len(train_all)} labelled "
+            f"finetune {config.name}: {config.mode}, encoder={config.encoder}, init={config.init_label}, {len(train)} of {len(train_all)} labelled "
             f"{config.dataset} {config.train_split} images ({config.budget}), test on {len(test)} {config.test_split} "
             f"images, {dist.world_size} process(es)"
         )
@@ -305,7 +365,9 @@ def finetune_once(config: FinetuneConfig, dist: Distributed) -> Path:
         metrics = {
             "dataset": config.dataset,
             "mode": config.mode,
-            "init": config.init,
+            "init": config.init_label,
+            "init_weights": config.init if config.init_label.startswith("weights-") else "",
+            "encoder": config.encoder,
             "budget": config.budget,
             "labels_per_class": config.labels_per_class,
             "label_fraction": config.label_fraction,

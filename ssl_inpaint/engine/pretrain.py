@@ -50,6 +50,7 @@ from ssl_inpaint.engine.runtime import (
     unwrap,
 )
 from ssl_inpaint.errors import UserError
+from ssl_inpaint.models.timm_unet import check_encoder_spec
 from ssl_inpaint.losses import LossWeights, discriminator_loss, generator_loss
 from ssl_inpaint.masks import MASK_KINDS, MaskGenerator, create_mask_generator
 from ssl_inpaint.metrics import completion_metrics, to_unit
@@ -101,6 +102,7 @@ class PretrainConfig:
     object_max_area: float = option(0.5, "coco_object: largest eligible object (fraction of the crop).")
     # models
     generator: str = option("unet", f"Generator architecture: {', '.join(GENERATORS)}.")
+    encoder: str = option("unet", "Generator encoder: unet (seed 003, Table 1) or timm:<name>, e.g. timm:resnet50, timm:convnext_tiny.")
     bottleneck_channels: int = option(4000, "Channels of the generator's 1x1 latent.")
     skip_connections: bool = option(True, "U-Net skip connections (off for seed 003 model M3).")
     predict: str = option("image", "image: the generator outputs the whole image; hole: only the centre square (M3).")
@@ -158,10 +160,13 @@ class PretrainConfig:
             "precision": ("fp32", "bf16", "fp16"),
         }
         check_choices(self, choices)
+        check_encoder_spec(self.encoder)
         if self.batch_size < 2:
             raise UserError("--batch-size must be at least 2 (BatchNorm needs two samples per step)")
-        if self.image_size % 32 or self.image_size < 32:
+        if self.encoder == "unet" and (self.image_size % 32 or self.image_size < 32):
             raise UserError(f"--image-size must be a positive multiple of 32, got {self.image_size}")
+        if self.encoder != "unet" and (self.predict != "image" or not self.skip_connections or self.norm != "batch"):
+            raise UserError("--predict hole, --no-skip-connections and --norm none apply to --encoder unet only")
         if self.local_d and self.resolved_local_size % 32:
             raise UserError(f"--local-size must be a multiple of 32, got {self.resolved_local_size}")
         if self.local_d and self.resolved_local_size > self.image_size:
@@ -266,6 +271,7 @@ class InpaintingModels:
 def build_models(config: PretrainConfig, image_channels: int) -> InpaintingModels:
     generator = create_generator(
         config.generator,
+        encoder=config.encoder,
         image_channels=image_channels,
         image_size=config.image_size,
         bottleneck_channels=config.bottleneck_channels,
@@ -455,7 +461,7 @@ def _to_device(batch: dict, device: torch.device, channels_last: bool = False) -
 
 # Settings a resumed run must share with its checkpoint: they decide the models and the data order.
 RESUME_INVARIANTS = (
-    "generator", "bottleneck_channels", "skip_connections", "predict", "norm", "global_d", "local_d",
+    "generator", "encoder", "bottleneck_channels", "skip_connections", "predict", "norm", "global_d", "local_d",
     "local_size", "image_size", "dataset", "split", "mask", "seed",
 )
 

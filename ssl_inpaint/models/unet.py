@@ -97,8 +97,12 @@ class UNetEncoder(nn.Module):
         return features
 
 
-def build_encoder(arch: dict[str, Any]) -> UNetEncoder:
+def build_encoder(arch: dict[str, Any]) -> nn.Module:
     """Rebuild an encoder from the ``arch`` metadata stored in ``encoder.pt``."""
+    if arch.get("arch") == "timm":
+        from ssl_inpaint.models.timm_unet import TimmEncoder
+
+        return TimmEncoder(arch["name"], arch["in_channels"], arch["image_size"])
     if arch.get("arch") != "unet":
         raise UserError(f"unknown encoder architecture {arch.get('arch')!r} in encoder metadata")
     return UNetEncoder(

@@ -1,0 +1,43 @@
+"""``ssl export``: a pretrain run's timm encoder as a state dict for ``timm.create_model(name, num_classes=K)``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ssl_inpaint.checkpoint import ENCODER_FORMAT, load_checkpoint, resolve_encoder_file
+from ssl_inpaint.engine.common import console
+from ssl_inpaint.errors import UserError
+from ssl_inpaint.models import timm_state_dict
+
+FORMATS = ("timm", "safetensors")
+
+
+def run_export(run: str, fmt: str, output: Path, num_classes: int = 1000) -> Path:
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    encoder_file = resolve_encoder_file(run)
+    payload = load_checkpoint(encoder_file, ENCODER_FORMAT)
+    arch = payload["arch"]
+    if arch.get("arch") != "timm":
+        raise UserError(
+            f"{encoder_file} holds the {arch.get('arch')} encoder; export to timm needs a run pretrained with "
+            f"--encoder timm:<name> (the unet encoder loads with ssl finetune --checkpoint)"
+        )
+    state, new = timm_state_dict(payload["state_dict"], arch, num_classes)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    in_chans = arch["in_channels"] - 1
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(output),
+                  metadata={"timm_model": arch["name"], "in_chans": str(in_chans), "source": str(encoder_file)})
+    else:
+        torch.save(state, output)
+    chans = "" if in_chans == 3 else f", in_chans={in_chans}"
+    console.print(
+        f"wrote {len(state)} tensors to {output}: model = timm.create_model({arch['name']!r}, num_classes=K{chans}); "
+        f"model.load_state_dict(state, strict=False) leaves only the head new: {', '.join(new)}"
+    )
+    return output

@@ -1,0 +1,105 @@
+"""timm backbones as the pretext encoder, export to plain timm classifiers, timm fine-tuning."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from typer.testing import CliRunner
+
+from ssl_inpaint.cli import app
+from ssl_inpaint.errors import UserError
+from ssl_inpaint.models import build_encoder, create_generator
+from ssl_inpaint.models.timm_unet import check_encoder_spec
+
+pytestmark = pytest.mark.slow
+
+
+def invoke(*args: str) -> None:
+    result = CliRunner().invoke(app, list(args), catch_exceptions=True)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+
+
+def pretrain_timm(data: Path, out: Path, name: str, *extra: str) -> Path:
+    invoke("pretrain", "--data", str(data), "--output-dir", str(out), "--name", name.replace(":", "_"), "--encoder", name,
+           "--batch-size", "4", "--val-images", "4", "--max-steps", "2", "--num-workers", "0", *extra)
+    return out / name.replace(":", "_")
+
+
+def check_export_round_trip(run: Path, tmp_path: Path, fmt: str, in_chans: int, size: int) -> None:
+    encoder_file = torch.load(run / "encoder.pt", weights_only=True)
+    arch = encoder_file["arch"]
+    suffix = ".safetensors" if fmt == "safetensors" else ".pth"
+    out = tmp_path / f"exported{suffix}"
+    invoke("export", str(run), "--format", fmt, "-o", str(out), "--num-classes", "7")
+    if fmt == "safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(out))
+    else:
+        state = torch.load(out, weights_only=True)
+    model = timm.create_model(arch["name"], num_classes=7, in_chans=in_chans, pretrained=False)
+    result = model.load_state_dict(state, strict=False)
+    classifier = model.get_classifier()
+    head = {f"{n}.{p}" for n, m in model.named_modules() if m is classifier for p, _ in m.named_parameters()}
+    assert not result.unexpected_keys
+    assert head <= set(result.missing_keys)
+    assert all(k.startswith(("head.", "fc.", "classifier.")) for k in result.missing_keys), result.missing_keys
+
+    encoder = build_encoder(arch)
+    encoder.load_state_dict(encoder_file["state_dict"])
+    encoder.eval(), model.eval()
+    image = torch.rand(2, in_chans, size, size) * 2 - 1
+    with torch.no_grad():
+        deepest = encoder(torch.cat([image, torch.zeros_like(image[:, :1])], dim=1))[-1]
+        torch.testing.assert_close(model.forward_features(image), deepest, atol=1e-5, rtol=1e-5)
+        assert model(image).shape == (2, 7)
+
+
+@pytest.mark.parametrize("name, fmt", [("timm:resnet18", "timm"), ("timm:convnext_tiny", "safetensors")])
+def test_pretrain_export_and_load_into_plain_timm(tiny_data, tmp_path, name, fmt):
+    run = pretrain_timm(tiny_data / "coco", tmp_path, name, "--image-size", "64", "--no-global-d")
+    check_export_round_trip(run, tmp_path, fmt, in_chans=3, size=64)
+
+
+def test_one_channel_images(tmp_path):
+    from tests.test_data import write_idx
+
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 24), ("t10k", 8)):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    run = pretrain_timm(tmp_path, tmp_path / "runs", "timm:resnet18", "--dataset", "fashion_mnist", "--split", "train",
+                        "--image-size", "32", "--no-local-d")
+    check_export_round_trip(run, tmp_path, "timm", in_chans=1, size=32)
+
+
+def test_finetune_timm_classifier_with_every_init(tiny_data, tmp_path):
+    run = pretrain_timm(tiny_data / "coco", tmp_path, "timm:resnet18", "--image-size", "64", "--no-global-d")
+    weights = tmp_path / "weights.safetensors"
+    invoke("export", str(run), "--format", "safetensors", "-o", str(weights))
+    common = ["finetune", "--dataset", "voc", "--data", str(tiny_data / "VOCdevkit"), "--image-size", "64",
+              "--encoder", "timm:resnet18", "--checkpoint", str(run), "--epochs", "1", "--batch-size", "8",
+              "--num-workers", "0", "--output-dir", str(tmp_path / "ft")]
+    for init in ("pretrained", "random", str(weights)):
+        invoke(*common, "--init", init)
+    names = sorted(p.name for p in (tmp_path / "ft").iterdir())
+    assert names == ["voc_finetune_all_pretrained_s0", "voc_finetune_all_random_s0", "voc_finetune_all_weights-weights_s0"]
+    metrics = json.loads((tmp_path / "ft/voc_finetune_all_weights-weights_s0/metrics.json").read_text())
+    assert metrics["encoder"] == "timm:resnet18" and metrics["init_weights"] == str(weights)
+
+
+def test_generator_on_timm_encoders_and_clear_errors():
+    for name in ("timm:resnet18", "timm:efficientnet_b0"):
+        gen = create_generator("unet", encoder=name, image_channels=3, image_size=64)
+        assert gen(torch.randn(2, 4, 64, 64)).shape == (2, 3, 64, 64)
+    with pytest.raises(UserError, match="timm does not know a model named 'resnet_xyz'"):
+        check_encoder_spec("timm:resnet_xyz")
+    with pytest.raises(UserError, match="not a multiple of resnet18's total stride 32"):
+        create_generator("unet", encoder="timm:resnet18", image_channels=3, image_size=48)
+    with pytest.raises(UserError, match="--encoder must be unet or timm"):
+        check_encoder_spec("resnet18")
