@@ -32,11 +32,11 @@ pretrain centre_adversarial --mask centre --centre-size 0.5
 pretrain region_adversarial --mask region
 
 for variant in rect_reconstruction centre_adversarial region_adversarial; do
-  finetune ft10 pretrained "$OUT/$variant"
+  finetune "ft10_$variant" pretrained "$OUT/$variant"
 done
 LINEAR=(--mode linear --features pooled --epochs 100 --lr 0.1 --weight-decay 0 --eval-every 100)
 for ckpt in "$RUN/quickstart_pretrain" "$OUT/rect_reconstruction" "$OUT/centre_adversarial" "$OUT/region_adversarial"; do
-  finetune lin10 pretrained "$ckpt" "${LINEAR[@]}"
+  finetune "lin10_$(basename "$ckpt")" pretrained "$ckpt" "${LINEAR[@]}"
 done
 finetune lin10 random "$RUN/quickstart_pretrain" "${LINEAR[@]}"
 for init in pretrained random; do
