@@ -3,7 +3,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ssl_inpaint.engine.pretrain import InpaintingModels, composite, frozen, train_step
+from ssl_inpaint.engine.pretrain import InpaintingModels, Optimizers, composite, frozen, train_step
 from ssl_inpaint.losses import LossWeights, discriminator_loss, generator_loss
 from ssl_inpaint.masks import apply_mask
 from ssl_inpaint.models import UNetGenerator, crop_boxes, global_discriminator, hole_boxes, local_discriminator
@@ -36,13 +36,21 @@ def test_discriminator_loss_is_bce():
     assert math.isclose(discriminator_loss(real, fake).item(), expected, rel_tol=1e-6)
 
 
-def small_models():
+def small_models(norm="batch"):
     torch.manual_seed(0)
     return InpaintingModels(
-        generator=UNetGenerator(3, 64, bottleneck_channels=32),
-        global_d=global_discriminator(3, 64),
-        local_d=local_discriminator(3, 32),
+        generator=UNetGenerator(3, 64, bottleneck_channels=32, norm=norm),
+        global_d=global_discriminator(3, 64, norm),
+        local_d=local_discriminator(3, 32, norm),
         local_size=32,
+    )
+
+
+def adam(models, lr_g, lr_d):
+    d_params = [p for d in models.discriminators for p in d.parameters()]
+    return Optimizers(
+        torch.optim.Adam(models.generator.parameters(), lr=lr_g), torch.optim.Adam(d_params, lr=lr_d),
+        torch.amp.GradScaler("cpu", enabled=False), torch.amp.GradScaler("cpu", enabled=False),
     )
 
 
@@ -69,9 +77,7 @@ def test_adversarial_generator_step_leaves_no_gradient_in_the_discriminators():
 def test_train_step_discriminator_grads_come_from_the_discriminator_loss_only():
     """After a joint step, D's gradients equal those of the D loss alone (lr 0 keeps weights fixed)."""
     models, b = small_models(), batch()
-    opt_g = torch.optim.Adam(models.generator.parameters(), lr=0.0)
-    opt_d = torch.optim.Adam([p for d in models.discriminators for p in d.parameters()], lr=0.0)
-    stats = train_step(models, b, opt_g, opt_d, LossWeights(0.9, 0.1, 1.0, 1.0), "mse", "joint")
+    stats = train_step(models, [b], adam(models, 0.0, 0.0), LossWeights(0.9, 0.1, 1.0, 1.0), "mse", "joint")
     assert {"loss/g_adv_global", "loss/g_adv_local", "loss/d_global", "d/local_fake"} <= set(stats)
     after_step = [p.grad.clone() for d in models.discriminators for p in d.parameters()]
 
@@ -92,12 +98,23 @@ def test_train_step_discriminator_grads_come_from_the_discriminator_loss_only():
 def test_reconstruction_phase_touches_only_the_generator():
     models, b = small_models(), batch()
     d_before = [p.clone() for d in models.discriminators for p in d.parameters()]
-    opt_g = torch.optim.Adam(models.generator.parameters(), lr=1e-3)
-    opt_d = torch.optim.Adam([p for d in models.discriminators for p in d.parameters()], lr=1e-3)
-    stats = train_step(models, b, opt_g, opt_d, LossWeights(), "mse", "reconstruction")
+    opts = adam(models, 1e-3, 1e-3)
+    stats = train_step(models, [b], opts, LossWeights(), "mse", "reconstruction")
     assert "loss/d_global" not in stats and "loss/g_adv_global" not in stats
     assert all(torch.equal(a, p) for a, p in zip(d_before, (p for d in models.discriminators for p in d.parameters())))
     g_before = [p.clone() for p in models.generator.parameters()]
-    stats = train_step(models, b, opt_g, opt_d, LossWeights(), "mse", "discriminator")
+    stats = train_step(models, [b], opts, LossWeights(), "mse", "discriminator")
     assert "loss/g_total" not in stats and "loss/d_local" in stats
     assert all(torch.equal(a, p) for a, p in zip(g_before, models.generator.parameters()))
+
+
+def test_accumulated_micro_batches_give_the_gradients_of_the_whole_batch():
+    b = batch()
+    halves = [{k: v[:2] for k, v in b.items()}, {k: v[2:] for k, v in b.items()}]
+    grads = []
+    for micro in ([b], halves):
+        models = small_models(norm="none")  # BatchNorm statistics would differ between the halves
+        train_step(models, micro, adam(models, 0.0, 0.0), LossWeights(0.9, 0.1, 1.0, 1.0), "mse", "joint")
+        grads.append([p.grad.clone() for m in (models.generator, *models.discriminators) for p in m.parameters()])
+    for whole, accumulated in zip(*grads):
+        torch.testing.assert_close(whole, accumulated, atol=1e-6, rtol=1e-4)
