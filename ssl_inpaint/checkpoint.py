@@ -17,6 +17,7 @@ import torch
 from ssl_inpaint.errors import UserError
 
 PRETRAIN_FORMAT = "ssl_inpaint.pretrain"
+FINETUNE_FORMAT = "ssl_inpaint.finetune"
 ENCODER_FORMAT = "ssl_inpaint.encoder"
 
 

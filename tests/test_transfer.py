@@ -249,3 +249,36 @@ def test_compare_statistics_pair_by_seed_and_split_by_pretrain_run(tmp_path):
     assert rows[1].difference() == pytest.approx((0.5, 0.0, 1))  # only seed 0 pairs
     with pytest.raises(UserError, match="no finished runs"):
         find_runs([str(tmp_path / "nothing*")])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["finetune", "linear"])
+def test_interrupted_finetune_resumes_to_the_same_result(tiny_data, tmp_path, monkeypatch, mode):
+    import ssl_inpaint.engine.finetune as engine
+
+    args = ["finetune", "--dataset", "voc", "--data", str(tiny_data / "VOCdevkit"), "--image-size", "64", "--init", "random",
+            "--bottleneck-channels", "32", "--epochs", "3", "--batch-size", "8", "--num-workers", "0", "--mode", mode,
+            "--lr-schedule", "cosine"]
+    invoke(*args, "--output-dir", str(tmp_path / "straight"))
+
+    real_evaluate, calls = engine.evaluate, []
+
+    def crash_in_second_epoch(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("simulated crash")
+        return real_evaluate(*a, **k)
+
+    monkeypatch.setattr(engine, "evaluate", crash_in_second_epoch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        invoke(*args, "--output-dir", str(tmp_path / "broken"))
+    run = tmp_path / f"broken/voc_{mode}_all_random_s0"
+    assert torch.load(run / "checkpoints/last.pt", weights_only=True)["epoch"] == 1
+    monkeypatch.setattr(engine, "evaluate", real_evaluate)
+    with pytest.raises(UserError, match="interrupted run and --no-resume"):
+        invoke(*args, "--output-dir", str(tmp_path / "broken"), "--no-resume")
+    invoke(*args, "--output-dir", str(tmp_path / "broken"))
+    straight = json.loads((tmp_path / f"straight/voc_{mode}_all_random_s0/metrics.json").read_text())
+    resumed = json.loads((run / "metrics.json").read_text())
+    assert resumed["history"] == straight["history"] and resumed["value"] == straight["value"]
+    assert not (run / "checkpoints/last.pt").exists()

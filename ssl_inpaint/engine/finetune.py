@@ -25,7 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ssl_inpaint.checkpoint import ENCODER_FORMAT, load_checkpoint, load_weights_file, resolve_encoder_file
+from ssl_inpaint.checkpoint import (
+    ENCODER_FORMAT,
+    FINETUNE_FORMAT,
+    load_checkpoint,
+    load_weights_file,
+    resolve_encoder_file,
+    save_atomic,
+)
 from ssl_inpaint.config import check_choices, option, save_config
 from ssl_inpaint.data.classification import (
     CLASSIFICATION_DATASETS,
@@ -34,9 +41,18 @@ from ssl_inpaint.data.classification import (
     create_classification_dataset,
     label_budget,
 )
-from ssl_inpaint.distributed import Distributed, average_gradients, broadcast_module, gather_rows, setup, teardown
+from ssl_inpaint.distributed import Distributed, any_flag, average_gradients, broadcast_module, gather_rows, setup, teardown
 from ssl_inpaint.engine.common import RunLogger, console, seed_everything
-from ssl_inpaint.engine.runtime import ResumableSampler, autocast, check_precision, grad_scaler, prepare_module
+from ssl_inpaint.engine.runtime import (
+    ResumableSampler,
+    StopSignal,
+    autocast,
+    check_precision,
+    grad_scaler,
+    prepare_module,
+    rng_state,
+    set_rng_state,
+)
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.models.timm_unet import check_encoder_spec
 from ssl_inpaint.metrics import mean_average_precision, top1_accuracy
@@ -97,6 +113,7 @@ class FinetuneConfig:
     nproc: int = option(1, "Launch this many processes on this machine with torchrun (one per GPU).")
     precision: str = option("fp32", "fp32, bf16 or fp16 (autocast; fp16 adds a GradScaler, CUDA only).")
     sync_bn: bool = option(True, "SyncBatchNorm across processes when the world size is > 1 (CUDA only).")
+    resume: bool = option(True, "Continue an interrupted run from its checkpoints/last.pt (saved every epoch); --no-resume refuses.")
 
     def validate(self) -> None:
         if self.init not in ("pretrained", "random"):
@@ -324,6 +341,8 @@ def finetune_once(config: FinetuneConfig, dist: Distributed) -> Path:
     run_dir = Path(config.output_dir) / config.name
     if (run_dir / "metrics.json").exists():
         raise UserError(f"{run_dir} already holds a finished run; pick another --name or delete that folder")
+    if (run_dir / "checkpoints" / "last.pt").exists() and not config.resume:
+        raise UserError(f"{run_dir} holds an interrupted run and --no-resume was given; pick another --name")
     check_precision(config.precision, dist.device)
     seed_everything(config.seed)
 
@@ -417,17 +436,34 @@ def _train_head_or_network(config, model, train, train_set, test, test_set, run_
         else None
     )
     result: dict[str, Any] = {}
-    step = 0
-    with RunLogger(run_dir, total_steps, f"{config.mode} {config.name}", enabled=dist.is_main) as logger:
+    step, start_epoch = 0, 0
+    last = run_dir / "checkpoints" / "last.pt"
+    trained = model if config.mode == "finetune" else model.head
+    if last.exists():  # an interrupted run: continue after its last finished epoch
+        state = load_checkpoint(last, FINETUNE_FORMAT)
+        if state["config"] != dataclasses.asdict(config):
+            raise UserError(f"cannot resume {last}: the options differ from the interrupted run's; use them or a new --name")
+        trained.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        set_rng_state(state["rng"])
+        step, start_epoch, result = state["step"], state["epoch"], state["result"]
+        history[:] = state["history"]
+        if dist.is_main:
+            console.print(f"resuming {run_dir} after epoch {start_epoch}")
+    with RunLogger(run_dir, total_steps, f"{config.mode} {config.name}", enabled=dist.is_main, start=step) as logger, StopSignal() as stop:
         logger.config(dataclasses.asdict(config))
-        for epoch in range(config.epochs):
+        for epoch in range(start_epoch, config.epochs):
             if sampler is not None:
                 sampler.start_at(epoch, 0)
             loader = DataLoader(
                 loader_source, batch_size=batch_size, sampler=sampler, shuffle=sampler is None, drop_last=True,
                 generator=generator, num_workers=config.num_workers if shard else 0,
             )
-            (model if config.mode == "finetune" else model.head).train()
+            trained.train()
             losses = []
             for inputs, target, ignore in loader:
                 with autocast(config.precision, device):
@@ -453,7 +489,21 @@ def _train_head_or_network(config, model, train, train_set, test, test_set, run_
                 logger.scalars({f"val/{result['metric']}": result["value"]}, epoch + 1)
                 history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), result["metric"]: result["value"]})
                 logger.print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, {result['metric']} {result['value']:.4f}")
+            if dist.is_main and epoch + 1 < config.epochs:
+                save_atomic(
+                    {
+                        "format": FINETUNE_FORMAT, "version": 1, "model": trained.state_dict(),
+                        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                        "generator": generator.get_state(), "rng": rng_state(), "step": step, "epoch": epoch + 1,
+                        "result": result, "history": list(history), "config": dataclasses.asdict(config),
+                    },
+                    last,
+                )
+            if any_flag([stop.received is not None], dist.world_size, device)[0] and epoch + 1 < config.epochs:
+                raise UserError(f"stopped by a signal after epoch {epoch + 1}; rerun the same command to resume from {last}")
         _log_final(logger, config, result)
+    last.unlink(missing_ok=True)  # finished: metrics.json is the result
     return result
 
 
