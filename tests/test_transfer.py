@@ -282,3 +282,17 @@ def test_interrupted_finetune_resumes_to_the_same_result(tiny_data, tmp_path, mo
     resumed = json.loads((run / "metrics.json").read_text())
     assert resumed["history"] == straight["history"] and resumed["value"] == straight["value"]
     assert not (run / "checkpoints/last.pt").exists()
+
+
+@pytest.mark.slow
+def test_rerunning_finished_seeds_keeps_them(tiny_data, tmp_path):
+    args = ["finetune", "--dataset", "voc", "--data", str(tiny_data / "VOCdevkit"), "--image-size", "64", "--init", "random",
+            "--bottleneck-channels", "32", "--epochs", "1", "--batch-size", "8", "--num-workers", "0", "--mode", "svm",
+            "--output-dir", str(tmp_path)]
+    invoke(*args, "--seeds", "0")
+    first = (tmp_path / "voc_svm_all_random_s0/metrics.json").read_text()
+    invoke(*args, "--seeds", "0,1")
+    assert (tmp_path / "voc_svm_all_random_s0/metrics.json").read_text() == first
+    assert (tmp_path / "voc_svm_all_random_s1/metrics.json").is_file()
+    with pytest.raises(UserError, match="finished run and --no-resume"):
+        invoke(*args, "--seeds", "0", "--no-resume")

@@ -340,7 +340,11 @@ def run_finetune(config: FinetuneConfig) -> list[Path]:
 def finetune_once(config: FinetuneConfig, dist: Distributed) -> Path:
     run_dir = Path(config.output_dir) / config.name
     if (run_dir / "metrics.json").exists():
-        raise UserError(f"{run_dir} already holds a finished run; pick another --name or delete that folder")
+        if not config.resume:
+            raise UserError(f"{run_dir} already holds a finished run and --no-resume was given; pick another --name")
+        if dist.is_main:
+            console.print(f"{run_dir} is finished already: kept as it is")
+        return run_dir
     if (run_dir / "checkpoints" / "last.pt").exists() and not config.resume:
         raise UserError(f"{run_dir} holds an interrupted run and --no-resume was given; pick another --name")
     check_precision(config.precision, dist.device)
