@@ -96,12 +96,6 @@ def save_config(config: Any, path: Path) -> None:
     path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
 
-def config_from_dict(config_cls: type[ConfigT], data: dict[str, Any]) -> ConfigT:
-    """Rebuild a config saved in a checkpoint; keys this version no longer knows are ignored."""
-    names = {f.name for f in dataclasses.fields(config_cls)}
-    return config_cls(**{k: v for k, v in data.items() if k in names})
-
-
 def typer_command(
     config_cls: type[ConfigT], run: Callable[[ConfigT], None], doc: str, default_name: Optional[str] = "run"
 ) -> Callable[..., None]:
