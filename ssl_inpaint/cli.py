@@ -13,12 +13,14 @@ import sys
 import typer
 
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 from ssl_inpaint.config import typer_command
 from ssl_inpaint.engine.compare import run_compare
+from ssl_inpaint.engine.evaluate import EvaluateConfig, run_evaluate
 from ssl_inpaint.engine.export import run_export
 from ssl_inpaint.engine.finetune import FinetuneConfig, run_finetune
+from ssl_inpaint.engine.inpaint import run_inpaint
 from ssl_inpaint.engine.pretrain import PretrainConfig, run_pretrain
 from ssl_inpaint.errors import UserError
 
@@ -76,6 +78,35 @@ def export(
 ) -> None:
     """Export a timm encoder for timm.create_model(name, num_classes=K) with no glue code."""
     run_export(run, format, output, num_classes)
+
+
+@app.command("inpaint")
+def inpaint(
+    source: Path = typer.Argument(..., help="An image, or a folder of images (searched recursively)."),
+    checkpoint: str = typer.Option(..., "--checkpoint", help="Pretrain run folder (runs/NAME) or one of its checkpoint files."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output .png for one image, or a folder (mirrors the input folder)."),
+    mask: Optional[Path] = typer.Option(
+        None, "--mask", help="Hole mask PNG of the image's size (white = hole; with transparency: transparent = hole), "
+        "or a folder of masks named like the images (NAME.png or NAME_mask.png)."
+    ),
+    box: List[str] = typer.Option([], "--box", help="Hole as x,y,w,h in pixels; repeat for several holes (instead of --mask)."),
+    batch_size: int = typer.Option(16, help="Images loaded, and hole windows filled, per batch."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 (fp16: CUDA only)."),
+) -> None:
+    """Fill holes in your images with a trained generator, at any size; known pixels are kept byte for byte."""
+    run_inpaint(source, checkpoint, output, mask, box, batch_size, device, precision)
+
+
+def _evaluate(config: EvaluateConfig) -> None:
+    run_evaluate(config)
+
+
+app.command(
+    "evaluate",
+    help="Completion quality (PSNR, SSIM, L1 over image and hole) of a trained generator next to classical "
+    "inpainting (OpenCV Telea / Navier-Stokes, biharmonic, mean fill) on the same images and seeded holes.",
+)(typer_command(EvaluateConfig, _evaluate, "Evaluate completion quality against classical baselines.", default_name=None))
 
 
 def error_line(exc: BaseException) -> str:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from ssl_inpaint.config import option
 from ssl_inpaint.errors import UserError
 
 
@@ -196,3 +197,38 @@ def apply_mask(image: torch.Tensor, mask: torch.Tensor, fill: torch.Tensor) -> t
 def mask_seed(base_seed: int, epoch: int, index: int) -> np.random.Generator:
     """A generator that depends only on (run seed, epoch, sample index)."""
     return np.random.default_rng([base_seed, epoch, index])
+
+
+@dataclass
+class MaskOptions:
+    """The hole family and its parameters as config fields (``--mask``, ``--rect-min``, ...), shared by
+    every command that cuts holes, so a recipe's mask keys mean the same thing everywhere."""
+
+    mask: str = option("centre", f"Hole family: {', '.join(MASK_KINDS)}.")
+    centre_size: float = option(0.5, "centre: hole side as a fraction of the image side.")
+    rect_min: float = option(20 / 64, "rect: smallest hole side (fraction of the image side).")
+    rect_max: float = option(25 / 64, "rect: largest hole side (fraction of the image side).")
+    rect_count: int = option(1, "rect: number of rectangles per image.")
+    gauss_mean: float = option(25 / 64, "gaussian_rect: mean of the top-left corner (fraction of the side).")
+    gauss_std: float = option(10 / 64, "gaussian_rect: std of the top-left corner (fraction of the side).")
+    gauss_min: float = option(10 / 64, "gaussian_rect: smallest side (fraction of the side).")
+    gauss_max: float = option(20 / 64, "gaussian_rect: largest side (fraction of the side).")
+    region_min: float = option(0.2, "region: smallest fraction of the image covered.")
+    region_max: float = option(0.3, "region: largest fraction of the image covered.")
+    brush_strokes: int = option(4, "brush: most strokes per image.")
+    object_min_area: float = option(0.02, "coco_object: smallest eligible object (fraction of the crop).")
+    object_max_area: float = option(0.5, "coco_object: largest eligible object (fraction of the crop).")
+
+    def mask_generator(self) -> MaskGenerator:
+        params = {
+            "centre": dict(size=self.centre_size),
+            "rect": dict(min_size=self.rect_min, max_size=self.rect_max, count=self.rect_count),
+            "gaussian_rect": dict(mean=self.gauss_mean, std=self.gauss_std, min_side=self.gauss_min, max_side=self.gauss_max),
+            "lower_half": {},
+            "region": dict(min_coverage=self.region_min, max_coverage=self.region_max),
+            "brush": dict(max_strokes=self.brush_strokes),
+            "coco_object": dict(min_area=self.object_min_area, max_area=self.object_max_area),
+        }
+        if self.mask not in params:
+            raise UserError(f"unknown mask kind {self.mask!r}; choose one of: {', '.join(MASK_KINDS)}")
+        return create_mask_generator(self.mask, **params[self.mask])

@@ -57,20 +57,38 @@ def ssim_map(pred: torch.Tensor, target: torch.Tensor, window: int = 11, sigma: 
     return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
 
 
-def ssim(pred: torch.Tensor, target: torch.Tensor, region: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Per-image mean SSIM, over ``region`` if given."""
-    return _region_mean(ssim_map(pred, target), region)
+def ssim(pred: torch.Tensor, target: torch.Tensor, region: Optional[torch.Tensor] = None, window: int = 11) -> torch.Tensor:
+    """Per-image mean SSIM over ``region`` if given; otherwise over the pixels whose whole window lies
+    inside the image, as Wang et al. and ``skimage.metrics.structural_similarity`` (Gaussian weights,
+    sigma 1.5, population covariance) do, so the image-level value matches scikit-image's."""
+    values = ssim_map(pred, target, window)
+    if region is not None:
+        return _region_mean(values, region)
+    pad = window // 2
+    return values[..., pad:-pad, pad:-pad].flatten(1).mean(dim=1)
+
+
+def image_quality(completed: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image PSNR, SSIM and L1 over the whole image and over the hole, for images in [0, 1].
+    Image-level values include the known pixels, so they rise as holes shrink: compare methods on
+    the same images and masks only."""
+    return {
+        "psnr_image": psnr(completed, target),
+        "psnr_hole": psnr(completed, target, mask),
+        "ssim_image": ssim(completed, target),
+        "ssim_hole": ssim(completed, target, mask),
+        "l1_image": l1(completed, target),
+        "l1_hole": l1(completed, target, mask),
+    }
+
+
+# Which direction is better, for tables.
+HIGHER_IS_BETTER = {"psnr_image": True, "psnr_hole": True, "ssim_image": True, "ssim_hole": True, "l1_image": False, "l1_hole": False}
 
 
 def completion_metrics(completed: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-image PSNR / SSIM / L1 over the hole and PSNR over the whole image, inputs in [-1, 1]."""
-    completed, target = to_unit(completed.float()), to_unit(target.float())
-    return {
-        "psnr_hole": psnr(completed, target, mask),
-        "ssim_hole": ssim(completed, target, mask),
-        "l1_hole": l1(completed, target, mask),
-        "psnr_image": psnr(completed, target),
-    }
+    """:func:`image_quality` for the model's [-1, 1] range."""
+    return image_quality(to_unit(completed.float()), to_unit(target.float()), mask)
 
 
 def voc_average_precision(scores, targets, ignore=None) -> float:

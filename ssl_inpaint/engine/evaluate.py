@@ -1,0 +1,220 @@
+"""``ssl evaluate``: completion quality of a trained generator next to classical inpainting.
+
+Every method fills the same holes in the same images: crops as in pretext validation (shorter side to
+the generator's side, centre crop), holes drawn from ``--mask`` with seeds (run seed, image index), so
+two evaluations with the same seed are comparable number for number. All methods start from the same
+8-bit pixels and are scored on 8-bit results, i.e. on what a user would save.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from torchvision.utils import make_grid, save_image
+
+from ssl_inpaint.baselines import BASELINES, create_baseline, keep_known
+from ssl_inpaint.config import option, save_config
+from ssl_inpaint.data import DATASETS, PretextDataset, create_source
+from ssl_inpaint.engine.common import RunLogger, console
+from ssl_inpaint.errors import UserError
+from ssl_inpaint.inpainter import Inpainter, load_inpainter
+from ssl_inpaint.masks import MaskOptions
+from ssl_inpaint.metrics import HIGHER_IS_BETTER, image_quality, to_unit
+
+DEFAULT_SPLITS = {"coco": "val2017", "voc": "val", "fashion_mnist": "test", "folder": ""}
+
+
+@dataclass
+class EvaluateConfig(MaskOptions):
+    name: str = option("", "Run name: results go to OUTPUT_DIR/NAME (default: evaluate_<pretrain run>_<mask>).")
+    output_dir: str = option("runs", "Folder holding all runs (point TensorBoard here).")
+    checkpoint: str = option("", "The generator: a pretrain run folder (runs/NAME) or one of its checkpoint files.")
+    dataset: str = option("folder", f"Dataset kind: {', '.join(DATASETS)}.")
+    data: str = option("", "Dataset root (image folder, COCO root, VOCdevkit, Fashion-MNIST files).")
+    split: str = option("", "Split (empty: COCO val2017, VOC val, Fashion-MNIST test).")
+    year: str = option("2012", "VOC year (with --dataset voc).")
+    max_images: int = option(0, "Evaluate the first N images only (0: all).")
+    seed: int = option(0, "Seed of the holes: the same seed gives the same holes in the same images.")
+    baselines: str = option(",".join(BASELINES), f"Classical methods to compare with, comma-separated ({', '.join(BASELINES)}; empty: none).")
+    inpaint_radius: int = option(5, "telea / ns: neighbourhood radius in pixels.")
+    batch_size: int = option(32, "Images per generator forward pass.")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N.")
+    precision: str = option("fp32", "fp32, bf16 or fp16 (fp16: CUDA only).")
+    num_workers: int = option(2, "DataLoader worker processes.")
+    strict: bool = option(False, "Stop on an unreadable image instead of skipping it.")
+    per_image_csv: bool = option(False, "Also write per_image.csv: one row per image and method.")
+    show_cases: int = option(4, "Worst and best cases (by the model's hole PSNR) drawn into TensorBoard and worst.png / best.png.")
+
+    @property
+    def baseline_names(self) -> list[str]:
+        return [b.strip() for b in self.baselines.split(",") if b.strip()]
+
+    @property
+    def resolved_split(self) -> str:
+        return self.split or DEFAULT_SPLITS.get(self.dataset, "")
+
+    def validate(self) -> None:
+        if not self.checkpoint:
+            raise UserError("no generator given: pass --checkpoint runs/NAME (a pretrain run folder)")
+        unknown = [b for b in self.baseline_names if b not in BASELINES]
+        if unknown:
+            raise UserError(f"unknown baseline {unknown[0]!r} in --baselines; choose from: {', '.join(BASELINES)}")
+        if len(set(self.baseline_names)) != len(self.baseline_names):
+            raise UserError(f"--baselines lists a method twice: {self.baselines}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise UserError(f"--precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.batch_size < 1 or self.max_images < 0 or self.show_cases < 0:
+            raise UserError("--batch-size must be >= 1, --max-images and --show-cases >= 0")
+        if self.mask == "coco_object" and self.dataset != "coco":
+            raise UserError("--mask coco_object needs COCO annotations: use --dataset coco")
+        self.mask_generator()
+
+
+def default_run_name(config: EvaluateConfig) -> str:
+    path = Path(config.checkpoint)
+    run = path if path.is_dir() else path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return f"evaluate_{run.name or 'model'}_{config.mask}"
+
+
+def _quantize(x: torch.Tensor) -> torch.Tensor:
+    """What saving as 8-bit does to values in [0, 1]."""
+    return x.clamp(0, 1).mul(255).round().div(255)
+
+
+def complete_batch(
+    images: torch.Tensor, masks: torch.Tensor, inpainter: Inpainter, baselines: dict[str, Callable]
+) -> dict[str, torch.Tensor]:
+    """Completed 8-bit images in [0, 1], per method, for ground truth ``images`` (8-bit values in [0, 1])."""
+    results = {"model": images * (1 - masks) + _quantize(inpainter.predict(images, masks)) * masks}
+    pixels = images.mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    holes = masks[:, 0].numpy() > 0.5
+    for name, method in baselines.items():
+        filled = np.stack([keep_known(p, method(p, h), h) for p, h in zip(pixels, holes)])
+        results[name] = torch.from_numpy(filled).permute(0, 3, 1, 2).float().div(255)
+    return results
+
+
+def markdown_table(means: dict[str, dict[str, float]], count: int, caption: str) -> str:
+    metrics = list(next(iter(means.values())))
+    header = " | ".join(f"{m.replace('_', ' ')} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m in metrics)
+    lines = [f"| method | {header} |", "|---|" + "---:|" * len(metrics)]
+    for method, values in means.items():
+        cells = " | ".join(f"{values[m]:.4f}" if m.startswith(("ssim", "l1")) else f"{values[m]:.2f}" for m in metrics)
+        lines.append(f"| {method} | {cells} |")
+    return f"{caption} ({count} images; PSNR in dB, L1 on [0, 1] pixels)\n\n" + "\n".join(lines) + "\n"
+
+
+@dataclass
+class Cases:
+    """The worst and best images by the model's hole PSNR, kept while streaming through the data."""
+
+    keep: int
+    worst: list[tuple[float, torch.Tensor]] = dataclasses.field(default_factory=list)
+    best: list[tuple[float, torch.Tensor]] = dataclasses.field(default_factory=list)
+
+    def add(self, scores: list[float], rows: torch.Tensor) -> None:
+        entries = list(zip(scores, rows))
+        self.worst = sorted(self.worst + entries, key=lambda e: e[0])[: self.keep]
+        self.best = sorted(self.best + entries, key=lambda e: -e[0])[: self.keep]
+
+    @staticmethod
+    def grid(entries: list[tuple[float, torch.Tensor]]) -> torch.Tensor:
+        rows = torch.stack([row for _, row in entries])
+        return make_grid(rows.flatten(0, 1), nrow=rows.shape[1], padding=2, pad_value=1.0)
+
+
+def run_evaluate(config: EvaluateConfig) -> Path:
+    config.validate()
+    config.name = config.name or default_run_name(config)
+    run_dir = Path(config.output_dir) / config.name
+    baselines = {name: create_baseline(name, config.inpaint_radius) for name in config.baseline_names}
+    inpainter = load_inpainter(config.checkpoint, config.device, config.precision)
+    source = create_source(config.dataset, config.data, config.resolved_split, config.year)
+    if source.channels != inpainter.channels:
+        raise UserError(
+            f"the generator takes {inpainter.channels}-channel images but {source.name} has {source.channels}; "
+            f"evaluate it on data like its training data"
+        )
+    dataset = PretextDataset(
+        source, inpainter.image_size, config.mask_generator(), torch.zeros(source.channels), config.seed,
+        train=False, strict=config.strict, use_objects=config.mask == "coco_object",
+    )
+    count = min(len(dataset), config.max_images) if config.max_images else len(dataset)
+    subset = torch.utils.data.Subset(dataset, range(count))
+    loader = DataLoader(subset, batch_size=config.batch_size, num_workers=config.num_workers)
+    save_config(config, run_dir / "config.yaml")
+
+    methods = ["model", *baselines]
+    per_image: dict[str, dict[str, list[float]]] = {m: {} for m in methods}
+    cases = Cases(config.show_cases)
+    skipped = 0
+    console.print(
+        f"evaluate {config.checkpoint} on {count} images of {source.name} at {inpainter.image_size}px, "
+        f"mask={config.mask} (seed {config.seed}), methods: {', '.join(methods)}"
+    )
+    with RunLogger(run_dir, len(loader), f"evaluate {config.name}") as logger:
+        done = 0
+        for step, batch in enumerate(loader, start=1):
+            skipped += int(batch["skipped"].sum())
+            images, masks = _quantize(to_unit(batch["image"])), batch["mask"]
+            results = complete_batch(images, masks, inpainter, baselines)
+            for method, completed in results.items():
+                for metric, values in image_quality(completed, images, masks).items():
+                    per_image[method].setdefault(metric, []).extend(values.tolist())
+            if config.show_cases:
+                holed = images * (1 - masks) + 0.5 * masks
+                rows = torch.stack([images, holed, *results.values()], dim=1)
+                cases.add(per_image["model"]["psnr_hole"][done:], rows)
+            done += images.shape[0]
+            logger.advance(step, f"{done} images")
+
+        means = {m: {k: float(np.mean(v)) for k, v in per_image[m].items()} for m in methods}
+        stds = {m: {k: float(np.std(v)) for k, v in per_image[m].items()} for m in methods}
+        caption = f"`{config.name}`: mask {config.mask}, seed {config.seed}, {source.name}"
+        table = markdown_table(means, count, caption)
+        (run_dir / "results.md").write_text(table)
+        summary = {
+            "checkpoint": config.checkpoint,
+            "data": source.name,
+            "images": count,
+            "skipped_unreadable": skipped,
+            "image_size": inpainter.image_size,
+            "mask": config.mask,
+            "seed": config.seed,
+            "columns": ["original", "holed input", *methods],
+            "mean": means,
+            "std": stds,
+        }
+        (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
+        if config.per_image_csv:
+            _write_csv(run_dir / "per_image.csv", per_image, source, count)
+        logger.text("results", table)
+        logger.scalars({f"eval/{m}/{k}": v for m, values in means.items() for k, v in values.items()}, 0)
+        if config.show_cases and cases.worst:
+            for label, entries in (("worst", cases.worst), ("best", cases.best)):
+                grid = Cases.grid(entries)
+                save_image(grid, run_dir / f"{label}.png")
+                logger.image(f"cases/{label} (original | holed | {' | '.join(methods)})", grid, 0)
+    if skipped:
+        console.print(f"warning: {skipped} unreadable images were replaced by the next readable one", style="yellow")
+    console.print(table, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"results: {run_dir / 'results.md'}, {run_dir / 'results.json'}")
+    return run_dir
+
+
+def _write_csv(path: Path, per_image: dict[str, dict[str, list[float]]], source, count: int) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        metrics = list(next(iter(per_image.values())))
+        writer.writerow(["index", "image", "method", *metrics])
+        for method, values in per_image.items():
+            for index in range(count):
+                writer.writerow([index, source.describe(index), method, *(f"{values[m][index]:.6g}" for m in metrics)])

@@ -1,0 +1,106 @@
+"""A trained generator as a tool: load it from a pretrain run and fill holes in fixed-size windows.
+
+Shared by ``ssl inpaint`` (a user's images of any size) and ``ssl evaluate`` (a test set, next to the
+classical baselines). The generator sees exactly what it saw in training: an image in [-1, 1] of the
+training side, the hole set to the training fill value, and the hole as an extra channel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ssl_inpaint.checkpoint import PRETRAIN_FORMAT, load_checkpoint
+from ssl_inpaint.distributed import select_device
+from ssl_inpaint.engine.runtime import autocast, check_precision
+from ssl_inpaint.errors import UserError
+from ssl_inpaint.masks import apply_mask
+from ssl_inpaint.metrics import to_unit
+
+
+def resolve_generator_checkpoint(checkpoint: str | Path) -> Path:
+    """A pretrain run folder (its ``checkpoints/last.pt``) or a pretrain checkpoint file."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise UserError(
+            f"no trained generator at {path}: pass a pretrain run folder (runs/NAME, with checkpoints/last.pt) "
+            f"or one of its checkpoint files"
+        )
+    if path.name == "encoder.pt":
+        raise UserError(f"{path} holds only the encoder; pass the pretrain run folder, whose checkpoints hold the generator")
+    return path
+
+
+@dataclass
+class Inpainter:
+    generator: nn.Module
+    image_size: int
+    channels: int
+    fill: torch.Tensor
+    # Largest hole side, as a fraction of the window, that the generator is asked to fill; larger
+    # holes get a larger window resized down to ``image_size``.
+    max_hole: float
+    # Seed 003's model M3 decodes only the centre square: holes must sit there.
+    centre_only: bool
+    device: torch.device
+    precision: str = "fp32"
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Generator output in [0, 1] for (B, C, S, S) images in [0, 1] and (B, 1, S, S) holes (1 = hole).
+        Pixels outside the hole are the network's reconstruction, not the input: composite afterwards."""
+        images = images.to(self.device, torch.float32) * 2 - 1
+        masks = masks.to(self.device, torch.float32)
+        with autocast(self.precision, self.device):
+            out = self.generator(apply_mask(images, masks, self.fill.to(self.device)))
+        return to_unit(out.float()).cpu()
+
+
+def _max_hole(config: dict) -> float:
+    """The largest hole side the generator met in training (a fraction of the image side)."""
+    if config.get("predict") == "hole":
+        return 0.5
+    mask = config.get("mask")
+    if mask == "centre":
+        return float(config.get("centre_size", 0.5))
+    if mask == "rect":
+        return float(config.get("rect_max", 0.5))
+    if mask == "gaussian_rect":
+        return float(config.get("gauss_max", 0.5))
+    return 0.5
+
+
+def load_inpainter(checkpoint: str | Path, device: str = "auto", precision: str = "fp32") -> Inpainter:
+    """Rebuild the generator of a pretrain run from its saved config and weights (no unpickling)."""
+    # Imported here: the pretrain engine imports the data pipeline, which this module's users may not need.
+    from ssl_inpaint.engine.pretrain import PretrainConfig, build_models
+
+    path = resolve_generator_checkpoint(checkpoint)
+    state = load_checkpoint(path, PRETRAIN_FORMAT)
+    saved = state["config"]
+    known = {f.name for f in dataclasses.fields(PretrainConfig)}
+    config = PretrainConfig(**{k: v for k, v in saved.items() if k in known})
+    channels = int(state["image_channels"])
+    generator = build_models(config, channels).generator
+    try:
+        generator.load_state_dict(state["generator"])
+    except RuntimeError as exc:
+        raise UserError(f"{path}: the generator weights do not match its saved config ({str(exc).splitlines()[0]})") from None
+    torch_device = select_device(device)
+    check_precision(precision, torch_device)
+    return Inpainter(
+        generator=generator.to(torch_device).eval(),
+        image_size=config.image_size,
+        channels=channels,
+        fill=torch.tensor(state["fill"], dtype=torch.float32),
+        max_hole=_max_hole(saved),
+        centre_only=config.predict == "hole",
+        device=torch_device,
+        precision=precision,
+    )
