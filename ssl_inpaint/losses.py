@@ -5,12 +5,15 @@
 
 ``rec`` is MSE (the seed) or L1, averaged over the pixels of its region in each image, so the weights
 do not drift with the hole size. The adversarial terms are the non-saturating -log D(G(x)), computed from logits.
+
+Seed 004 adds the perceptual and style losses of Johnson et al. (2016) on frozen VGG16 features of
+the completed image: L1 between the feature maps, and L1 between their Gram matrices.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +25,8 @@ class LossWeights:
     hole: float = 0.1
     adv_global: float = 1e-5
     adv_local: float = 1e-5
+    perceptual: float = 0.0
+    style: float = 0.0
 
 
 def region_error(pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor, kind: str = "mse") -> torch.Tensor:
@@ -44,6 +49,26 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
     return adversarial_target_loss(real_logits, True) + adversarial_target_loss(fake_logits, False)
 
 
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """(B, C, C) channel correlations, normalised by the map's size so layers are comparable."""
+    b, c, h, w = features.shape
+    flat = features.float().flatten(2)
+    return flat @ flat.transpose(1, 2) / (c * h * w)
+
+
+def feature_losses(
+    features: Callable[[torch.Tensor], list[torch.Tensor]], completed: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(perceptual, style): mean L1 between feature maps and between their Gram matrices, summed
+    over layers. The target's features are constants."""
+    with torch.no_grad():
+        wanted = features(target)
+    got = features(completed)
+    perceptual = sum(F.l1_loss(g.float(), w.float()) for g, w in zip(got, wanted))
+    style = sum(F.l1_loss(gram_matrix(g), gram_matrix(w)) for g, w in zip(got, wanted))
+    return perceptual, style  # type: ignore[return-value]
+
+
 def generator_loss(
     prediction: torch.Tensor,
     target: torch.Tensor,
@@ -52,10 +77,13 @@ def generator_loss(
     recon: str = "mse",
     global_logits: Optional[torch.Tensor] = None,
     local_logits: Optional[torch.Tensor] = None,
+    features: Optional[Callable[[torch.Tensor], list[torch.Tensor]]] = None,
 ) -> dict[str, torch.Tensor]:
     """All generator terms plus their weighted ``total``. ``prediction`` is the raw generator output
     (its known pixels are what the known-pixel term trains); the adversarial terms use the logits the
-    discriminators gave the composited image (pass None when a discriminator is off)."""
+    discriminators gave the composited image (pass None when a discriminator is off). ``features``
+    (a frozen VGG16) adds the perceptual and style terms on the completed image when their weights are
+    non-zero."""
     terms = {
         "rec_known": region_error(prediction, target, 1 - mask, recon),
         "rec_hole": region_error(prediction, target, mask, recon),
@@ -67,5 +95,9 @@ def generator_loss(
     if local_logits is not None:
         terms["adv_local"] = adversarial_target_loss(local_logits, True)
         total = total + weights.adv_local * terms["adv_local"]
+    if features is not None and (weights.perceptual or weights.style):
+        completed = target * (1 - mask) + prediction * mask
+        terms["perceptual"], terms["style"] = feature_losses(features, completed, target)
+        total = total + weights.perceptual * terms["perceptual"] + weights.style * terms["style"]
     terms["total"] = total
     return terms
