@@ -230,6 +230,8 @@ class PretrainConfig:
             raise UserError("--discriminator glcic_fused is one global + local discriminator: keep --global-d --local-d")
         if self.discriminator in ("patchgan", "pixel") and (self.local_d or not self.global_d):
             raise UserError(f"--discriminator {self.discriminator} judges the whole image: use --global-d --no-local-d")
+        if self.discriminator == "patchgan" and self.image_size < 24:
+            raise UserError("--discriminator patchgan needs --image-size 24 or more (three stride-2 convs, then two 4x4 convs)")
         if (self.generator == "approx_attention") != (self.schedule == "approx_then_refine"):
             raise UserError("--generator approx_attention and --schedule approx_then_refine go together (ApproxNet trains in the first stage)")
         if self.schedule == "two_stage" and not self.adversarial:

@@ -97,10 +97,13 @@ class GlcicFusedDiscriminator(nn.Module):
         self.pool = pool
         self.global_trunk = _glcic_trunk(image_channels, widths, norm)
         self.local_trunk = _glcic_trunk(image_channels, widths[:4], norm)
-        with torch.no_grad():  # the flattened sizes follow from the input sides
-            features = self._vector(self.global_trunk, torch.zeros(1, image_channels, image_size, image_size)).shape[1]
-            features += self._vector(self.local_trunk, torch.zeros(1, image_channels, local_size, local_size)).shape[1]
+        features = self._vector_size(widths, image_size) + self._vector_size(widths[:4], local_size)
         self.head = nn.Linear(features, 1)
+
+    def _vector_size(self, widths: Sequence[int], side: int) -> int:
+        for _ in widths:
+            side = (side + 1) // 2  # a 5x5 stride-2 conv with padding 2 halves the side, rounding up
+        return widths[-1] * (1 if self.pool == "gap" else side * side)
 
     def _vector(self, trunk: nn.Module, x: torch.Tensor) -> torch.Tensor:
         maps = trunk(x)
