@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import torchvision
+from torchvision.models.vgg import cfgs, make_layers
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
 
@@ -34,7 +34,7 @@ def scalars_and_images(run: Path) -> tuple[set[str], set[str]]:
 def vgg_file(tmp_path_factory) -> Path:
     """A torchvision vgg16 state dict with random weights: the real file is the user's to provide."""
     path = tmp_path_factory.mktemp("vgg") / "vgg16.pt"
-    torch.save(torchvision.models.vgg16(weights=None).features.state_dict(prefix="features."), path)
+    torch.save(make_layers(cfgs["D"]).state_dict(prefix="features."), path)  # vgg16().features' layers
     return path
 
 

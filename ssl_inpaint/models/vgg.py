@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import vgg16
+from torchvision.models.vgg import cfgs, make_layers
 
 from ssl_inpaint.errors import UserError
 
@@ -22,13 +22,19 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def vgg16_trunk() -> nn.Sequential:
+    """torchvision's vgg16().features up to the last layer used, built without the 120 M-parameter
+    classifier (same layer indices, so the state dict keys match)."""
+    return make_layers(cfgs["D"])[: FEATURE_LAYERS[-1] + 1]
+
+
 class VGG16Features(nn.Module):
     """Images in [-1, 1] (1 or 3 channels) -> the feature maps at ``FEATURE_LAYERS``. Frozen: no
     parameter takes gradients and the module stays in eval mode, but gradients flow through it."""
 
     def __init__(self, features_state: dict[str, torch.Tensor]):
         super().__init__()
-        self.features = vgg16(weights=None).features[: FEATURE_LAYERS[-1] + 1]
+        self.features = vgg16_trunk()
         self.features.load_state_dict(features_state)
         self.features.requires_grad_(False)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
@@ -62,7 +68,7 @@ def load_vgg16_features(path: str) -> VGG16Features:
         raise UserError(f"cannot read VGG16 weights {file}: {str(exc).splitlines()[0]} (save one with torch.save(vgg16().state_dict()))") from None
     if not isinstance(state, dict):
         raise UserError(f"{file} is not a state dict; save torchvision's vgg16().state_dict() with torch.save")
-    expected = vgg16(weights=None).features[: FEATURE_LAYERS[-1] + 1].state_dict()
+    expected = vgg16_trunk().state_dict()
     wanted = {k: state.get(f"features.{k}") for k in expected}
     missing = [f"features.{k}" for k, v in wanted.items() if v is None]
     wrong = [f"features.{k}" for k, v in wanted.items() if v is not None and v.shape != expected[k].shape]
