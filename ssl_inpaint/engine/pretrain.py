@@ -388,7 +388,6 @@ def build_models(config: PretrainConfig, image_channels: int) -> InpaintingModel
         local_d=local_d,
         local_size=config.resolved_local_size,
         fused=config.discriminator == "glcic_fused",
-        features=load_vgg16_features(config.vgg_weights) if (config.w_perceptual or config.w_style) else None,
     )
 
 
@@ -701,8 +700,8 @@ def _run_pretrain(config: PretrainConfig, dist: Distributed) -> Path:
     models.local_d = prepare_module(models.local_d, dist, config.sync_bn, config.channels_last) if models.local_d else None
     for m in (models.generator, *models.discriminators):
         broadcast_module(m, dist.world_size)
-    if models.features is not None:
-        models.features = models.features.to(device)
+    if config.w_perceptual or config.w_style:  # a loss network, not part of the model: never checkpointed
+        models.features = load_vgg16_features(config.vgg_weights).to(device)
     opts = make_optimizers(config, models, device)
     schedulers = [
         CosineLRScheduler(opt, t_initial=total_steps, warmup_t=config.warmup_steps, warmup_lr_init=0.0, t_in_epochs=False)
