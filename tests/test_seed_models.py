@@ -19,7 +19,7 @@ from ssl_inpaint.models import (
     pixel_discriminator,
 )
 from ssl_inpaint.models.perceptual_unet import PerceptualUNetGenerator
-from ssl_inpaint.models.vgg import load_vgg16_features
+from ssl_inpaint.models.vgg import VGG16Discriminator, load_vgg16_features, read_vgg16_trunk
 
 OTHER_GENERATORS = [name for name in GENERATORS if name != "unet"]
 
@@ -71,11 +71,17 @@ def test_discriminator_kinds_output_shapes():
 
 
 @pytest.fixture(scope="module")
-def vgg(tmp_path_factory):
+def vgg_file(tmp_path_factory):
+    """A whole torchvision vgg16 state dict (classifier included), with random weights."""
     path = tmp_path_factory.mktemp("vgg") / "vgg16.pt"
     torch.manual_seed(0)
     torch.save(torchvision.models.vgg16(weights=None).state_dict(), path)
-    return load_vgg16_features(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def vgg(vgg_file):
+    return load_vgg16_features(vgg_file)
 
 
 def test_perceptual_and_style_losses(vgg):
@@ -91,6 +97,19 @@ def test_perceptual_and_style_losses(vgg):
     assert terms["perceptual"].item() == 0 and terms["total"].item() == 0
     assert not any(p.requires_grad for p in vgg.parameters()) and not vgg.train().training
     assert vgg(torch.rand(1, 1, 16, 16))[0].shape[1] == 64  # grayscale goes in as three equal channels
+
+
+def test_vgg16_discriminator_trains_only_its_dense_layers(vgg_file):
+    torch.manual_seed(0)
+    models = InpaintingModels(create_generator("glcic", image_channels=1, image_size=32, base_channels=4),
+                              VGG16Discriminator(32), None, 16)
+    models.global_d.load_trunk(read_vgg16_trunk(vgg_file))
+    trunk_before, head_before = snapshot(models.global_d.trunk), snapshot(models.global_d.head)
+    stats = train_step(models, [holed_batch(channels=1)], adam(models, 1e-3, 1e-3), LossWeights(1, 1, 0.1, 0), "l1", "joint")
+    assert {"loss/d_global", "loss/g_adv_global"} <= set(stats)
+    assert unchanged(trunk_before, models.global_d.trunk) and not unchanged(head_before, models.global_d.head)
+    with pytest.raises(UserError, match="multiple of 32"):
+        VGG16Discriminator(48)
 
 
 def test_vgg_weights_problems_are_clear_errors(tmp_path):

@@ -9,7 +9,7 @@ from torchvision.models.vgg import cfgs, make_layers
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
 
-from ssl_inpaint.checkpoint import ENCODER_FORMAT, load_checkpoint
+from ssl_inpaint.checkpoint import ENCODER_FORMAT, PRETRAIN_FORMAT, load_checkpoint
 from ssl_inpaint.cli import app
 from ssl_inpaint.models import build_encoder
 
@@ -64,6 +64,10 @@ def test_seed_recipe_runs_two_steps(tiny_data, tmp_path, vgg_file, recipe):
     assert expected <= scalars, expected - scalars
     if "approxnet" in recipe:
         assert "val/original|hole_attention" in images
+    if "perceptual" in recipe:  # the VGG16 discriminator's trunk is the user's file, untouched by training
+        trunk = {k[len("trunk."):]: v for k, v in load_checkpoint(run / "checkpoints/last.pt", PRETRAIN_FORMAT)["global_d"].items() if k.startswith("trunk.")}
+        given = torch.load(vgg_file, weights_only=True)
+        assert trunk and all(torch.equal(v, given[f"features.{k}"]) for k, v in trunk.items())
     payload = load_checkpoint(run / "encoder.pt", ENCODER_FORMAT)
     build_encoder(payload["arch"]).load_state_dict(payload["state_dict"])  # strict round trip
 

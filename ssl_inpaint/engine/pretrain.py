@@ -58,7 +58,7 @@ from ssl_inpaint.masks import MASK_KINDS, MaskGenerator, create_mask_generator
 from ssl_inpaint.metrics import completion_metrics, ssim, to_unit
 from ssl_inpaint.models.unet import NORMS
 from ssl_inpaint.models.discriminators import D_POOLS
-from ssl_inpaint.models.vgg import load_vgg16_features
+from ssl_inpaint.models.vgg import VGG16Discriminator, load_vgg16_features, read_vgg16_trunk
 from ssl_inpaint.models import (
     DISCRIMINATOR_KINDS,
     GENERATORS,
@@ -127,7 +127,8 @@ class PretrainConfig:
     discriminator: str = option(
         "table2",
         "table2: seed-003 global/local discriminators; glcic_fused: seed-000 global + local trunks fused into one "
-        "logit (needs --global-d --local-d); patchgan or pixel: pix2pix's (seed 002), on the whole image (--no-local-d).",
+        "logit (needs --global-d --local-d); patchgan or pixel: pix2pix's (seed 002); vgg16: frozen ImageNet VGG16 "
+        "convs + dense 128-128-1 (seed 004, needs --vgg-weights). The last three judge the whole image (--no-local-d).",
     )
     d_pool: str = option("flatten", "glcic_fused: flatten (GLCIC) or gap (global average pooling) before the fully connected layer.")
     base_channels: int = option(64, "First-layer width of the glcic, approx_attention, pix2pix_unet and perceptual_unet generators and of the glcic_fused, patchgan and pixel discriminators.")
@@ -140,7 +141,7 @@ class PretrainConfig:
     w_adv_local: float = option(1e-5, "Weight w4 of the local adversarial loss.")
     w_perceptual: float = option(0.0, "Weight of the VGG16 perceptual loss on the completed image (needs --vgg-weights).")
     w_style: float = option(0.0, "Weight of the VGG16 style (Gram matrix) loss on the completed image (needs --vgg-weights).")
-    vgg_weights: str = option("", "File holding a torchvision vgg16 state dict, for --w-perceptual / --w-style (never downloaded).")
+    vgg_weights: str = option("", "File holding a torchvision vgg16 state dict, for --w-perceptual / --w-style and --discriminator vgg16 (never downloaded).")
     # optimisation
     batch_size: int = option(64, "Images per step.")
     epochs: int = option(10, "Passes over the training images.")
@@ -228,7 +229,7 @@ class PretrainConfig:
         """The combinations the seed-000/001/002/004 models and schedules need."""
         if self.discriminator == "glcic_fused" and not (self.global_d and self.local_d):
             raise UserError("--discriminator glcic_fused is one global + local discriminator: keep --global-d --local-d")
-        if self.discriminator in ("patchgan", "pixel") and (self.local_d or not self.global_d):
+        if self.discriminator in ("patchgan", "pixel", "vgg16") and (self.local_d or not self.global_d):
             raise UserError(f"--discriminator {self.discriminator} judges the whole image: use --global-d --no-local-d")
         if self.discriminator == "patchgan" and self.image_size < 24:
             raise UserError("--discriminator patchgan needs --image-size 24 or more (three stride-2 convs, then two 4x4 convs)")
@@ -240,8 +241,11 @@ class PretrainConfig:
             raise UserError(f"--stage-fraction must be between 0 and 1, got {self.stage_fraction}")
         if min(self.w_perceptual, self.w_style) < 0:
             raise UserError("loss weights must be non-negative")
-        if (self.w_perceptual or self.w_style) and not self.vgg_weights:
-            raise UserError("--w-perceptual/--w-style need VGG16 weights: pass --vgg-weights PATH (a torchvision vgg16 state dict)")
+        if (self.w_perceptual or self.w_style or self.discriminator == "vgg16") and not self.vgg_weights:
+            raise UserError(
+                "--w-perceptual/--w-style and --discriminator vgg16 need VGG16 weights: pass --vgg-weights PATH "
+                "(a torchvision vgg16 state dict)"
+            )
         if self.base_channels < 2 or self.approx_hidden < 1:
             raise UserError("--base-channels must be at least 2 and --approx-hidden at least 1")
 
@@ -374,6 +378,8 @@ def build_discriminators(config: PretrainConfig, image_channels: int) -> tuple[O
         return patchgan_discriminator(image_channels, base, norm=config.norm), None
     if kind == "pixel":
         return pixel_discriminator(image_channels, base, norm=config.norm), None
+    if kind == "vgg16":  # random trunk here; a new run loads the ImageNet weights, a resumed one its checkpoint
+        return VGG16Discriminator(size), None
     return (
         global_discriminator(image_channels, size, config.norm) if config.global_d else None,
         local_discriminator(image_channels, config.resolved_local_size, config.norm) if config.local_d else None,
@@ -713,6 +719,8 @@ def _run_pretrain(config: PretrainConfig, dist: Distributed) -> Path:
     )
 
     step = 0
+    if config.discriminator == "vgg16" and not last.exists():
+        unwrap(models.global_d).load_trunk(read_vgg16_trunk(config.vgg_weights))
     if last.exists():
         state = load_resume_state(config, last, global_batch)
         models.load_state_dicts(state)

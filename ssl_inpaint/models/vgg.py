@@ -1,4 +1,5 @@
-"""Frozen VGG16 features for the perceptual and style losses (seed 004), from a local weights file.
+"""Frozen ImageNet VGG16 layers, from a local weights file: the perceptual and style losses' feature
+network, and seed 004's discriminator trunk.
 
 The weights are never downloaded: ``--vgg-weights`` points at a torchvision ``vgg16`` state dict
 (e.g. saved once with ``torch.save(torchvision.models.vgg16(weights="IMAGENET1K_V1").state_dict(),
@@ -20,33 +21,46 @@ from ssl_inpaint.errors import UserError
 FEATURE_LAYERS = (3, 8, 15)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+VGG_STRIDE = 32  # five 2x2 max-pools in vgg16().features
 
 
-def vgg16_trunk() -> nn.Sequential:
-    """torchvision's vgg16().features up to the last layer used, built without the 120 M-parameter
-    classifier (same layer indices, so the state dict keys match)."""
-    return make_layers(cfgs["D"])[: FEATURE_LAYERS[-1] + 1]
+def vgg16_trunk(last_layer: int = -1) -> nn.Sequential:
+    """torchvision's vgg16().features (up to ``last_layer``), built without the 120 M-parameter
+    classifier; same layer indices, so the state dict keys match."""
+    layers = make_layers(cfgs["D"])
+    return layers if last_layer < 0 else layers[: last_layer + 1]
+
+
+class ImageNetInput(nn.Module):
+    """Images in [-1, 1] with 1 or 3 channels -> ImageNet-normalised RGB, as VGG16 was trained."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        unit = (images + 1) / 2
+        return (unit.expand(-1, 3, -1, -1) - self.mean) / self.std
 
 
 class VGG16Features(nn.Module):
-    """Images in [-1, 1] (1 or 3 channels) -> the feature maps at ``FEATURE_LAYERS``. Frozen: no
-    parameter takes gradients and the module stays in eval mode, but gradients flow through it."""
+    """Images in [-1, 1] -> the feature maps at ``FEATURE_LAYERS``. Frozen: no parameter takes
+    gradients and the module stays in eval mode, but gradients flow through it."""
 
-    def __init__(self, features_state: dict[str, torch.Tensor]):
+    def __init__(self, trunk_state: dict[str, torch.Tensor]):
         super().__init__()
-        self.features = vgg16_trunk()
-        self.features.load_state_dict(features_state)
+        self.normalise = ImageNetInput()
+        self.features = vgg16_trunk(FEATURE_LAYERS[-1])
+        self.features.load_state_dict({k: v for k, v in trunk_state.items() if k in self.features.state_dict()})
         self.features.requires_grad_(False)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         self.eval()
 
-    def train(self, mode: bool = True) -> "VGG16Features":
+    def train(self, mode: bool = True) -> VGG16Features:
         return super().train(False)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        x = ((images + 1) / 2).expand(-1, 3, -1, -1) if images.shape[1] == 1 else (images + 1) / 2
-        x = (x - self.mean) / self.std
+        x = self.normalise(images)
         outputs = []
         for i, layer in enumerate(self.features):
             x = layer(x)
@@ -55,10 +69,36 @@ class VGG16Features(nn.Module):
         return outputs
 
 
-def load_vgg16_features(path: str) -> VGG16Features:
-    """Read a torchvision vgg16 state dict (``weights_only``) and keep the layers the losses use."""
+class VGG16Discriminator(nn.Module):
+    """Seed 004's discriminator: VGG16's convolutional layers (ImageNet weights via ``load_trunk``,
+    frozen), then two dense layers of 128 with ReLU and one logit; only the dense layers train.
+    The image side must be a multiple of 32."""
+
+    def __init__(self, image_size: int, hidden: int = 128):
+        super().__init__()
+        if image_size % VGG_STRIDE:
+            raise UserError(f"--discriminator vgg16 needs --image-size a multiple of {VGG_STRIDE}, got {image_size}")
+        side = image_size // VGG_STRIDE
+        self.normalise = ImageNetInput()
+        self.trunk = vgg16_trunk()
+        self.trunk.requires_grad_(False)
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(512 * side * side, hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1),
+        )
+
+    def load_trunk(self, trunk_state: dict[str, torch.Tensor]) -> None:
+        self.trunk.load_state_dict(trunk_state)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(self.normalise(images))).flatten()
+
+
+def read_vgg16_trunk(path: str) -> dict[str, torch.Tensor]:
+    """The ``features.*`` tensors of a torchvision vgg16 state dict file (``weights_only``), keyed as
+    in ``vgg16_trunk()``; a missing, unreadable or foreign file is a UserError."""
     if not path:
-        raise UserError("--w-perceptual/--w-style need VGG16 weights: pass --vgg-weights PATH (a torchvision vgg16 state dict)")
+        raise UserError("--w-perceptual/--w-style and --discriminator vgg16 need VGG16 weights: pass --vgg-weights PATH (a torchvision vgg16 state dict)")
     file = Path(path)
     if not file.is_file():
         raise UserError(f"VGG16 weights file not found: {file} (pass --vgg-weights pointing at a torchvision vgg16 state dict)")
@@ -77,4 +117,8 @@ def load_vgg16_features(path: str) -> VGG16Features:
             f"{file} is not a torchvision vgg16 state dict (missing {missing[:3]}, wrong shape {wrong[:3]}); "
             f"save torchvision.models.vgg16(...).state_dict()"
         )
-    return VGG16Features(wanted)  # type: ignore[arg-type]
+    return wanted  # type: ignore[return-value]
+
+
+def load_vgg16_features(path: str) -> VGG16Features:
+    return VGG16Features(read_vgg16_trunk(path))
