@@ -200,8 +200,10 @@ class PretrainConfig:
             raise UserError(f"--image-size must be a positive multiple of 32, got {self.image_size}")
         if self.encoder != "unet" and (self.predict != "image" or not self.skip_connections or self.norm != "batch"):
             raise UserError("--predict hole, --no-skip-connections and --norm none apply to --encoder unet only")
-        if self.generator != "unet" and (self.encoder != "unet" or self.predict != "image" or not self.skip_connections):
-            raise UserError("--encoder timm:..., --predict hole and --no-skip-connections apply to --generator unet only")
+        if self.generator != "unet" and (
+            self.encoder != "unet" or self.predict != "image" or not self.skip_connections or self.norm != "batch"
+        ):
+            raise UserError("--encoder timm:..., --predict hole, --no-skip-connections and --norm none apply to --generator unet only")
         self._validate_other_systems()
         if self.discriminator == "table2" and self.local_d and self.resolved_local_size % 32:
             raise UserError(f"--local-size must be a multiple of 32, got {self.resolved_local_size}")
