@@ -190,12 +190,15 @@ def sample_pixel(params: torch.Tensor, image_channels: int, generator: Optional[
 @torch.no_grad()
 def sample_lower_half(model: nn.Module, images: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Keep the upper half of ``images`` and draw the lower half pixel by pixel in raster order, each
-    pixel from the model's distribution given the image so far (one forward pass per pixel)."""
+    pixel from the model's distribution given the image so far (one forward pass per pixel). Rows
+    below the current one cannot change its output, so each pass sees the image only down to the
+    current row (rounded up to the model's multiple of 4)."""
     height, width = images.shape[-2:]
     canvas = images.clone()
     canvas[:, :, height // 2 :] = 0
     for row in range(height // 2, height):
+        visible = min(height, (row // 4 + 1) * 4)
         for col in range(width):
-            params = model(canvas)[:, :, row, col]
+            params = model(canvas[:, :, :visible])[:, :, row, col]
             canvas[:, :, row, col] = sample_pixel(params, images.shape[1], generator)
     return canvas
