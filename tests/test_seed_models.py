@@ -64,8 +64,10 @@ def test_discriminator_kinds_output_shapes():
     flatten = GlcicFusedDiscriminator(3, 64, 28, "flatten", base=4)
     gap = GlcicFusedDiscriminator(3, 64, 28, "gap", base=4)
     assert flatten(images, crops).shape == (2,) and gap(images, crops).shape == (2,)
-    # flatten: 2x2 maps of 32 channels from both trunks; gap: one 32-vector from each
-    assert flatten.head.in_features == 32 * 4 * 2 and gap.head.in_features == 32 * 2
+    # flatten: 2x2 maps of 32 channels from each trunk; gap: one 32-vector from each; then 64 wide each
+    assert flatten.global_fc[0].in_features == flatten.local_fc[0].in_features == 32 * 2 * 2
+    assert gap.global_fc[0].in_features == gap.local_fc[0].in_features == 32
+    assert flatten.head.in_features == gap.head.in_features == 2 * 64
     assert patchgan_discriminator(3, 4)(torch.rand(2, 3, 32, 32)).shape == (2, 2 * 2)  # 32 -> 4 -> 3 -> 2
     assert pixel_discriminator(3, 4)(torch.rand(2, 3, 16, 16)).shape == (2, 16 * 16)
 

@@ -84,7 +84,8 @@ def _glcic_trunk(in_channels: int, widths: Sequence[int], norm: str) -> nn.Seque
 class GlcicFusedDiscriminator(nn.Module):
     """Seed 000 / GLCIC: a global trunk on the whole image and a local trunk on the crop around the
     hole, each reduced to a vector (``pool='flatten'`` as in GLCIC, or ``'gap'``, the report's
-    global-average-pooling variant), concatenated and mapped by a fully connected layer to one logit.
+    global-average-pooling variant) and mapped by its own fully connected layer (1024 wide at base 64,
+    as in GLCIC); the two are concatenated and a last fully connected layer gives one logit.
 
     The trunks are sized for the report's 64 px image and 28 px crop: 5 and 4 stride-2 convs (64 -> 2
     and 28 -> 2 px). ``base`` scales every width (64-128-256-512-512 at base 64)."""
@@ -94,11 +95,13 @@ class GlcicFusedDiscriminator(nn.Module):
         if pool not in D_POOLS:
             raise ValueError(f"unknown pooling {pool!r}")
         widths = [base, 2 * base, 4 * base, 8 * base, 8 * base]
+        fc_width = 16 * base
         self.pool = pool
         self.global_trunk = _glcic_trunk(image_channels, widths, norm)
         self.local_trunk = _glcic_trunk(image_channels, widths[:4], norm)
-        features = self._vector_size(widths, image_size) + self._vector_size(widths[:4], local_size)
-        self.head = nn.Linear(features, 1)
+        self.global_fc = nn.Sequential(nn.Linear(self._vector_size(widths, image_size), fc_width), nn.ReLU(inplace=True))
+        self.local_fc = nn.Sequential(nn.Linear(self._vector_size(widths[:4], local_size), fc_width), nn.ReLU(inplace=True))
+        self.head = nn.Linear(2 * fc_width, 1)
 
     def _vector_size(self, widths: Sequence[int], side: int) -> int:
         for _ in widths:
@@ -110,8 +113,9 @@ class GlcicFusedDiscriminator(nn.Module):
         return maps.mean(dim=(2, 3)) if self.pool == "gap" else maps.flatten(1)
 
     def forward(self, images: torch.Tensor, crops: torch.Tensor) -> torch.Tensor:
-        joint = torch.cat([self._vector(self.global_trunk, images), self._vector(self.local_trunk, crops)], dim=1)
-        return self.head(joint).flatten()
+        global_vector = self.global_fc(self._vector(self.global_trunk, images))
+        local_vector = self.local_fc(self._vector(self.local_trunk, crops))
+        return self.head(torch.cat([global_vector, local_vector], dim=1)).flatten()
 
 
 def patchgan_discriminator(image_channels: int, base: int = 64, layers: int = 3, norm: str = "batch") -> nn.Module:
