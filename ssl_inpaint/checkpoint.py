@@ -19,6 +19,7 @@ from ssl_inpaint.errors import UserError
 PRETRAIN_FORMAT = "ssl_inpaint.pretrain"
 FINETUNE_FORMAT = "ssl_inpaint.finetune"
 ENCODER_FORMAT = "ssl_inpaint.encoder"
+PIXELCNN_FORMAT = "ssl_inpaint.pixelcnn"
 
 
 def save_atomic(obj: dict[str, Any], path: Path) -> None:

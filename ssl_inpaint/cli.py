@@ -21,6 +21,7 @@ from ssl_inpaint.engine.evaluate import EvaluateConfig, run_evaluate
 from ssl_inpaint.engine.export import run_export
 from ssl_inpaint.engine.finetune import FinetuneConfig, run_finetune
 from ssl_inpaint.engine.inpaint import run_inpaint
+from ssl_inpaint.engine.pixelcnn import PixelCNNConfig, run_pixelcnn
 from ssl_inpaint.engine.pretrain import PretrainConfig, run_pretrain
 from ssl_inpaint.errors import UserError
 
@@ -57,6 +58,16 @@ app.command(
     help="Transfer: train + evaluate a classifier on the pretext encoder (--init pretrained) or the same "
     "architecture from scratch (--init random); writes runs/NAME/metrics.json.",
 )(typer_command(FinetuneConfig, _finetune, "Transfer to a classification task.", default_name=None))
+
+
+def _pixelcnn(config: PixelCNNConfig) -> None:
+    run_pixelcnn(config)
+
+
+app.command(
+    "pixelcnn",
+    help="Seed 002's PixelCNN++: likelihood of the lower half given the upper half (bits/dim), sampled pixel by pixel.",
+)(typer_command(PixelCNNConfig, _pixelcnn, "PixelCNN++ lower-half completion.", default_name="pixelcnn"))
 
 
 @app.command("compare")

@@ -5,12 +5,15 @@
 
 ``rec`` is MSE (the seed) or L1, averaged over the pixels of its region in each image, so the weights
 do not drift with the hole size. The adversarial terms are the non-saturating -log D(G(x)), computed from logits.
+
+Seed 004 adds the perceptual and style losses of Johnson et al. (2016) on frozen VGG16 features of
+the completed image: L1 between the feature maps, and L1 between their Gram matrices.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +25,8 @@ class LossWeights:
     hole: float = 0.1
     adv_global: float = 1e-5
     adv_local: float = 1e-5
+    perceptual: float = 0.0
+    style: float = 0.0
 
 
 def region_error(pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor, kind: str = "mse") -> torch.Tensor:
@@ -44,6 +49,26 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
     return adversarial_target_loss(real_logits, True) + adversarial_target_loss(fake_logits, False)
 
 
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """(B, C, C) channel correlations, normalised by the map's size so layers are comparable."""
+    b, c, h, w = features.shape
+    flat = features.float().flatten(2)
+    return flat @ flat.transpose(1, 2) / (c * h * w)
+
+
+def feature_losses(
+    features: Callable[[torch.Tensor], list[torch.Tensor]], completed: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(perceptual, style): mean L1 between feature maps and between their Gram matrices, summed
+    over layers. The target's features are constants."""
+    with torch.no_grad():
+        wanted = features(target)
+    got = features(completed)
+    perceptual = sum(F.l1_loss(g.float(), w.float()) for g, w in zip(got, wanted))
+    style = sum(F.l1_loss(gram_matrix(g), gram_matrix(w)) for g, w in zip(got, wanted))
+    return perceptual, style  # type: ignore[return-value]
+
+
 def generator_loss(
     prediction: torch.Tensor,
     target: torch.Tensor,
@@ -52,10 +77,13 @@ def generator_loss(
     recon: str = "mse",
     global_logits: Optional[torch.Tensor] = None,
     local_logits: Optional[torch.Tensor] = None,
+    features: Optional[Callable[[torch.Tensor], list[torch.Tensor]]] = None,
 ) -> dict[str, torch.Tensor]:
     """All generator terms plus their weighted ``total``. ``prediction`` is the raw generator output
     (its known pixels are what the known-pixel term trains); the adversarial terms use the logits the
-    discriminators gave the composited image (pass None when a discriminator is off)."""
+    discriminators gave the composited image (pass None when a discriminator is off). ``features``
+    (a frozen VGG16) adds the perceptual and style terms on the completed image when their weights are
+    non-zero."""
     terms = {
         "rec_known": region_error(prediction, target, 1 - mask, recon),
         "rec_hole": region_error(prediction, target, mask, recon),
@@ -67,5 +95,81 @@ def generator_loss(
     if local_logits is not None:
         terms["adv_local"] = adversarial_target_loss(local_logits, True)
         total = total + weights.adv_local * terms["adv_local"]
+    if features is not None and (weights.perceptual or weights.style):
+        completed = target * (1 - mask) + prediction * mask
+        terms["perceptual"], terms["style"] = feature_losses(features, completed, target)
+        total = total + weights.perceptual * terms["perceptual"] + weights.style * terms["style"]
     terms["total"] = total
     return terms
+
+
+# --- Seed 002's PixelCNN++ likelihood --------------------------------------------------------------
+#
+# Each pixel's colour is a mixture of K logistics, discretised to 256 levels (Salimans et al. 2017):
+# P(x) = sum_k pi_k [sigma((x + 1/255 - mu_k) / s_k) - sigma((x - 1/255 - mu_k) / s_k)] for x in
+# [-1, 1] on a 2/255 grid, with the lowest level taking all mass below it and the highest all mass
+# above. In RGB the green mean moves linearly with the pixel's red value and the blue mean with red
+# and green (coefficients per component), so the channels of a pixel are jointly modelled.
+
+LEVELS = 256
+
+
+def mixture_channels(image_channels: int, components: int) -> int:
+    """Output channels of a network parameterising the mixture: logits, means, log-scales and, for
+    more than one channel, the channel-coupling coefficients, each per component."""
+    coupling = image_channels * (image_channels - 1) // 2
+    return components * (1 + 2 * image_channels + coupling)
+
+
+def split_mixture(params: torch.Tensor, image_channels: int) -> tuple[torch.Tensor, ...]:
+    """(logits (B, K, H, W), means, log_scales, coefficients (B, C or C(C-1)/2, K, H, W)) from the
+    network's (B, mixture_channels, H, W) output. Log-scales are clamped at -7 as in PixelCNN++."""
+    batch, channels, height, width = params.shape
+    coupling = image_channels * (image_channels - 1) // 2
+    components = channels // (1 + 2 * image_channels + coupling)
+    logits, means, log_scales, coefficients = torch.split(
+        params, [components, image_channels * components, image_channels * components, coupling * components], dim=1
+    )
+    shape = (batch, -1, components, height, width)
+    return (
+        logits,
+        means.reshape(shape),
+        log_scales.reshape(shape).clamp_min(-7.0),
+        torch.tanh(coefficients.reshape(shape)),
+    )
+
+
+def coupled_means(means: torch.Tensor, coefficients: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Means of each channel given the earlier channels' values ``x`` (B, C, 1, H, W): channel c's
+    mean moves by sum_{j<c} coefficient_(c, j) * x_j."""
+    shifted = [means[:, 0]]
+    index = 0
+    for c in range(1, means.shape[1]):
+        mean = means[:, c]
+        for j in range(c):
+            mean = mean + coefficients[:, index] * x[:, j]
+            index += 1
+        shifted.append(mean)
+    return torch.stack(shifted, dim=1)
+
+
+def discretized_logistic_log_prob(x: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor) -> torch.Tensor:
+    """log P(x) of one discretised logistic, exact and stable everywhere: the bin mass
+    sigma(a) - sigma(b) with a > b is written sigma(a) sigma(-b) (1 - exp(b - a))."""
+    inv_scale = torch.exp(-log_scales)
+    half_bin = 1.0 / (LEVELS - 1)
+    upper = inv_scale * (x - means + half_bin)
+    lower = inv_scale * (x - means - half_bin)
+    bin_mass = F.logsigmoid(upper) + F.logsigmoid(-lower) + torch.log(-torch.expm1(lower - upper))
+    lowest = F.logsigmoid(upper)  # all mass below the first level's upper edge
+    highest = F.logsigmoid(-lower)  # all mass above the last level's lower edge
+    return torch.where(x < -1 + half_bin, lowest, torch.where(x > 1 - half_bin, highest, bin_mass))
+
+
+def mixture_log_prob(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """log P(x_i | x_<i) per pixel (B, H, W), summed over the pixel's channels, for images ``x`` in
+    [-1, 1] on the 256-level grid and the network output ``params``."""
+    logits, means, log_scales, coefficients = split_mixture(params.float(), x.shape[1])
+    x = x.float().unsqueeze(2)  # (B, C, 1, H, W): broadcast over the K components
+    per_component = discretized_logistic_log_prob(x, coupled_means(means, coefficients, x), log_scales).sum(1)
+    return torch.logsumexp(per_component + F.log_softmax(logits, dim=1), dim=1)

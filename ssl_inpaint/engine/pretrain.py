@@ -7,6 +7,8 @@ One training step:
   3. generator step on reconstruction + adversarial terms, with the discriminators frozen so this
      step leaves no gradients in them.
 The GLCIC schedule (seed 000) runs phases: reconstruction only (G), discriminators only, then joint.
+The two-stage schedule (seed 004) trains jointly, then the generator alone against the frozen
+discriminators; approx_then_refine (seed 001) trains ApproxNet alone, then the refiner with the GAN.
 """
 
 from __future__ import annotations
@@ -53,18 +55,30 @@ from ssl_inpaint.errors import UserError
 from ssl_inpaint.models.timm_unet import check_encoder_spec
 from ssl_inpaint.losses import LossWeights, discriminator_loss, generator_loss
 from ssl_inpaint.masks import MASK_KINDS, MaskGenerator, create_mask_generator
-from ssl_inpaint.metrics import completion_metrics, to_unit
+from ssl_inpaint.metrics import completion_metrics, ssim, to_unit
 from ssl_inpaint.models.unet import NORMS
+from ssl_inpaint.models.discriminators import D_POOLS
+from ssl_inpaint.models.vgg import VGG16Discriminator, load_vgg16_features, read_vgg16_trunk
 from ssl_inpaint.models import (
+    DISCRIMINATOR_KINDS,
     GENERATORS,
+    GlcicFusedDiscriminator,
     crop_boxes,
     create_generator,
     global_discriminator,
     hole_boxes,
     local_discriminator,
+    patchgan_discriminator,
+    pixel_discriminator,
 )
 
 PHASES = ("reconstruction", "discriminator", "joint")
+SCHEDULES = ("joint", "glcic", "two_stage", "approx_then_refine")
+# The two stages of the two-stage schedules: seed 004 trains G and D jointly, then G alone against
+# the frozen D ("frozen_d"); seed 001 trains ApproxNet alone ("approx"), then the refiner and D jointly.
+STAGES = {"two_stage": ("joint", "frozen_d"), "approx_then_refine": ("approx", "joint")}
+# Seed 001's ApproxNet stage: L1 on the hole only.
+APPROX_WEIGHTS = LossWeights(known=0.0, hole=1.0, adv_global=0.0, adv_local=0.0)
 
 
 @dataclass
@@ -110,12 +124,24 @@ class PretrainConfig:
     global_d: bool = option(True, "Use the global discriminator.")
     local_d: bool = option(True, "Use the local discriminator (on a crop around the hole).")
     local_size: int = option(0, "Local discriminator crop side in pixels (0: half the image side).")
+    discriminator: str = option(
+        "table2",
+        "table2: seed-003 global/local discriminators; glcic_fused: seed-000 global + local trunks fused into one "
+        "logit (needs --global-d --local-d); patchgan or pixel: pix2pix's (seed 002); vgg16: frozen ImageNet VGG16 "
+        "convs + dense 128-128-1 (seed 004, needs --vgg-weights). The last three judge the whole image (--no-local-d).",
+    )
+    d_pool: str = option("flatten", "glcic_fused: flatten (GLCIC) or gap (global average pooling) before the fully connected layer.")
+    base_channels: int = option(64, "First-layer width of the glcic, approx_attention, pix2pix_unet and perceptual_unet generators and of the glcic_fused, patchgan and pixel discriminators.")
+    approx_hidden: int = option(512, "approx_attention: width of ApproxNet's two hidden dense layers.")
     # losses
     recon_loss: str = option("mse", "Reconstruction loss: mse or l1.")
     w_known: float = option(0.9, "Weight w1 of the reconstruction loss on known pixels.")
     w_hole: float = option(0.1, "Weight w2 of the reconstruction loss in the hole.")
     w_adv_global: float = option(1e-5, "Weight w3 of the global adversarial loss.")
     w_adv_local: float = option(1e-5, "Weight w4 of the local adversarial loss.")
+    w_perceptual: float = option(0.0, "Weight of the VGG16 perceptual loss on the completed image (needs --vgg-weights).")
+    w_style: float = option(0.0, "Weight of the VGG16 style (Gram matrix) loss on the completed image (needs --vgg-weights).")
+    vgg_weights: str = option("", "File holding a torchvision vgg16 state dict, for --w-perceptual / --w-style and --discriminator vgg16 (never downloaded).")
     # optimisation
     batch_size: int = option(64, "Images per step.")
     epochs: int = option(10, "Passes over the training images.")
@@ -128,7 +154,12 @@ class PretrainConfig:
     weight_decay: float = option(0.0, "Weight decay of both optimizers.")
     lr_schedule: str = option("constant", "constant or cosine (with --warmup-steps linear warm-up).")
     warmup_steps: int = option(0, "Linear learning-rate warm-up steps.")
-    schedule: str = option("joint", "joint: G and D every step; glcic: reconstruction, discriminator, joint phases.")
+    schedule: str = option(
+        "joint",
+        "joint: G and D every step; glcic: reconstruction, discriminator, joint phases; two_stage: joint, then G alone "
+        "against the frozen D (seed 004); approx_then_refine: ApproxNet alone, then the refiner with the GAN (seed 001).",
+    )
+    stage_fraction: float = option(0.5, "two_stage / approx_then_refine: fraction of the run spent in the first stage.")
     phase_fractions: str = option("0.2,0.5,0.3", "glcic: fractions of the three phases, comma-separated.")
     phase_scope: str = option("run", "glcic: phases span the whole run, or repeat in every epoch (seed 000).")
     # scale-out
@@ -154,7 +185,9 @@ class PretrainConfig:
             "predict": ("image", "hole"),
             "recon_loss": ("mse", "l1"),
             "lr_schedule": ("constant", "cosine"),
-            "schedule": ("joint", "glcic"),
+            "schedule": SCHEDULES,
+            "discriminator": DISCRIMINATOR_KINDS,
+            "d_pool": D_POOLS,
             "phase_scope": ("run", "epoch"),
             "norm": NORMS,
             "precision": ("fp32", "bf16", "fp16"),
@@ -163,11 +196,16 @@ class PretrainConfig:
         check_encoder_spec(self.encoder)
         if self.batch_size < 2:
             raise UserError("--batch-size must be at least 2 (BatchNorm needs two samples per step)")
-        if self.encoder == "unet" and (self.image_size % 32 or self.image_size < 32):
+        if self.generator == "unet" and self.encoder == "unet" and (self.image_size % 32 or self.image_size < 32):
             raise UserError(f"--image-size must be a positive multiple of 32, got {self.image_size}")
         if self.encoder != "unet" and (self.predict != "image" or not self.skip_connections or self.norm != "batch"):
             raise UserError("--predict hole, --no-skip-connections and --norm none apply to --encoder unet only")
-        if self.local_d and self.resolved_local_size % 32:
+        if self.generator != "unet" and (
+            self.encoder != "unet" or self.predict != "image" or not self.skip_connections or self.norm != "batch"
+        ):
+            raise UserError("--encoder timm:..., --predict hole, --no-skip-connections and --norm none apply to --generator unet only")
+        self._validate_other_systems()
+        if self.discriminator == "table2" and self.local_d and self.resolved_local_size % 32:
             raise UserError(f"--local-size must be a multiple of 32, got {self.resolved_local_size}")
         if self.local_d and self.resolved_local_size > self.image_size:
             raise UserError("--local-size cannot exceed --image-size")
@@ -188,6 +226,30 @@ class PretrainConfig:
             raise UserError("--accumulate and --nproc must be at least 1")
         if self.epochs < 1 or self.max_steps < 0:
             raise UserError("--epochs must be >= 1 and --max-steps >= 0")
+
+    def _validate_other_systems(self) -> None:
+        """The combinations the seed-000/001/002/004 models and schedules need."""
+        if self.discriminator == "glcic_fused" and not (self.global_d and self.local_d):
+            raise UserError("--discriminator glcic_fused is one global + local discriminator: keep --global-d --local-d")
+        if self.discriminator in ("patchgan", "pixel", "vgg16") and (self.local_d or not self.global_d):
+            raise UserError(f"--discriminator {self.discriminator} judges the whole image: use --global-d --no-local-d")
+        if self.discriminator == "patchgan" and self.image_size < 24:
+            raise UserError("--discriminator patchgan needs --image-size 24 or more (three stride-2 convs, then two 4x4 convs)")
+        if (self.generator == "approx_attention") != (self.schedule == "approx_then_refine"):
+            raise UserError("--generator approx_attention and --schedule approx_then_refine go together (ApproxNet trains in the first stage)")
+        if self.schedule == "two_stage" and not self.adversarial:
+            raise UserError("--schedule two_stage needs a discriminator: enable --global-d or --local-d")
+        if not 0 < self.stage_fraction < 1:
+            raise UserError(f"--stage-fraction must be between 0 and 1, got {self.stage_fraction}")
+        if min(self.w_perceptual, self.w_style) < 0:
+            raise UserError("loss weights must be non-negative")
+        if (self.w_perceptual or self.w_style or self.discriminator == "vgg16") and not self.vgg_weights:
+            raise UserError(
+                "--w-perceptual/--w-style and --discriminator vgg16 need VGG16 weights: pass --vgg-weights PATH "
+                "(a torchvision vgg16 state dict)"
+            )
+        if self.base_channels < 2 or self.approx_hidden < 1:
+            raise UserError("--base-channels must be at least 2 and --approx-hidden at least 1")
 
     @property
     def adversarial(self) -> bool:
@@ -220,6 +282,18 @@ class PretrainConfig:
         return create_mask_generator(self.mask, **params)
 
 
+def phase_for(config: PretrainConfig, step: int, position: int, steps_per_epoch: int, total_steps: int) -> str:
+    """The training phase of a step under ``config.schedule``."""
+    if config.schedule == "joint":
+        return "joint"
+    if config.schedule == "glcic":
+        if config.phase_scope == "epoch":
+            return phase_at(config.fractions, position, steps_per_epoch)
+        return phase_at(config.fractions, step, total_steps)
+    first, second = STAGES[config.schedule]
+    return first if step < config.stage_fraction * total_steps else second
+
+
 def phase_at(fractions: tuple[float, float, float], position: int, length: int) -> str:
     """Which GLCIC phase step ``position`` of ``length`` falls in."""
     progress = position / max(length, 1)
@@ -247,6 +321,13 @@ class InpaintingModels:
     global_d: Optional[nn.Module]
     local_d: Optional[nn.Module]
     local_size: int
+    fused: bool = False  # global_d is seed 000's fused global + local discriminator
+    features: Optional[nn.Module] = None  # frozen VGG16 for the perceptual / style losses
+
+    @property
+    def uses_crops(self) -> bool:
+        """Whether a discriminator looks at the crop around the hole."""
+        return self.local_d is not None or self.fused
 
     @property
     def discriminators(self) -> list[nn.Module]:
@@ -268,22 +349,53 @@ class InpaintingModels:
                 unwrap(m).load_state_dict(state[name])
 
 
-def build_models(config: PretrainConfig, image_channels: int) -> InpaintingModels:
-    generator = create_generator(
+def build_generator(config: PretrainConfig, image_channels: int) -> nn.Module:
+    if config.generator == "unet":
+        return create_generator(
+            "unet",
+            encoder=config.encoder,
+            image_channels=image_channels,
+            image_size=config.image_size,
+            bottleneck_channels=config.bottleneck_channels,
+            skip_connections=config.skip_connections,
+            predict=config.predict,
+            norm=config.norm,
+        )
+    return create_generator(
         config.generator,
-        encoder=config.encoder,
         image_channels=image_channels,
         image_size=config.image_size,
-        bottleneck_channels=config.bottleneck_channels,
-        skip_connections=config.skip_connections,
-        predict=config.predict,
-        norm=config.norm,
+        base_channels=config.base_channels,
+        approx_hidden=config.approx_hidden,
     )
+
+
+def build_discriminators(config: PretrainConfig, image_channels: int) -> tuple[Optional[nn.Module], Optional[nn.Module]]:
+    """(whole-image discriminator, crop discriminator) for ``--discriminator``; glcic_fused is one
+    module in the first slot that sees both."""
+    kind, size, base = config.discriminator, config.image_size, config.base_channels
+    if kind == "glcic_fused":
+        return GlcicFusedDiscriminator(image_channels, size, config.resolved_local_size, config.d_pool, base, config.norm), None
+    if kind == "patchgan":
+        return patchgan_discriminator(image_channels, base, norm=config.norm), None
+    if kind == "pixel":
+        return pixel_discriminator(image_channels, base, norm=config.norm), None
+    if kind == "vgg16":  # random trunk here; a new run loads the ImageNet weights, a resumed one its checkpoint
+        return VGG16Discriminator(size), None
+    return (
+        global_discriminator(image_channels, size, config.norm) if config.global_d else None,
+        local_discriminator(image_channels, config.resolved_local_size, config.norm) if config.local_d else None,
+    )
+
+
+def build_models(config: PretrainConfig, image_channels: int) -> InpaintingModels:
+    global_d, local_d = build_discriminators(config, image_channels)
     return InpaintingModels(
-        generator=generator,
-        global_d=global_discriminator(image_channels, config.image_size, config.norm) if config.global_d else None,
-        local_d=local_discriminator(image_channels, config.resolved_local_size, config.norm) if config.local_d else None,
+        generator=build_generator(config, image_channels),
+        global_d=global_d,
+        local_d=local_d,
         local_size=config.resolved_local_size,
+        fused=config.discriminator == "glcic_fused",
     )
 
 
@@ -295,6 +407,8 @@ def composite(image: torch.Tensor, prediction: torch.Tensor, mask: torch.Tensor)
 def discriminator_logits(
     models: InpaintingModels, images: torch.Tensor, boxes: Optional[torch.Tensor]
 ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    if models.fused:  # one logit from the whole image and the crop; it takes the global slot
+        return models.global_d(images, crop_boxes(images, boxes, models.local_size)), None
     global_logits = models.global_d(images) if models.global_d is not None else None
     local_logits = (
         models.local_d(crop_boxes(images, boxes, models.local_size)) if models.local_d is not None else None
@@ -352,9 +466,12 @@ def train_step(
     generator step so that memory stays that of one micro-batch.
     """
     device = micro_batches[0]["image"].device
-    train_g = phase in ("reconstruction", "joint")
+    train_g = phase in ("reconstruction", "joint", "frozen_d", "approx")
     use_d = opts.d is not None and phase in ("discriminator", "joint")
-    adversarial = phase == "joint" and opts.d is not None
+    adversarial = phase in ("joint", "frozen_d") and opts.d is not None
+    generate = models.generator
+    if phase == "approx":  # seed 001: ApproxNet alone, L1 on the hole
+        generate, weights, recon = unwrap(models.generator).approximate, APPROX_WEIGHTS, "l1"
     n = len(micro_batches)
     reuse = n == 1 and train_g
     sums: dict[str, float] = {}
@@ -372,7 +489,7 @@ def train_step(
             if reuse:
                 cached.append(prediction)
             completed = composite(image, prediction.detach(), mask)
-            boxes = hole_boxes(mask, models.local_size) if models.local_d is not None else None
+            boxes = hole_boxes(mask, models.local_size) if models.uses_crops else None
             with autocast(precision, device):
                 real_g, real_l = discriminator_logits(models, image, boxes)
                 fake_g, fake_l = discriminator_logits(models, completed, boxes)
@@ -393,12 +510,12 @@ def train_step(
         for i, mb in enumerate(micro_batches):
             image, mask = mb["image"], mb["mask"]
             with autocast(precision, device):
-                prediction = cached[i] if cached else models.generator(mb["input"])
+                prediction = cached[i] if cached else generate(mb["input"])
                 completed = composite(image, prediction, mask)
-                boxes = hole_boxes(mask, models.local_size) if models.local_d is not None and adversarial else None
+                boxes = hole_boxes(mask, models.local_size) if models.uses_crops and adversarial else None
                 with frozen(*models.discriminators):
                     logits = discriminator_logits(models, completed, boxes) if adversarial else (None, None)
-            terms = generator_loss(prediction.float(), image, mask, weights, recon, *logits)
+            terms = generator_loss(prediction.float(), image, mask, weights, recon, *logits, features=models.features)
             opts.scaler_g.scale(terms["total"] / n).backward()
             for key, value in terms.items():
                 add(f"loss/g_{key}", value)
@@ -421,6 +538,15 @@ def validate(
     with autocast(precision, image.device):
         completed = composite(image, generator(inputs), mask)
     per_image = completion_metrics(completed, image, mask)
+    # Seed 001's yardstick: SSIM over the whole image, of the completion and of the holed input itself
+    # (the baseline a completion must beat), and of ApproxNet's completion where there is one.
+    unit_image = to_unit(image.float())
+    per_image["ssim_image"] = ssim(to_unit(completed.float()), unit_image)
+    per_image["ssim_image_holed_input"] = ssim(to_unit(inputs[:, :-1].float()), unit_image)
+    if hasattr(unwrap(generator), "approximate"):
+        with autocast(precision, image.device):
+            rough = composite(image, unwrap(generator).approximate(inputs), mask)
+        per_image["ssim_image_approxnet"] = ssim(to_unit(rough.float()), unit_image)
     names = list(per_image)
     rows = torch.stack([per_image[k] for k in names], dim=1).cpu().numpy()
     gathered = gather_rows(rows, mine.numpy(), dist.world_size, total)
@@ -434,6 +560,26 @@ def validate(
         grid = make_grid(to_unit(rows_img.float()).cpu(), nrow=3, padding=2, pad_value=1.0)
     generator.train(was_training)
     return metrics, grid
+
+
+@torch.no_grad()
+def attention_grid(generator: nn.Module, batch: dict[str, torch.Tensor], precision: str = "fp32") -> Optional[torch.Tensor]:
+    """Rows of (original | where the hole's pixels attend) for generators with self-attention
+    (seed 001); None for the others."""
+    model = unwrap(generator)
+    if not hasattr(model, "attention_maps"):
+        return None
+    was_training = model.training
+    model.eval()
+    shown = min(8, batch["image"].shape[0])
+    image, mask = batch["image"][:shown], batch["mask"][:shown]
+    with autocast(precision, image.device):
+        model(batch["input"][:shown])
+    heat = model.attention_maps(mask).float().expand(-1, 3, -1, -1)
+    original = to_unit(image.float()).expand(-1, 3, -1, -1)
+    model.train(was_training)
+    rows = torch.stack([original, 0.3 * original + 0.7 * heat], dim=1).flatten(0, 1)
+    return make_grid(rows.cpu(), nrow=2, padding=2, pad_value=1.0)
 
 
 def encoder_payload(generator: nn.Module, config: PretrainConfig, image_channels: int, fill: torch.Tensor, step: int) -> dict:
@@ -462,7 +608,8 @@ def _to_device(batch: dict, device: torch.device, channels_last: bool = False) -
 # Settings a resumed run must share with its checkpoint: they decide the models and the data order.
 RESUME_INVARIANTS = (
     "generator", "encoder", "bottleneck_channels", "skip_connections", "predict", "norm", "global_d", "local_d",
-    "local_size", "image_size", "dataset", "split", "mask", "seed",
+    "local_size", "image_size", "dataset", "split", "mask", "seed", "discriminator", "d_pool", "base_channels",
+    "approx_hidden",
 )
 
 
@@ -511,7 +658,8 @@ def make_optimizers(config: PretrainConfig, models: InpaintingModels, device: to
 def load_resume_state(config: PretrainConfig, path: Path, global_batch: int) -> dict[str, Any]:
     state = load_checkpoint(path, PRETRAIN_FORMAT)
     saved = state["config"]
-    changed = [k for k in RESUME_INVARIANTS if saved.get(k) != getattr(config, k)]
+    defaults = {f.name: f.default for f in dataclasses.fields(PretrainConfig)}  # keys older runs did not save
+    changed = [k for k in RESUME_INVARIANTS if saved.get(k, defaults[k]) != getattr(config, k)]
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in changed)
         raise UserError(f"cannot resume {path}: {details}; use the original settings or a new --name")
@@ -560,15 +708,21 @@ def _run_pretrain(config: PretrainConfig, dist: Distributed) -> Path:
     models.local_d = prepare_module(models.local_d, dist, config.sync_bn, config.channels_last) if models.local_d else None
     for m in (models.generator, *models.discriminators):
         broadcast_module(m, dist.world_size)
+    if config.w_perceptual or config.w_style:  # a loss network, not part of the model: never checkpointed
+        models.features = load_vgg16_features(config.vgg_weights).to(device)
     opts = make_optimizers(config, models, device)
     schedulers = [
         CosineLRScheduler(opt, t_initial=total_steps, warmup_t=config.warmup_steps, warmup_lr_init=0.0, t_in_epochs=False)
         for opt in (opts.g, opts.d)
         if opt is not None and config.lr_schedule == "cosine"
     ]
-    weights = LossWeights(config.w_known, config.w_hole, config.w_adv_global, config.w_adv_local)
+    weights = LossWeights(
+        config.w_known, config.w_hole, config.w_adv_global, config.w_adv_local, config.w_perceptual, config.w_style
+    )
 
     step = 0
+    if config.discriminator == "vgg16" and not last.exists():
+        unwrap(models.global_d).load_trunk(read_vgg16_trunk(config.vgg_weights))
     if last.exists():
         state = load_resume_state(config, last, global_batch)
         models.load_state_dicts(state)
@@ -609,10 +763,12 @@ def _run_pretrain(config: PretrainConfig, dist: Distributed) -> Path:
             )
 
     discs = "+".join(n for n, on in (("global", config.global_d), ("local", config.local_d)) if on) or "none"
+    if config.discriminator != "table2":
+        discs = config.discriminator
     if dist.is_main:
         console.print(
             f"pretrain {config.name}: {len(data.train)} images of {config.dataset} at {config.image_size}px, "
-            f"mask={config.mask}, discriminators={discs}, schedule={config.schedule}; {total_steps} steps, "
+            f"generator={config.generator}, mask={config.mask}, discriminators={discs}, schedule={config.schedule}; {total_steps} steps, "
             f"global batch {global_batch} = {config.batch_size} per process x {dist.world_size} processes x "
             f"{config.accumulate} accumulation, {config.precision} on {device.type}"
         )
@@ -638,11 +794,7 @@ def _run_pretrain(config: PretrainConfig, dist: Distributed) -> Path:
             skipped_epoch = 0
             while position < steps_per_epoch and step < total_steps:
                 micro = [next(batches) for _ in range(config.accumulate)]
-                phase = "joint" if config.schedule == "joint" else (
-                    phase_at(config.fractions, position, steps_per_epoch)
-                    if config.phase_scope == "epoch"
-                    else phase_at(config.fractions, step, total_steps)
-                )
+                phase = phase_for(config, step, position, steps_per_epoch, total_steps)
                 for scheduler in schedulers:
                     scheduler.step_update(step)
                 skipped_epoch += sum(int(mb["skipped"].sum()) for mb in micro)
@@ -674,6 +826,9 @@ def _run_pretrain(config: PretrainConfig, dist: Distributed) -> Path:
                     logger.scalars({f"val/{k}": v for k, v in metrics.items()}, step)
                     if grid is not None:
                         logger.image("val/original|holed|completed", grid, step)
+                        attention = attention_grid(models.generator, val_batch, config.precision)
+                        if attention is not None:
+                            logger.image("val/original|hole_attention", attention, step)
                         save_image(grid, run_dir / "samples" / f"step_{step:07d}.png")
                 if stop_now:
                     save(last)

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from ssl_inpaint.errors import UserError
-from ssl_inpaint.models.unet import UNetEncoder, build_encoder
+from ssl_inpaint.models.encoders import build_encoder
+from ssl_inpaint.models.unet import UNetEncoder
 
 FEATURES = ("latent", "pooled")
 

@@ -67,3 +67,75 @@ def crop_boxes(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Te
     return torch.stack(
         [img[:, int(t) : int(t) + size, int(l) : int(l) + size] for img, (t, l) in zip(images, boxes.tolist())]
     )
+
+
+# --- The other source systems' discriminators (issue 7) -----------------------------------------
+
+DISCRIMINATOR_KINDS = ("table2", "glcic_fused", "patchgan", "pixel", "vgg16")  # vgg16: models/vgg.py
+D_POOLS = ("flatten", "gap")
+
+
+def _glcic_trunk(in_channels: int, widths: Sequence[int], norm: str) -> nn.Sequential:
+    """GLCIC's discriminator trunk: 5x5 stride-2 convs, each halving the side (rounding up)."""
+    channels = [in_channels, *widths]
+    return nn.Sequential(*(conv_block(channels[i], channels[i + 1], 5, 2, 2, norm=norm) for i in range(len(widths))))
+
+
+class GlcicFusedDiscriminator(nn.Module):
+    """Seed 000 / GLCIC: a global trunk on the whole image and a local trunk on the crop around the
+    hole, each reduced to a vector (``pool='flatten'`` as in GLCIC, or ``'gap'``, the report's
+    global-average-pooling variant) and mapped by its own fully connected layer (1024 wide at base 64,
+    as in GLCIC); the two are concatenated and a last fully connected layer gives one logit.
+
+    The trunks are sized for the report's 64 px image and 28 px crop: 5 and 4 stride-2 convs (64 -> 2
+    and 28 -> 2 px). ``base`` scales every width (64-128-256-512-512 at base 64)."""
+
+    def __init__(self, image_channels: int, image_size: int, local_size: int, pool: str = "flatten", base: int = 64, norm: str = "batch"):
+        super().__init__()
+        if pool not in D_POOLS:
+            raise ValueError(f"unknown pooling {pool!r}")
+        widths = [base, 2 * base, 4 * base, 8 * base, 8 * base]
+        fc_width = 16 * base
+        self.pool = pool
+        self.global_trunk = _glcic_trunk(image_channels, widths, norm)
+        self.local_trunk = _glcic_trunk(image_channels, widths[:4], norm)
+        self.global_fc = nn.Sequential(nn.Linear(self._vector_size(widths, image_size), fc_width), nn.ReLU(inplace=True))
+        self.local_fc = nn.Sequential(nn.Linear(self._vector_size(widths[:4], local_size), fc_width), nn.ReLU(inplace=True))
+        self.head = nn.Linear(2 * fc_width, 1)
+
+    def _vector_size(self, widths: Sequence[int], side: int) -> int:
+        for _ in widths:
+            side = (side + 1) // 2  # a 5x5 stride-2 conv with padding 2 halves the side, rounding up
+        return widths[-1] * (1 if self.pool == "gap" else side * side)
+
+    def _vector(self, trunk: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        maps = trunk(x)
+        return maps.mean(dim=(2, 3)) if self.pool == "gap" else maps.flatten(1)
+
+    def forward(self, images: torch.Tensor, crops: torch.Tensor) -> torch.Tensor:
+        global_vector = self.global_fc(self._vector(self.global_trunk, images))
+        local_vector = self.local_fc(self._vector(self.local_trunk, crops))
+        return self.head(torch.cat([global_vector, local_vector], dim=1)).flatten()
+
+
+def patchgan_discriminator(image_channels: int, base: int = 64, layers: int = 3, norm: str = "batch") -> nn.Module:
+    """pix2pix's PatchGAN (``NLayerDiscriminator``): stride-2 4x4 convs, then a stride-1 conv and a
+    1-channel conv, so every logit judges one receptive-field patch (70 px for 3 layers). Returns the
+    (B, patches) logits; the BCE averages over patches."""
+    widths = [base * min(2**i, 8) for i in range(layers + 1)]
+    blocks = [nn.Sequential(nn.Conv2d(image_channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True))]
+    blocks += [conv_block(widths[i - 1], widths[i], 4, 2, 1, norm=norm) for i in range(1, layers)]
+    blocks += [conv_block(widths[layers - 1], widths[layers], 4, 1, 1, norm=norm), nn.Conv2d(widths[layers], 1, 4, 1, 1)]
+    return nn.Sequential(*blocks, nn.Flatten())
+
+
+def pixel_discriminator(image_channels: int, base: int = 64, norm: str = "batch") -> nn.Module:
+    """pix2pix's 1x1 ``PixelDiscriminator``: judges every pixel on its own colour (a 1x1 receptive
+    field), which pushes colours towards the data without saying anything about structure."""
+    return nn.Sequential(
+        nn.Conv2d(image_channels, base, 1),
+        nn.LeakyReLU(0.2, inplace=True),
+        conv_block(base, 2 * base, 1, 1, 0, norm=norm),
+        nn.Conv2d(2 * base, 1, 1),
+        nn.Flatten(),
+    )

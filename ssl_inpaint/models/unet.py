@@ -11,7 +11,7 @@ where SyncBatchNorm is unavailable.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -95,19 +95,6 @@ class UNetEncoder(nn.Module):
             features.append(x)
         features.append(self.bottleneck(x))
         return features
-
-
-def build_encoder(arch: dict[str, Any]) -> nn.Module:
-    """Rebuild an encoder from the ``arch`` metadata stored in ``encoder.pt``."""
-    if arch.get("arch") == "timm":
-        from ssl_inpaint.models.timm_unet import TimmEncoder
-
-        return TimmEncoder(arch["name"], arch["in_channels"], arch["image_size"])
-    if arch.get("arch") != "unet":
-        raise UserError(f"unknown encoder architecture {arch.get('arch')!r} in encoder metadata")
-    return UNetEncoder(
-        arch["in_channels"], arch["image_size"], arch["widths"], arch["bottleneck_channels"], arch.get("norm", "batch")
-    )
 
 
 class UNetGenerator(nn.Module):
