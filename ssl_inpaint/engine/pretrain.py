@@ -54,7 +54,7 @@ from ssl_inpaint.engine.runtime import (
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.models.timm_unet import check_encoder_spec
 from ssl_inpaint.losses import LossWeights, discriminator_loss, generator_loss
-from ssl_inpaint.masks import MASK_KINDS, MaskGenerator, create_mask_generator
+from ssl_inpaint.masks import MASK_KINDS, MaskOptions
 from ssl_inpaint.metrics import completion_metrics, ssim, to_unit
 from ssl_inpaint.models.unet import NORMS
 from ssl_inpaint.models.discriminators import D_POOLS
@@ -82,7 +82,7 @@ APPROX_WEIGHTS = LossWeights(known=0.0, hole=1.0, adv_global=0.0, adv_local=0.0)
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(MaskOptions):
     # run
     name: str = option("", "Run name: outputs go to OUTPUT_DIR/NAME (default: the recipe's file name).")
     output_dir: str = option("runs", "Folder holding all runs (point TensorBoard here).")
@@ -98,22 +98,8 @@ class PretrainConfig:
     image_size: int = option(128, "Training crop side in pixels (a multiple of 32).")
     strict: bool = option(False, "Stop on an unreadable image instead of skipping it.")
     num_workers: int = option(2, "DataLoader worker processes.")
-    # masks
-    mask: str = option("centre", f"Hole family: {', '.join(MASK_KINDS)}.")
+    # masks (the hole family and its parameters come from MaskOptions)
     fill: str = option("zero", "Value in the hole of the input: zero (0 in the [-1,1] input, mid-grey) or mean (dataset mean).")
-    centre_size: float = option(0.5, "centre: hole side as a fraction of the image side.")
-    rect_min: float = option(20 / 64, "rect: smallest hole side (fraction of the image side).")
-    rect_max: float = option(25 / 64, "rect: largest hole side (fraction of the image side).")
-    rect_count: int = option(1, "rect: number of rectangles per image.")
-    gauss_mean: float = option(25 / 64, "gaussian_rect: mean of the top-left corner (fraction of the side).")
-    gauss_std: float = option(10 / 64, "gaussian_rect: std of the top-left corner (fraction of the side).")
-    gauss_min: float = option(10 / 64, "gaussian_rect: smallest side (fraction of the side).")
-    gauss_max: float = option(20 / 64, "gaussian_rect: largest side (fraction of the side).")
-    region_min: float = option(0.2, "region: smallest fraction of the image covered.")
-    region_max: float = option(0.3, "region: largest fraction of the image covered.")
-    brush_strokes: int = option(4, "brush: most strokes per image.")
-    object_min_area: float = option(0.02, "coco_object: smallest eligible object (fraction of the crop).")
-    object_max_area: float = option(0.5, "coco_object: largest eligible object (fraction of the crop).")
     # models
     generator: str = option("unet", f"Generator architecture: {', '.join(GENERATORS)}.")
     encoder: str = option("unet", "Generator encoder: unet (seed 003, Table 1) or timm:<name>, e.g. timm:resnet50, timm:convnext_tiny.")
@@ -268,18 +254,6 @@ class PretrainConfig:
         if len(values) != 3 or min(values) < 0 or not math.isclose(sum(values), 1.0, abs_tol=1e-6):
             raise UserError(f"--phase-fractions must be three non-negative numbers summing to 1, got {self.phase_fractions!r}")
         return values  # type: ignore[return-value]
-
-    def mask_generator(self) -> MaskGenerator:
-        params = {
-            "centre": dict(size=self.centre_size),
-            "rect": dict(min_size=self.rect_min, max_size=self.rect_max, count=self.rect_count),
-            "gaussian_rect": dict(mean=self.gauss_mean, std=self.gauss_std, min_side=self.gauss_min, max_side=self.gauss_max),
-            "lower_half": {},
-            "region": dict(min_coverage=self.region_min, max_coverage=self.region_max),
-            "brush": dict(max_strokes=self.brush_strokes),
-            "coco_object": dict(min_area=self.object_min_area, max_area=self.object_max_area),
-        }[self.mask]
-        return create_mask_generator(self.mask, **params)
 
 
 def phase_for(config: PretrainConfig, step: int, position: int, steps_per_epoch: int, total_steps: int) -> str:
