@@ -19,15 +19,25 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 from scipy import ndimage
 
+from ssl_inpaint.data.pretext import UNREADABLE
 from ssl_inpaint.data.sources import IMAGE_EXTENSIONS
 from ssl_inpaint.engine.common import console
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.inpainter import Inpainter, load_inpainter
 
-UNREADABLE = (OSError, ValueError, SyntaxError, UnidentifiedImageError)
+
+def open_upright(path: Path, what: str) -> Image.Image:
+    """Decode a file after the EXIF rotation a viewer applies (masks are drawn on the upright photo)."""
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)
+            image.load()
+    except UNREADABLE as exc:
+        raise UserError(f"cannot read {what} {path} ({exc.__class__.__name__}: {exc})") from None
+    return image
 
 
 @dataclass
@@ -50,13 +60,8 @@ class PixelImage:
 
 
 def read_image(path: Path) -> PixelImage:
-    """Decode to 8-bit grey or RGB (plus alpha), after the EXIF rotation a viewer would apply."""
-    try:
-        with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened)
-            image.load()
-    except UNREADABLE as exc:
-        raise UserError(f"cannot read image {path} ({exc.__class__.__name__}: {exc})") from None
+    """Decode to 8-bit grey or RGB (plus alpha), upright."""
+    image = open_upright(path, "image")
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         raise UserError(f"{path} is a {image.mode} (16-bit or float) image; convert it to 8-bit first")
     if image.mode == "P":
@@ -74,12 +79,7 @@ def read_image(path: Path) -> PixelImage:
 def read_mask(path: Path, size: tuple[int, int], image_path: Path) -> np.ndarray:
     """A hole mask from a PNG: white (>= 128) is the hole; a mask with transparency marks the hole by
     its transparent (alpha < 128) pixels instead. Its size must be the image's."""
-    try:
-        with Image.open(path) as opened:
-            mask = ImageOps.exif_transpose(opened)
-            mask.load()
-    except UNREADABLE as exc:
-        raise UserError(f"cannot read mask {path} ({exc.__class__.__name__}: {exc})") from None
+    mask = open_upright(path, "mask")
     if mask.size != size:
         raise UserError(
             f"mask {path} is {mask.size[0]}x{mask.size[1]} but image {image_path} is {size[0]}x{size[1]}; "

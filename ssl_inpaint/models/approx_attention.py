@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssl_inpaint.errors import UserError
-from ssl_inpaint.models.unet import conv_block, up_block
+from ssl_inpaint.models.unet import StagedEncoder, conv_block, up_block
 
 APPROX_DROPOUT = 0.3
 
@@ -46,7 +46,7 @@ class SelfAttention(nn.Module):
         return x + self.gamma * out
 
 
-class AttentionEncoder(nn.Module):
+class AttentionEncoder(StagedEncoder):
     """Three 4x4 stride-2 conv blocks (base, 2 base, 4 base) and a self-attention layer at 1/8
     resolution; returns the features shallow to deep (the attended map last)."""
 
@@ -62,12 +62,8 @@ class AttentionEncoder(nn.Module):
         self.out_channels = [*widths, widths[-1]]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features = []
-        for stage in self.stages:
-            x = stage(x)
-            features.append(x)
-        features.append(self.attention(x))
-        return features
+        features = super().forward(x)
+        return [*features, self.attention(features[-1])]
 
     @classmethod
     def from_arch(cls, arch: dict[str, Any]) -> "AttentionEncoder":

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ssl_inpaint.errors import UserError
+from ssl_inpaint.models.unet import StagedEncoder
 
 DILATIONS = (2, 4, 8, 16)
 
@@ -28,7 +29,7 @@ def conv(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, dilation: in
     )
 
 
-class GlcicEncoder(nn.Module):
+class GlcicEncoder(StagedEncoder):
     """Everything up to the end of the dilated bottleneck. ``forward`` returns the features of each
     resolution, shallow to deep; the last one (1/4 resolution, after the dilated convs) is what a
     classifier pools."""
@@ -47,13 +48,6 @@ class GlcicEncoder(nn.Module):
             nn.Sequential(*(conv(w3, w3, dilation=d) for d in dilations), conv(w3, w3), conv(w3, w3)),
         ])
         self.out_channels = [w1, w2, w3, w3]
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features = []
-        for stage in self.stages:
-            x = stage(x)
-            features.append(x)
-        return features
 
     @classmethod
     def from_arch(cls, arch: dict[str, Any]) -> "GlcicEncoder":

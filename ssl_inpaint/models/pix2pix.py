@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ssl_inpaint.errors import UserError
+from ssl_inpaint.models.unet import StagedEncoder
 
 
 def pix2pix_widths(image_size: int, base: int) -> list[int]:
@@ -25,7 +26,7 @@ def pix2pix_widths(image_size: int, base: int) -> list[int]:
     return [base * min(2**i, 8) for i in range(depth)]
 
 
-class Pix2PixEncoder(nn.Module):
+class Pix2PixEncoder(StagedEncoder):
     """The contracting half; returns every stage's features, shallow to deep (the last is 1x1)."""
 
     def __init__(self, in_channels: int, image_size: int, base: int = 64):
@@ -41,13 +42,6 @@ class Pix2PixEncoder(nn.Module):
             stages.append(nn.Sequential(*layers))
         self.stages = nn.ModuleList(stages)
         self.out_channels = widths
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features = []
-        for stage in self.stages:
-            x = stage(x)
-            features.append(x)
-        return features
 
     @classmethod
     def from_arch(cls, arch: dict[str, Any]) -> "Pix2PixEncoder":

@@ -57,7 +57,21 @@ def deepest_size(image_size: int, num_downsamples: int) -> int:
     return image_size // stride
 
 
-class UNetEncoder(nn.Module):
+class StagedEncoder(nn.Module):
+    """An encoder made of ``self.stages`` applied in turn. It returns every stage's output, shallowest
+    first: the skips of a U-Net decoder, and the deepest features that transfer to a classifier."""
+
+    stages: nn.ModuleList
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+
+class UNetEncoder(StagedEncoder):
     """The generator's contracting half. ``forward`` returns every stage's features, shallow to deep;
     the last one is the (B, bottleneck_channels, 1, 1) latent."""
 
@@ -89,12 +103,8 @@ class UNetEncoder(nn.Module):
         self.out_channels = [*self.widths, bottleneck_channels]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features = []
-        for stage in self.stages:
-            x = stage(x)
-            features.append(x)
-        features.append(self.bottleneck(x))
-        return features
+        features = super().forward(x)
+        return [*features, self.bottleneck(features[-1])]
 
 
 class UNetGenerator(nn.Module):
