@@ -43,6 +43,9 @@ def load_checkpoint(path: str | Path, expected_format: str) -> dict[str, Any]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        if first.startswith("Weights only load failed"):
+            # PyTorch's advice here is to unpickle the file unsafely; ours is to pass the right file.
+            first = "not a PyTorch file of tensors: the file is corrupt, foreign, or holds pickled objects"
         raise UserError(f"{path} is not a readable ssl_inpaint checkpoint ({first[:200]})") from None
     found = obj.get("format") if isinstance(obj, dict) else None
     if found != expected_format:
