@@ -363,9 +363,12 @@ def build_discriminators(config: PretrainConfig, image_channels: int) -> tuple[O
 
 
 def build_models(config: PretrainConfig, image_channels: int) -> InpaintingModels:
+    # The generator is built first: the order fixes which random numbers initialise which weights, so
+    # changing it would change every recorded result of a seed.
+    generator = build_generator(config, image_channels)
     global_d, local_d = build_discriminators(config, image_channels)
     return InpaintingModels(
-        generator=build_generator(config, image_channels),
+        generator=generator,
         global_d=global_d,
         local_d=local_d,
         local_size=config.resolved_local_size,
