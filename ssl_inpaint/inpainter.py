@@ -84,8 +84,7 @@ def load_inpainter(checkpoint: str | Path, device: str = "auto", precision: str 
     path = resolve_generator_checkpoint(checkpoint)
     state = load_checkpoint(path, PRETRAIN_FORMAT)
     saved = state["config"]
-    known = {f.name for f in dataclasses.fields(PretrainConfig)}
-    config = PretrainConfig(**{k: v for k, v in saved.items() if k in known})
+    config = PretrainConfig(**PretrainConfig.saved_values(saved))
     channels = int(state["image_channels"])
     generator = build_models(config, channels).generator
     try:

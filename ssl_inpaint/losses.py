@@ -27,14 +27,44 @@ class LossWeights:
     adv_local: float = 1e-5
     perceptual: float = 0.0
     style: float = 0.0
+    # MAE's norm_pix_loss: > 0 compares the hole against per-patch normalised targets, patches of
+    # this many pixels a side (see ``patch_normalised_weight``); 0 compares raw pixels.
+    norm_pix_patch: int = 0
 
 
-def region_error(pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+# Added to a patch's variance before normalising by it (images are in [-1, 1]): a flat patch, e.g.
+# Fashion-MNIST's black background, would otherwise get an unbounded weight.
+NORM_PIX_EPS = 1e-2
+
+
+def patch_normalised_weight(target: torch.Tensor, patch: int, eps: float = NORM_PIX_EPS) -> torch.Tensor:
+    """Per-pixel weight 1 / (variance of the pixel's patch + eps), shape (B, 1, H, W).
+
+    MAE's ``norm_pix_loss`` regresses (target - mean) / std of each patch. Writing the prediction in
+    the same normalised coordinates, (pred - mean) / std - (target - mean) / std = (pred - target) / std,
+    so the squared error weighted by 1 / variance is exactly that loss, while the generator keeps
+    producing an image (its completions and validation metrics stay meaningful)."""
+    height, width = target.shape[-2:]
+    pad = (0, (-width) % patch, 0, (-height) % patch)
+    padded = F.pad(target.float(), pad, mode="replicate")
+    mean = F.avg_pool2d(padded, patch).mean(1, keepdim=True)
+    mean_sq = F.avg_pool2d(padded.square(), patch).mean(1, keepdim=True)
+    variance = (mean_sq - mean.square()).clamp_min(0)
+    weight = 1.0 / (variance + eps)
+    return weight.repeat_interleave(patch, 2).repeat_interleave(patch, 3)[..., :height, :width]
+
+
+def region_error(
+    pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor, kind: str = "mse", weight: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Squared (or absolute) error averaged over each image's pixels where ``region`` is 1, then over
     the batch. Per-image means give every image the same weight whatever its hole size, and make the
-    loss of a batch split across processes average to the loss of the whole batch."""
+    loss of a batch split across processes average to the loss of the whole batch. ``weight``
+    (broadcastable to the error) scales each pixel's error."""
     diff = (pred - target).float()
     per_pixel = diff.square() if kind == "mse" else diff.abs()
+    if weight is not None:
+        per_pixel = per_pixel * weight
     region = region.float().expand_as(per_pixel)
     per_image = (per_pixel * region).flatten(1).sum(1) / region.flatten(1).sum(1).clamp_min(1.0)
     return per_image.mean()
@@ -86,7 +116,10 @@ def generator_loss(
     non-zero."""
     terms = {
         "rec_known": region_error(prediction, target, 1 - mask, recon),
-        "rec_hole": region_error(prediction, target, mask, recon),
+        "rec_hole": region_error(
+            prediction, target, mask, recon,
+            patch_normalised_weight(target, weights.norm_pix_patch) if weights.norm_pix_patch else None,
+        ),
     }
     total = weights.known * terms["rec_known"] + weights.hole * terms["rec_hole"]
     if global_logits is not None:

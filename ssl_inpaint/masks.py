@@ -146,6 +146,25 @@ class BrushStrokes:
 
 
 @dataclass
+class RandomPatches:
+    """MAE / SimMIM-style masking: the image is cut into ``patch_size`` x ``patch_size`` pixel patches
+    (the last row and column may be smaller when the side is not a multiple) and exactly
+    ``round(ratio x number of patches)`` of them, drawn without replacement, become the hole."""
+
+    patch_size: int = 4
+    ratio: float = 0.75
+
+    def __call__(self, height, width, rng, objects=None):
+        rows, cols = math.ceil(height / self.patch_size), math.ceil(width / self.patch_size)
+        chosen = rng.permutation(rows * cols)[: round(self.ratio * rows * cols)]
+        grid = np.zeros(rows * cols, dtype=np.float32)
+        grid[chosen] = 1.0
+        cells = torch.from_numpy(grid.reshape(rows, cols))
+        full = cells.repeat_interleave(self.patch_size, 0).repeat_interleave(self.patch_size, 1)
+        return full[:height, :width].unsqueeze(0).contiguous()
+
+
+@dataclass
 class CocoObject:
     """Holes shaped like an annotated object of the image (pycocotools ``annToMask``, cropped with the
     image), so the pretext has to complete objects. Objects covering between ``min_area`` and
@@ -172,6 +191,7 @@ MASK_KINDS: dict[str, Callable[..., MaskGenerator]] = {
     "lower_half": LowerHalf,
     "region": RandomRegion,
     "brush": BrushStrokes,
+    "patches": RandomPatches,
     "coco_object": CocoObject,
 }
 
@@ -216,6 +236,8 @@ class MaskOptions:
     region_min: float = option(0.2, "region: smallest fraction of the image covered.")
     region_max: float = option(0.3, "region: largest fraction of the image covered.")
     brush_strokes: int = option(4, "brush: most strokes per image.")
+    patch_size: int = option(4, "patches: side of a square patch in pixels.")
+    mask_ratio: float = option(0.75, "patches: fraction of the patches that become the hole (MAE: 0.75).")
     object_min_area: float = option(0.02, "coco_object: smallest eligible object (fraction of the crop).")
     object_max_area: float = option(0.5, "coco_object: largest eligible object (fraction of the crop).")
 
@@ -227,8 +249,14 @@ class MaskOptions:
             "lower_half": {},
             "region": dict(min_coverage=self.region_min, max_coverage=self.region_max),
             "brush": dict(max_strokes=self.brush_strokes),
+            "patches": dict(patch_size=self.patch_size, ratio=self.mask_ratio),
             "coco_object": dict(min_area=self.object_min_area, max_area=self.object_max_area),
         }
         if self.mask not in params:
             raise UserError(f"unknown mask kind {self.mask!r}; choose one of: {', '.join(MASK_KINDS)}")
+        if self.mask == "patches" and (self.patch_size < 1 or not 0 < self.mask_ratio < 1):
+            raise UserError(
+                f"--patch-size must be at least 1 and --mask-ratio strictly between 0 and 1, "
+                f"got {self.patch_size} and {self.mask_ratio}"
+            )
         return create_mask_generator(self.mask, **params[self.mask])

@@ -32,7 +32,7 @@ def test_every_pretrain_recipe_resolves(recipe):
 
 def test_incompatible_options_are_clear_errors():
     with pytest.raises(UserError, match="--predict hole"):
-        resolve_config(PretrainConfig, {"predict": "hole", "mask": "rect", "skip_connections": False}, {})
+        resolve_config(PretrainConfig, {"predict": "hole", "mask": "rect", "skips": "none"}, {})
     with pytest.raises(UserError, match="coco_object"):
         resolve_config(PretrainConfig, {"mask": "coco_object", "dataset": "folder"}, {})
     with pytest.raises(UserError, match="image-size"):

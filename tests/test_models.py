@@ -50,12 +50,12 @@ def test_generator_shapes_and_parameter_counts(size):
 
 
 def test_no_skip_generator_has_the_expected_parameters():
-    gen = UNetGenerator(3, 64, skip_connections=False)
+    gen = UNetGenerator(3, 64, skips="none")
     assert n_params(gen) == expected_unet_params(64, skip=False)[1]
 
 
 def test_hole_predicting_generator_keeps_the_known_pixels():
-    gen = UNetGenerator(3, 64, bottleneck_channels=32, skip_connections=False, predict="hole")
+    gen = UNetGenerator(3, 64, bottleneck_channels=32, skips="none", predict="hole")
     x = torch.randn(2, 4, 64, 64)
     out = gen(x)
     outside = torch.ones(64, 64, dtype=torch.bool)

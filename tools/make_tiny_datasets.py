@@ -9,6 +9,7 @@ creates
     VOCdevkit/VOC2007/{JPEGImages,Annotations}/            XML with truncated / difficult flags
     VOCdevkit/VOC2007/ImageSets/Main/{train,val,trainval,test}.txt and <class>_<split>.txt (1 / -1 / 0)
     images/                                                a nested folder of mixed formats and modes
+    fashion-mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz   28x28 grey, 10 classes
 
 The pictures are synthetic (a textured background with coloured shapes), but each object class has its
 own colour and shape, so a classifier can learn them and the annotations match the pixels.
@@ -221,6 +222,33 @@ def make_image_folder(root: Path, rng: np.random.Generator, count: int) -> None:
     (root / "notes.txt").write_text("not an image: loaders must ignore this file\n")
 
 
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """The idx format: magic (0, 0, dtype 0x08, ndim), big-endian dims, then the bytes, gzipped."""
+    import gzip
+
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def make_fashion_mnist(root: Path, rng: np.random.Generator, counts: dict[str, int]) -> None:
+    """Fashion-MNIST's four idx files. Class k is a bright bar at a class-specific place and angle on
+    a noisy black background, so a probe or classifier can tell the classes apart."""
+    root.mkdir(parents=True, exist_ok=True)
+    for prefix, n in counts.items():
+        labels = np.arange(n) % 10
+        images = np.zeros((n, 28, 28), np.uint8)
+        for i, k in enumerate(labels):
+            canvas = Image.fromarray(rng.integers(0, 40, (28, 28)).astype(np.uint8))
+            angle = k * math.pi / 10
+            cx, cy = 14 + 6 * math.cos(2 * angle), 14 + 6 * math.sin(2 * angle)
+            dx, dy = 9 * math.cos(angle), 9 * math.sin(angle)
+            ImageDraw.Draw(canvas).line((cx - dx, cy - dy, cx + dx, cy + dy), fill=int(rng.integers(180, 256)), width=4)
+            images[i] = np.asarray(canvas)
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder to write the datasets into")
@@ -233,6 +261,8 @@ def main() -> None:
     parser.add_argument("--voc-year", default="2007")
     parser.add_argument("--voc-classes", type=int, default=20, help="use the first N VOC classes")
     parser.add_argument("--folder-images", type=int, default=14)
+    parser.add_argument("--fashion-train", type=int, default=200, help="Fashion-MNIST-layout training images")
+    parser.add_argument("--fashion-test", type=int, default=100)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     make_coco(args.out / "coco", rng, {"train2017": args.coco_train, "val2017": args.coco_val})
@@ -241,7 +271,9 @@ def main() -> None:
         {"train": args.voc_train, "val": args.voc_val, "test": args.voc_test}, args.voc_year, args.voc_classes,
     )
     make_image_folder(args.out / "images", rng, args.folder_images)
-    print(f"wrote tiny COCO, VOCdevkit and image-folder datasets under {args.out}")
+    # Its own generator, so the datasets above stay what they were.
+    make_fashion_mnist(args.out / "fashion-mnist", np.random.default_rng(args.seed + 1), {"train": args.fashion_train, "t10k": args.fashion_test})
+    print(f"wrote tiny COCO, VOCdevkit, image-folder and Fashion-MNIST datasets under {args.out}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from torchvision.transforms import v2
+
 from ssl_inpaint.data.pretext import UNREADABLE, image_transform
 from ssl_inpaint.data.sources import (
     FashionMnistSource,
@@ -210,14 +212,48 @@ def label_budget(
     return np.sort(np.asarray(chosen, dtype=np.int64))
 
 
-class ClassificationDataset(Dataset):
-    """Torch view of :class:`LabelledImages`: images in [-1, 1] as in pretraining, crops and flips
-    for training, a centre crop for evaluation. Unreadable images are an error here: a labelled
-    benchmark must be evaluated on exactly its images."""
+AUGMENTATIONS = ("crop", "flip", "pad_crop", "erase")
+DEFAULT_AUGMENT = "crop,flip"  # what ``image_transform(train=True)`` does: the pretext's own view
 
-    def __init__(self, labelled: LabelledImages, image_size: int, train: bool):
+
+def parse_augment(spec: str) -> tuple[str, ...]:
+    """``--augment``: comma-separated names of AUGMENTATIONS, or none."""
+    names = tuple(a.strip() for a in spec.split(",") if a.strip() and a.strip() != "none")
+    unknown = [a for a in names if a not in AUGMENTATIONS]
+    if unknown:
+        raise UserError(f"--augment takes a comma-separated list of {', '.join(AUGMENTATIONS)} (or none), got {spec!r}")
+    return names
+
+
+def classification_transform(image_size: int, augment: Sequence[str] = ()) -> v2.Transform:
+    """Shorter side to ``image_size``, then a square crop and the training augmentations asked for;
+    images in [-1, 1]. ``crop``: a random square crop (along the longer side; a no-op on square
+    images), else the centre one; ``pad_crop``: the same after padding by 1/8 of the side with black;
+    ``flip``: horizontal; ``erase``: random erasing of a rectangle (p = 0.25), filled mid-grey.
+    No augmentation is the evaluation view; ``crop,flip`` is exactly the pretext's training view."""
+    if tuple(augment) in ((), ("crop", "flip")):
+        return image_transform(image_size, train=bool(augment))
+    if "pad_crop" in augment:
+        crop: v2.Transform = v2.RandomCrop(image_size, padding=max(1, image_size // 8), fill=0)
+    else:
+        crop = v2.RandomCrop(image_size) if "crop" in augment else v2.CenterCrop(image_size)
+    steps: list[v2.Transform] = [v2.ToImage(), v2.Resize(image_size, antialias=True), crop]
+    if "flip" in augment:
+        steps.append(v2.RandomHorizontalFlip())
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5], [0.5])]
+    if "erase" in augment:
+        steps.append(v2.RandomErasing(p=0.25, value=0.0))
+    return v2.Compose(steps)
+
+
+class ClassificationDataset(Dataset):
+    """Torch view of :class:`LabelledImages`: images in [-1, 1] as in pretraining, with the
+    ``augment`` augmentations (none: the evaluation view, a centre crop). Unreadable images are an
+    error here: a labelled benchmark must be evaluated on exactly its images."""
+
+    def __init__(self, labelled: LabelledImages, image_size: int, augment: Sequence[str] = ()):
         self.labelled = labelled
-        self.transform = image_transform(image_size, train)
+        self.transform = classification_transform(image_size, augment)
 
     def __len__(self) -> int:
         return len(self.labelled)

@@ -39,7 +39,7 @@ class RunLogger:
     def __init__(self, run_dir: Path, total_steps: int, description: str, enabled: bool = True, start: int = 0):
         self.enabled = enabled
         self._images_since = 0
-        self._clock = time.perf_counter()
+        self._clock = self._started = time.perf_counter()
         if not enabled:
             return
         self.writer = SummaryWriter(log_dir=str(run_dir))
@@ -73,6 +73,10 @@ class RunLogger:
         rate = self._images_since / max(now - self._clock, 1e-9)
         self._images_since, self._clock = 0, now
         return rate
+
+    def elapsed(self) -> float:
+        """Seconds since the logger was created."""
+        return time.perf_counter() - self._started
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         if self.enabled:

@@ -35,11 +35,14 @@ from ssl_inpaint.checkpoint import (
 )
 from ssl_inpaint.config import check_choices, option, save_config
 from ssl_inpaint.data.classification import (
+    AUGMENTATIONS,
     CLASSIFICATION_DATASETS,
+    DEFAULT_AUGMENT,
     ClassificationDataset,
     LabelledImages,
     create_classification_dataset,
     label_budget,
+    parse_augment,
 )
 from ssl_inpaint.distributed import Distributed, any_flag, average_gradients, broadcast_module, gather_rows, setup, teardown
 from ssl_inpaint.engine.common import RunLogger, console, seed_everything
@@ -65,7 +68,8 @@ from ssl_inpaint.models import (
     load_pretrained_encoder,
     timm_state_dict,
 )
-from ssl_inpaint.models.classifier import FEATURES
+from ssl_inpaint.models.classifier import FEATURES, reestimate_batchnorm
+from ssl_inpaint.probe import BN_STATS
 
 MODES = ("finetune", "linear", "svm")
 
@@ -107,6 +111,11 @@ class FinetuneConfig:
     momentum: float = option(0.9, "SGD momentum.")
     weight_decay: float = option(5e-4, "Weight decay.")
     lr_schedule: str = option("constant", "constant or cosine.")
+    augment: str = option(DEFAULT_AUGMENT, f"finetune: training augmentations, comma-separated: {', '.join(AUGMENTATIONS)}, or none.")
+    bn_stats: str = option("running", "running: the encoder's BatchNorm statistics as loaded; clean: re-estimated on --bn-images clean training images first (both inits alike).")
+    bn_images: int = option(2048, "Images of the training split (labels unused) for --bn-stats clean.")
+    head_warmup_epochs: int = option(0, "finetune: the first N of --epochs train the head alone on the frozen encoder, then every layer.")
+    layer_decay: float = option(1.0, "finetune: layer-wise learning-rate decay; encoder stage i of n trains at lr x decay^(n + 1 - i), the head at lr.")
     svm_costs: str = option("0.01,0.1,1,10,100", "svm: cost grid searched per class by 3-fold cross-validated AP.")
     eval_every: int = option(1, "Evaluate on the test split every N epochs (and at the end).")
     # scale-out
@@ -124,10 +133,19 @@ class FinetuneConfig:
         choices = {
             "dataset": CLASSIFICATION_DATASETS, "mode": MODES,
             "features": FEATURES, "optimizer": ("sgd", "adam"), "lr_schedule": ("constant", "cosine"),
-            "voc_labels": ("xml", "imagesets"), "precision": ("fp32", "bf16", "fp16"),
+            "voc_labels": ("xml", "imagesets"), "precision": ("fp32", "bf16", "fp16"), "bn_stats": BN_STATS,
         }
         check_choices(self, choices)
         check_encoder_spec(self.encoder)
+        _ = self.augmentations  # parses --augment
+        if not 0 < self.layer_decay <= 1:
+            raise UserError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
+        if (self.layer_decay != 1 or self.head_warmup_epochs) and self.encoder != "unet":
+            raise UserError("--layer-decay and --head-warmup-epochs need the staged encoders of --encoder unet")
+        if not 0 <= self.head_warmup_epochs < self.epochs:
+            raise UserError(f"--head-warmup-epochs must be >= 0 and below --epochs ({self.epochs}), got {self.head_warmup_epochs}")
+        if self.bn_images < 2:
+            raise UserError("--bn-images must be at least 2")
         if self.init == "pretrained" and not self.checkpoint:
             raise UserError("--init pretrained needs --checkpoint runs/<pretrain run> (or its encoder.pt)")
         if self.labels_per_class and self.label_fraction:
@@ -136,6 +154,10 @@ class FinetuneConfig:
             raise UserError("--batch-size must be at least 2")
         _ = self.seed_list  # parses --seeds
         _ = self.cost_grid  # parses --svm-costs
+
+    @property
+    def augmentations(self) -> tuple[str, ...]:
+        return parse_augment(self.augment)
 
     @property
     def seed_list(self) -> list[int]:
@@ -279,6 +301,10 @@ def classification_loss(logits: torch.Tensor, target: torch.Tensor, ignore: torc
 
 
 def make_optimizer(params, config: FinetuneConfig) -> torch.optim.Optimizer:
+    """SGD or Adam at --lr; parameter groups given as dicts with an ``lr_scale`` get lr x lr_scale."""
+    params = list(params)
+    if params and isinstance(params[0], dict):
+        params = [{"params": g["params"], "lr": config.lr * g["lr_scale"]} for g in params]
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -337,6 +363,38 @@ def run_finetune(config: FinetuneConfig) -> list[Path]:
         teardown()
 
 
+def reestimate_encoder_batchnorm(model: nn.Module, train_all: LabelledImages, config: FinetuneConfig, dist: Distributed) -> int:
+    """``--bn-stats clean``: the encoder's BatchNorm running statistics averaged over the first
+    ``--bn-images`` images of the training split in a fixed order (labels unused), identically for
+    both inits. Every process computes them on the same images, so they agree without communication."""
+    encoder = getattr(model, "encoder", None)
+    if encoder is None:
+        raise UserError("--bn-stats clean needs --encoder unet (timm classifiers keep their statistics)")
+    order = np.sort(np.random.default_rng(config.data_seed).permutation(len(train_all))[: config.bn_images])
+    images = ClassificationDataset(train_all.subset(order), config.image_size)
+    loader = DataLoader(images, batch_size=max(config.batch_size, 64), num_workers=config.num_workers)
+    return reestimate_batchnorm(encoder, (batch.to(dist.device) for batch, _, _ in loader))
+
+
+def layerwise_param_groups(model: nn.Module, config: FinetuneConfig) -> list[dict[str, Any]]:
+    """Parameter groups for layer-wise learning-rate decay: the head at --lr, the deepest encoder
+    stage (and anything after the stages, e.g. the latent conv) at lr x decay, each shallower stage
+    one more factor of decay. Without decay, one group."""
+    if config.layer_decay == 1 or not hasattr(getattr(model, "encoder", None), "stages"):
+        return [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    stages = list(model.encoder.stages)
+    depth = len(stages)
+    groups = [
+        {"params": list(stage.parameters()), "lr_scale": config.layer_decay ** (depth - i + 1)}  # i = 0: shallowest
+        for i, stage in enumerate(stages)
+    ]
+    in_stages = {id(p) for g in groups for p in g["params"]}
+    rest = [p for p in model.encoder.parameters() if id(p) not in in_stages]
+    head = [p for name, p in model.named_parameters() if not name.startswith("encoder.")]
+    groups += [{"params": rest, "lr_scale": config.layer_decay}, {"params": head, "lr_scale": 1.0}]
+    return [g for g in groups if g["params"]]
+
+
 def finetune_once(config: FinetuneConfig, dist: Distributed) -> Path:
     run_dir = Path(config.output_dir) / config.name
     if (run_dir / "metrics.json").exists():
@@ -366,8 +424,12 @@ def finetune_once(config: FinetuneConfig, dist: Distributed) -> Path:
             f"{config.dataset} {config.train_split} images ({config.budget}), test on {len(test)} {config.test_split} "
             f"images, {dist.world_size} process(es)"
         )
-    train_set = ClassificationDataset(train, config.image_size, train=config.mode == "finetune")
-    test_set = ClassificationDataset(test, config.image_size, train=False)
+    train_set = ClassificationDataset(train, config.image_size, config.augmentations if config.mode == "finetune" else ())
+    test_set = ClassificationDataset(test, config.image_size)
+    if config.bn_stats == "clean":  # deterministic, so a resumed linear probe gets the same features
+        seen = reestimate_encoder_batchnorm(model, train_all, config, dist)
+        if dist.is_main:
+            console.print(f"BatchNorm statistics of the encoder re-estimated on {seen} clean {config.train_split} images")
     history: list[dict[str, Any]] = []
 
     if config.mode == "svm":
@@ -432,7 +494,7 @@ def _train_head_or_network(config, model, train, train_set, test, test_set, run_
     generator = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = (len(sampler) if shard else len(loader_source)) // batch_size
     total_steps = steps_per_epoch * config.epochs
-    optimizer = make_optimizer(params, config)
+    optimizer = make_optimizer(layerwise_param_groups(model, config) if shard else params, config)
     scaler = grad_scaler(config.precision, device)
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
@@ -468,6 +530,9 @@ def _train_head_or_network(config, model, train, train_set, test, test_set, run_
                 generator=generator, num_workers=config.num_workers if shard else 0,
             )
             trained.train()
+            head_only = config.mode == "finetune" and epoch < config.head_warmup_epochs
+            if config.head_warmup_epochs and config.mode == "finetune":
+                set_encoder_frozen(model, head_only)
             losses = []
             for inputs, target, ignore in loader:
                 with autocast(config.precision, device):
@@ -509,6 +574,15 @@ def _train_head_or_network(config, model, train, train_set, test, test_set, run_
         _log_final(logger, config, result)
     last.unlink(missing_ok=True)  # finished: metrics.json is the result
     return result
+
+
+def set_encoder_frozen(model: nn.Module, frozen: bool) -> None:
+    """Head warm-up: the encoder neither learns nor updates its BatchNorm statistics while frozen."""
+    encoder = model.encoder if hasattr(model, "encoder") else model
+    for p in encoder.parameters():
+        p.requires_grad_(not frozen)
+    if frozen:
+        encoder.eval()
 
 
 def _log_final(logger: RunLogger, config: FinetuneConfig, result: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ from torchvision.utils import make_grid, save_image
 from ssl_inpaint.checkpoint import ENCODER_FORMAT, PRETRAIN_FORMAT, load_checkpoint, save_atomic
 from ssl_inpaint.config import check_choices, option, save_config
 from ssl_inpaint.data import DATASETS, PretextDataset, SubsetSource, channel_mean, create_source
+from ssl_inpaint.data.classification import create_classification_dataset
 from ssl_inpaint.distributed import (
     Distributed,
     any_flag,
@@ -56,7 +57,9 @@ from ssl_inpaint.models.timm_unet import check_encoder_spec
 from ssl_inpaint.losses import LossWeights, discriminator_loss, generator_loss
 from ssl_inpaint.masks import MASK_KINDS, MaskOptions
 from ssl_inpaint.metrics import completion_metrics, ssim, to_unit
-from ssl_inpaint.models.unet import NORMS
+from ssl_inpaint.models.classifier import FEATURES
+from ssl_inpaint.models.unet import NORMS, SKIPS
+from ssl_inpaint.probe import BN_STATS, RepresentationProbe
 from ssl_inpaint.models.discriminators import D_POOLS
 from ssl_inpaint.models.vgg import VGG16Discriminator, load_vgg16_features, read_vgg16_trunk
 from ssl_inpaint.models import (
@@ -72,6 +75,8 @@ from ssl_inpaint.models import (
     pixel_discriminator,
 )
 
+# Default (train, test) splits of the probe's labelled data, by dataset kind.
+PROBE_SPLITS = {"fashion_mnist": ("train", "test"), "voc": ("train", "val"), "folder": ("train", "val")}
 PHASES = ("reconstruction", "discriminator", "joint")
 SCHEDULES = ("joint", "glcic", "two_stage", "approx_then_refine")
 # The two stages of the two-stage schedules: seed 004 trains G and D jointly, then G alone against
@@ -104,7 +109,11 @@ class PretrainConfig(MaskOptions):
     generator: str = option("unet", f"Generator architecture: {', '.join(GENERATORS)}.")
     encoder: str = option("unet", "Generator encoder: unet (seed 003, Table 1) or timm:<name>, e.g. timm:resnet50, timm:convnext_tiny.")
     bottleneck_channels: int = option(4000, "Channels of the generator's 1x1 latent.")
-    skip_connections: bool = option(True, "U-Net skip connections (off for seed 003 model M3).")
+    skips: str = option(
+        "all",
+        f"U-Net skips ({', '.join(SKIPS)}): all (Table 1), none (context encoder, seed 003 model M3), or masked "
+        "(SparK: positions touching the hole replaced by a learned token, so the hole must go through the latent).",
+    )
     predict: str = option("image", "image: the generator outputs the whole image; hole: only the centre square (M3).")
     norm: str = option("batch", "Normalisation in generator and discriminators: batch (Tables 1-2) or none.")
     global_d: bool = option(True, "Use the global discriminator.")
@@ -125,6 +134,7 @@ class PretrainConfig(MaskOptions):
     w_hole: float = option(0.1, "Weight w2 of the reconstruction loss in the hole.")
     w_adv_global: float = option(1e-5, "Weight w3 of the global adversarial loss.")
     w_adv_local: float = option(1e-5, "Weight w4 of the local adversarial loss.")
+    norm_pix_loss: bool = option(False, "MAE's norm_pix_loss: the hole loss on per-patch normalised targets (patches of --patch-size px).")
     w_perceptual: float = option(0.0, "Weight of the VGG16 perceptual loss on the completed image (needs --vgg-weights).")
     w_style: float = option(0.0, "Weight of the VGG16 style (Gram matrix) loss on the completed image (needs --vgg-weights).")
     vgg_weights: str = option("", "File holding a torchvision vgg16 state dict, for --w-perceptual / --w-style and --discriminator vgg16 (never downloaded).")
@@ -132,6 +142,7 @@ class PretrainConfig(MaskOptions):
     batch_size: int = option(64, "Images per step.")
     epochs: int = option(10, "Passes over the training images.")
     max_steps: int = option(0, "Stop after this many steps (0: run all epochs).")
+    optimizer: str = option("adam", "adam (L2 weight decay, the seeds') or adamw (decoupled weight decay, MAE's) for both G and D.")
     lr_g: float = option(2e-3, "Generator learning rate (Adam).")
     lr_d: float = option(1e-3, "Discriminators' learning rate (Adam).")
     beta1: float = option(0.5, "Adam beta1.")
@@ -156,6 +167,15 @@ class PretrainConfig(MaskOptions):
     compile: bool = option(False, "torch.compile the generator and discriminators.")
     sync_bn: bool = option(True, "SyncBatchNorm across processes when the world size is > 1 (CUDA only).")
     resume: bool = option(True, "Continue from checkpoints/last.pt if the run folder has one (--no-resume: refuse to touch it).")
+    # online representation probe
+    probe_every: int = option(500, "Probe the frozen encoder (kNN and linear top-1, or mAP) every N steps and at step 0; 0: off. Off when no labels are found (see --probe-data).")
+    probe_data: str = option("", "Labelled dataset for the probe (default: --data when --dataset is fashion_mnist or voc).")
+    probe_dataset: str = option("", f"Kind of --probe-data: {', '.join(PROBE_SPLITS)} (default: --dataset).")
+    probe_train_split: str = option("", "Probe training split (default: train).")
+    probe_test_split: str = option("", "Probe test split (default: test for fashion_mnist, val otherwise).")
+    probe_images: int = option(1000, "Images in each probe split (the training ones stratified by class).")
+    probe_features: str = option("pooled", f"Features probed: {', '.join(FEATURES)} (as ssl finetune --features).")
+    probe_bn_stats: str = option("running", f"BatchNorm statistics for the probe: {', '.join(BN_STATS)} (re-estimated on the clean probe images).")
     # outputs
     log_every: int = option(10, "Log scalars every N steps.")
     sample_every: int = option(200, "Validation metrics and an image grid every N steps (and at the end).")
@@ -170,12 +190,16 @@ class PretrainConfig(MaskOptions):
             "generator": tuple(GENERATORS),
             "predict": ("image", "hole"),
             "recon_loss": ("mse", "l1"),
+            "optimizer": ("adam", "adamw"),
             "lr_schedule": ("constant", "cosine"),
             "schedule": SCHEDULES,
             "discriminator": DISCRIMINATOR_KINDS,
             "d_pool": D_POOLS,
             "phase_scope": ("run", "epoch"),
             "norm": NORMS,
+            "skips": SKIPS,
+            "probe_features": FEATURES,
+            "probe_bn_stats": BN_STATS,
             "precision": ("fp32", "bf16", "fp16"),
         }
         check_choices(self, choices)
@@ -184,23 +208,25 @@ class PretrainConfig(MaskOptions):
             raise UserError("--batch-size must be at least 2 (BatchNorm needs two samples per step)")
         if self.generator == "unet" and self.encoder == "unet" and (self.image_size % 32 or self.image_size < 32):
             raise UserError(f"--image-size must be a positive multiple of 32, got {self.image_size}")
-        if self.encoder != "unet" and (self.predict != "image" or not self.skip_connections or self.norm != "batch"):
-            raise UserError("--predict hole, --no-skip-connections and --norm none apply to --encoder unet only")
+        if self.encoder != "unet" and (self.predict != "image" or self.skips != "all" or self.norm != "batch"):
+            raise UserError("--predict hole, --skips none|masked and --norm none apply to --encoder unet only")
         if self.generator != "unet" and (
-            self.encoder != "unet" or self.predict != "image" or not self.skip_connections or self.norm != "batch"
+            self.encoder != "unet" or self.predict != "image" or self.skips != "all" or self.norm != "batch"
         ):
-            raise UserError("--encoder timm:..., --predict hole, --no-skip-connections and --norm none apply to --generator unet only")
+            raise UserError("--encoder timm:..., --predict hole, --skips none|masked and --norm none apply to --generator unet only")
         self._validate_other_systems()
         if self.discriminator == "table2" and self.local_d and self.resolved_local_size % 32:
             raise UserError(f"--local-size must be a multiple of 32, got {self.resolved_local_size}")
         if self.local_d and self.resolved_local_size > self.image_size:
             raise UserError("--local-size cannot exceed --image-size")
+        if self.norm_pix_loss and (self.recon_loss != "mse" or self.patch_size < 1):
+            raise UserError("--norm-pix-loss is a squared error on patches: use --recon-loss mse and --patch-size >= 1")
         if min(self.w_known, self.w_hole, self.w_adv_global, self.w_adv_local) < 0:
             raise UserError("loss weights must be non-negative")
         if self.predict == "hole" and not (self.mask == "centre" and self.centre_size == 0.5):
             raise UserError("--predict hole decodes the centre square only: use --mask centre --centre-size 0.5")
-        if self.predict == "hole" and self.skip_connections:
-            raise UserError("--predict hole is the no-skip model M3: add --no-skip-connections")
+        if self.predict == "hole" and self.skips != "none":
+            raise UserError("--predict hole is the no-skip model M3: add --skips none")
         if self.mask == "coco_object" and self.dataset != "coco":
             raise UserError("--mask coco_object needs COCO annotations: use --dataset coco")
         if self.schedule == "glcic" and not self.adversarial:
@@ -212,6 +238,10 @@ class PretrainConfig(MaskOptions):
             raise UserError("--accumulate and --nproc must be at least 1")
         if self.epochs < 1 or self.max_steps < 0:
             raise UserError("--epochs must be >= 1 and --max-steps >= 0")
+        if self.probe_every < 0 or self.probe_images < 1:
+            raise UserError("--probe-every must be >= 0 (0: off) and --probe-images >= 1")
+        if self.probe_dataset and self.probe_dataset not in PROBE_SPLITS:
+            raise UserError(f"--probe-dataset must be one of {', '.join(PROBE_SPLITS)}, got {self.probe_dataset!r}")
 
     def _validate_other_systems(self) -> None:
         """The combinations the seed-000/001/002/004 models and schedules need."""
@@ -236,6 +266,16 @@ class PretrainConfig(MaskOptions):
             )
         if self.base_channels < 2 or self.approx_hidden < 1:
             raise UserError("--base-channels must be at least 2 and --approx-hidden at least 1")
+
+    @classmethod
+    def saved_values(cls, saved: dict[str, Any]) -> dict[str, Any]:
+        """The config keys of a run's saved config, with the keys of older versions translated
+        (``skip_connections: false`` became ``skips: none``) and unknown ones dropped."""
+        values = dict(saved)
+        if "skip_connections" in values and "skips" not in values:
+            values["skips"] = "all" if values.pop("skip_connections") else "none"
+        known = {f.name for f in dataclasses.fields(cls)}
+        return {k: v for k, v in values.items() if k in known}
 
     @property
     def adversarial(self) -> bool:
@@ -331,7 +371,7 @@ def build_generator(config: PretrainConfig, image_channels: int) -> nn.Module:
             image_channels=image_channels,
             image_size=config.image_size,
             bottleneck_channels=config.bottleneck_channels,
-            skip_connections=config.skip_connections,
+            skips=config.skips,
             predict=config.predict,
             norm=config.norm,
         )
@@ -584,7 +624,7 @@ def _to_device(batch: dict, device: torch.device, channels_last: bool = False) -
 
 # Settings a resumed run must share with its checkpoint: they decide the models and the data order.
 RESUME_INVARIANTS = (
-    "generator", "encoder", "bottleneck_channels", "skip_connections", "predict", "norm", "global_d", "local_d",
+    "generator", "encoder", "bottleneck_channels", "skips", "predict", "norm", "global_d", "local_d",
     "local_size", "image_size", "dataset", "split", "mask", "seed", "discriminator", "d_pool", "base_channels",
     "approx_hidden",
 )
@@ -622,7 +662,7 @@ def prepare_data(config: PretrainConfig) -> PretextData:
 
 def make_optimizers(config: PretrainConfig, models: InpaintingModels, device: torch.device) -> Optimizers:
     betas = (config.beta1, config.beta2)
-    common = dict(opt="adam", weight_decay=config.weight_decay, betas=betas, eps=config.adam_eps)
+    common = dict(opt=config.optimizer, weight_decay=config.weight_decay, betas=betas, eps=config.adam_eps)
     opt_g = create_optimizer_v2(models.generator, lr=config.lr_g, **common)
     opt_d = (
         create_optimizer_v2(nn.ModuleList(models.discriminators), lr=config.lr_d, **common)
@@ -634,7 +674,7 @@ def make_optimizers(config: PretrainConfig, models: InpaintingModels, device: to
 
 def load_resume_state(config: PretrainConfig, path: Path, global_batch: int) -> dict[str, Any]:
     state = load_checkpoint(path, PRETRAIN_FORMAT)
-    saved = state["config"]
+    saved = PretrainConfig.saved_values(state["config"])
     defaults = {f.name: f.default for f in dataclasses.fields(PretrainConfig)}  # keys older runs did not save
     changed = [k for k in RESUME_INVARIANTS if saved.get(k, defaults[k]) != getattr(config, k)]
     if changed:
@@ -646,6 +686,28 @@ def load_resume_state(config: PretrainConfig, path: Path, global_batch: int) -> 
             f"(batch size x processes x accumulation); keep it or start a new --name"
         )
     return state
+
+
+def make_probe(config: PretrainConfig) -> tuple[Optional[RepresentationProbe], str]:
+    """The online representation probe of ``config`` and a line saying what it measures, or None and
+    why it is off."""
+    if not config.probe_every:
+        return None, "representation probe off (--probe-every 0)"
+    kind = config.probe_dataset or config.dataset
+    data = config.probe_data or (config.data if kind == config.dataset else "")
+    if kind not in PROBE_SPLITS or not data or (kind == "folder" and not config.probe_data):
+        return None, f"representation probe off: --dataset {config.dataset} has no class labels; pass --probe-data (and --probe-dataset)"
+    train_split, test_split = PROBE_SPLITS[kind]
+    train_split, test_split = config.probe_train_split or train_split, config.probe_test_split or test_split
+    train = create_classification_dataset(kind, data, train_split, config.year)
+    test = create_classification_dataset(kind, data, test_split, config.year)
+    probe = RepresentationProbe.from_datasets(
+        train, test, config.image_size, config.probe_images, config.probe_features, config.probe_bn_stats
+    )
+    return probe, (
+        f"representation probe: {kind} {train_split} ({len(probe.train_labels)} images) -> {test_split} "
+        f"({len(probe.test_labels)}), {config.probe_features} features, every {config.probe_every} steps"
+    )
 
 
 def run_pretrain(config: PretrainConfig) -> Path:
@@ -694,7 +756,8 @@ def _run_pretrain(config: PretrainConfig, dist: Distributed) -> Path:
         if opt is not None and config.lr_schedule == "cosine"
     ]
     weights = LossWeights(
-        config.w_known, config.w_hole, config.w_adv_global, config.w_adv_local, config.w_perceptual, config.w_style
+        config.w_known, config.w_hole, config.w_adv_global, config.w_adv_local, config.w_perceptual, config.w_style,
+        norm_pix_patch=config.patch_size if config.norm_pix_loss else 0,
     )
 
     step = 0
@@ -749,11 +812,27 @@ def _run_pretrain(config: PretrainConfig, dist: Distributed) -> Path:
             f"global batch {global_batch} = {config.batch_size} per process x {dist.world_size} processes x "
             f"{config.accumulate} accumulation, {config.precision} on {device.type}"
         )
+    probe, probe_note = make_probe(config) if dist.is_main else (None, "")
+    probe_seconds = 0.0
+
+    def run_probe(logger: RunLogger) -> None:
+        nonlocal probe_seconds
+        if probe is not None:
+            results = probe(unwrap(models.generator).encoder)
+            probe_seconds += results.pop("probe/seconds")
+            logger.scalars(results, step)
+
     skipped_total = 0
     metrics: dict[str, float] = {}
     with RunLogger(run_dir, total_steps, f"pretrain {config.name}", enabled=dist.is_main, start=step) as logger, StopSignal() as stop:
         logger.config(dataclasses.asdict(config))
         logger.text("global_batch", f"{global_batch} = {config.batch_size} x {dist.world_size} x {config.accumulate}")
+        if dist.is_main:
+            logger.print(probe_note)
+        if step == 0:  # the random-init encoder: where the probe curve starts
+            run_probe(logger)
+            if probe is not None:
+                logger.print(f"probe at step 0 took {probe_seconds:.1f} s")
         models.train()
         while step < total_steps:
             epoch, position = divmod(step, steps_per_epoch)
@@ -807,6 +886,8 @@ def _run_pretrain(config: PretrainConfig, dist: Distributed) -> Path:
                         if attention is not None:
                             logger.image("val/original|hole_attention", attention, step)
                         save_image(grid, run_dir / "samples" / f"step_{step:07d}.png")
+                if config.probe_every and (step % config.probe_every == 0 or step == total_steps):
+                    run_probe(logger)
                 if stop_now:
                     save(last)
                     logger.print(f"stopped at step {step} by a signal; {last} saved - rerun the same command to resume")
@@ -827,4 +908,6 @@ def _run_pretrain(config: PretrainConfig, dist: Distributed) -> Path:
     if dist.is_main:
         summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         console.print(f"done: {step} steps; validation {summary}; encoder: {run_dir / 'encoder.pt'}")
+        if probe is not None:
+            console.print(f"representation probe: {probe_seconds:.1f} s in all, {100 * probe_seconds / logger.elapsed():.1f} % of the run")
     return run_dir

@@ -2,14 +2,14 @@
 
 Seed 003 (section 6.2) put pooling, fully connected layers and dropout on top of the generator's
 encoder. Features are either the encoder's 1x1 latent (``latent``: the whole pretrained encoder is
-used) or the global-average-pooled deepest conv map (``pooled``). The encoder still takes the hole
-channel; a classifier feeds it zeros, i.e. "no pixel is missing", which is what the pretext showed
-it for every known pixel.
+used), the global-average-pooled deepest conv map (``pooled``), or the pooled maps of the three
+deepest conv stages concatenated (``multi``). The encoder still takes the hole channel; a classifier
+feeds it zeros, i.e. "no pixel is missing", which is what the pretext showed it for every known pixel.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -18,7 +18,58 @@ from ssl_inpaint.errors import UserError
 from ssl_inpaint.models.encoders import build_encoder
 from ssl_inpaint.models.unet import UNetEncoder
 
-FEATURES = ("latent", "pooled")
+FEATURES = ("latent", "pooled", "multi")
+# ``multi`` concatenates the pooled maps of this many deepest conv stages (the latent excluded): the
+# mid-level maps keep information a 1x1 latent trained to redraw the image may not.
+MULTI_STAGES = 3
+
+
+def feature_dim(encoder: nn.Module, features: str) -> int:
+    """Width of the vector ``encoder_features`` returns for ``features``."""
+    if features == "latent":
+        return encoder.out_channels[-1]
+    if features == "pooled":
+        return encoder.out_channels[-2]
+    return sum(encoder.out_channels[-1 - MULTI_STAGES : -1])
+
+
+def encoder_features(encoder: nn.Module, images: torch.Tensor, features: str) -> torch.Tensor:
+    """(B, feature_dim) features of images in [-1, 1]. The encoder still takes the hole channel; a
+    classifier feeds it zeros, i.e. "no pixel is missing"."""
+    no_hole = torch.zeros_like(images[:, :1])
+    maps = encoder(torch.cat([images, no_hole], dim=1))
+    if features == "latent":
+        chosen = [maps[-1]]
+    elif features == "pooled":
+        chosen = [maps[-2]]
+    else:
+        chosen = maps[-1 - MULTI_STAGES : -1]
+    return torch.cat([m.mean(dim=(2, 3)) for m in chosen], dim=1)
+
+
+@torch.no_grad()
+def reestimate_batchnorm(encoder: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+    """Replace the running statistics of every BatchNorm layer of ``encoder`` by their average over
+    ``batches`` of clean images (no hole), so the features a classifier sees are not normalised with
+    statistics of holed pretext inputs. Returns the number of images used; the module's train/eval
+    mode is restored."""
+    norms = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    was_training = encoder.training
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over all batches, whatever their number
+    encoder.train()
+    seen = 0
+    for images in batches:
+        encoder(torch.cat([images, torch.zeros_like(images[:, :1])], dim=1))
+        seen += images.shape[0]
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    encoder.train(was_training)
+    return seen
 
 
 class EncoderClassifier(nn.Module):
@@ -28,7 +79,7 @@ class EncoderClassifier(nn.Module):
             raise UserError(f"--features must be one of {', '.join(FEATURES)}, got {features!r}")
         self.encoder = encoder
         self.features = features
-        self.feature_dim = encoder.out_channels[-1] if features == "latent" else encoder.out_channels[-2]
+        self.feature_dim = feature_dim(encoder, features)
         if linear:
             # Linear probe as in MAE: a parameter-free BatchNorm standardises the frozen features
             # (a random encoder's features can be orders of magnitude off), then one linear layer.
@@ -46,10 +97,7 @@ class EncoderClassifier(nn.Module):
 
     def extract(self, images: torch.Tensor) -> torch.Tensor:
         """(B, feature_dim) features of images in [-1, 1]."""
-        no_hole = torch.zeros_like(images[:, :1])
-        maps = self.encoder(torch.cat([images, no_hole], dim=1))
-        chosen = maps[-1] if self.features == "latent" else maps[-2]
-        return chosen.mean(dim=(2, 3))
+        return encoder_features(self.encoder, images, self.features)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.extract(images))

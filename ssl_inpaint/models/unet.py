@@ -71,6 +71,14 @@ class StagedEncoder(nn.Module):
         return features
 
 
+def mask_skip(feature: torch.Tensor, hole: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+    """``feature`` with every position whose cell of the input holds any hole pixel replaced by
+    ``token`` (max-pooling the hole to the feature's size), so nothing computed there reaches the
+    decoder through this skip."""
+    hole_here = F.adaptive_max_pool2d(hole.to(feature.dtype), feature.shape[-2:]) > 0
+    return torch.where(hole_here, token.to(feature.dtype), feature)
+
+
 class UNetEncoder(StagedEncoder):
     """The generator's contracting half. ``forward`` returns every stage's features, shallow to deep;
     the last one is the (B, bottleneck_channels, 1, 1) latent."""
@@ -107,13 +115,22 @@ class UNetEncoder(StagedEncoder):
         return [*features, self.bottleneck(features[-1])]
 
 
+SKIPS = ("all", "none", "masked")
+
+
 class UNetGenerator(nn.Module):
     """Input: (B, C+1, H, W) = holed image + hole channel. Output: the completed (B, C, H, W) image
     in [-1, 1].
 
-    ``skip_connections=False`` removes the encoder-decoder concatenations; ``predict='hole'`` (seed 003
-    model M3, context-encoder style) decodes only the centre square of half the image side, one stage
-    shallower, and pastes it into the input, so known pixels are passed through unchanged.
+    ``skips`` decides what the decoder gets from the encoder besides the latent:
+      * ``all``: every encoder stage concatenated to the decoder stage of the same size (Table 1);
+      * ``none``: nothing (Pathak's context encoder, seed 003 model M3), so the whole image has to
+        pass through the latent;
+      * ``masked``: the skips of ``all`` with every position that touches the hole replaced by a
+        learned per-stage mask token (SparK), so the decoder sees the context at full resolution but
+        the hole only through the deep layers.
+    ``predict='hole'`` (M3, context-encoder style) decodes only the centre square of half the image
+    side, one stage shallower, and pastes it into the input, so known pixels pass through unchanged.
     """
 
     def __init__(
@@ -122,22 +139,25 @@ class UNetGenerator(nn.Module):
         image_size: int = 128,
         widths: Sequence[int] = UNET_WIDTHS,
         bottleneck_channels: int = 4000,
-        skip_connections: bool = True,
+        skips: str = "all",
         predict: str = "image",
         norm: str = "batch",
     ):
         super().__init__()
         if predict not in ("image", "hole"):
             raise UserError(f"--predict must be 'image' or 'hole', got {predict!r}")
+        if skips not in SKIPS:
+            raise UserError(f"--skips must be one of {', '.join(SKIPS)}, got {skips!r}")
         self.image_channels = image_channels
-        self.skip_connections = skip_connections
+        self.skips = skips
         self.predict = predict
         self.encoder = UNetEncoder(image_channels + 1, image_size, widths, bottleneck_channels, norm)
         widths = self.encoder.widths
         side = deepest_size(image_size, len(widths))
+        with_skips = skips != "none"
 
         def with_skip(channels: int, skip: int) -> int:
-            return channels + (skip if skip_connections else 0)
+            return channels + (skip if with_skips else 0)
 
         self.from_bottleneck = up_block(bottleneck_channels, widths[-1], kernel=side, stride=1, padding=0, leaky=False, norm=norm)
         # Decoder stages go from the deepest encoder width back to the shallowest one.
@@ -147,14 +167,21 @@ class UNetGenerator(nn.Module):
         )
         last = widths[-1 - depth]
         self.to_image = nn.ConvTranspose2d(with_skip(last, last), image_channels, 4, 2, 1)
+        if skips == "masked":  # one token per encoder stage, as SparK's per-scale mask embeddings
+            self.mask_tokens = nn.ParameterList(nn.Parameter(torch.zeros(1, w, 1, 1)) for w in widths)
+            for token in self.mask_tokens:
+                nn.init.trunc_normal_(token, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.encoder(x)
-        skips = features[:-1][::-1]  # deepest first
+        skips = features[:-1]
+        if self.skips == "masked":
+            skips = [mask_skip(f, x[:, -1:], token) for f, token in zip(skips, self.mask_tokens)]
+        skips = skips[::-1]  # deepest first
         y = self.from_bottleneck(features[-1])
         for i, stage in enumerate(self.up_stages):
-            y = stage(torch.cat([y, skips[i]], dim=1) if self.skip_connections else y)
-        if self.skip_connections:
+            y = stage(torch.cat([y, skips[i]], dim=1) if self.skips != "none" else y)
+        if self.skips != "none":
             y = torch.cat([y, skips[len(self.up_stages)]], dim=1)
         y = torch.tanh(self.to_image(y))
         if self.predict == "hole":

@@ -1,0 +1,170 @@
+"""Online representation probe: how good the encoder's frozen features are for classification, measured
+while the pretext trains (the instrument solo-learn and lightly users look at first).
+
+A fixed small labelled train/test split is decoded once. At each probe the encoder, in eval mode and
+without gradients, maps both to features (``encoder_features``), and two classifiers that need no
+tuning score them: a cosine k-nearest-neighbour vote (k = 20) and a logistic-regression linear
+probe on standardised features. Multi-class data gives top-1 accuracy, multi-label data (VOC) mAP.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ssl_inpaint.data.classification import ClassificationDataset, LabelledImages, label_budget
+from ssl_inpaint.errors import UserError
+from ssl_inpaint.metrics import mean_average_precision, top1_accuracy
+from ssl_inpaint.models.classifier import encoder_features, reestimate_batchnorm
+
+KNN_K = 20
+BN_STATS = ("running", "clean")
+
+
+def _stack_images(labelled: LabelledImages, image_size: int) -> torch.Tensor:
+    loader = DataLoader(ClassificationDataset(labelled, image_size), batch_size=256, num_workers=0)
+    return torch.cat([images for images, _, _ in loader])
+
+
+def probe_subsets(train: LabelledImages, test: LabelledImages, images: int, seed: int = 0) -> tuple[LabelledImages, LabelledImages]:
+    """About ``images`` training images, stratified (the same number per class), and ``images`` test
+    images drawn at random, both fixed by ``seed``."""
+    if images < len(train.classes):
+        raise UserError(f"--probe-images must be at least the number of classes ({len(train.classes)}), got {images}")
+    per_class = max(1, images // len(train.classes))
+    train_indices = label_budget(train, seed, per_class=per_class)
+    test_indices = np.sort(np.random.default_rng(seed).permutation(len(test))[: min(images, len(test))])
+    return train.subset(train_indices), test.subset(test_indices)
+
+
+def knn_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, k: int, multilabel: bool, classes: int) -> np.ndarray:
+    """Cosine k-nearest-neighbour scores: per class, the share of the k nearest training features
+    that belong to it (multi-label: the share that contain it), ties broken by similarity."""
+    a = train_x / np.linalg.norm(train_x, axis=1, keepdims=True).clip(1e-12)
+    b = test_x / np.linalg.norm(test_x, axis=1, keepdims=True).clip(1e-12)
+    similarity = b @ a.T
+    k = min(k, len(a))
+    nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+    sims = np.take_along_axis(similarity, nearest, axis=1)
+    if multilabel:
+        return train_y[nearest].mean(axis=1)
+    votes = np.zeros((len(b), classes))
+    np.add.at(votes, (np.arange(len(b))[:, None], train_y[nearest]), 1.0 + 1e-6 * sims)
+    return votes
+
+
+def linear_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, multilabel: bool) -> np.ndarray:
+    """Logistic regression (L2, C = 1) on features standardised with the training statistics."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(train_x)
+    model = LogisticRegression(max_iter=500)
+    if multilabel:
+        keep = (train_y.min(axis=0) == 0) & (train_y.max(axis=0) == 1)  # a class needs both outcomes
+        scores = np.zeros((len(test_x), train_y.shape[1]))
+        if keep.any():
+            fitted = OneVsRestClassifier(model).fit(scaler.transform(train_x), train_y[:, keep])
+            scores[:, keep] = fitted.decision_function(scaler.transform(test_x))
+        return scores
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(scaler.transform(train_x), train_y)
+    decision = model.decision_function(scaler.transform(test_x))
+    if decision.ndim == 1:  # two classes: sklearn returns the positive class's margin only
+        decision = np.stack([-decision, decision], axis=1)
+    scores = np.full((len(test_x), int(train_y.max()) + 1), -np.inf)
+    scores[:, model.classes_] = decision
+    return scores
+
+
+def plain_batchnorm(module: nn.Module) -> nn.Module:
+    """``module`` with every SyncBatchNorm replaced by a BatchNorm2d holding the same tensors, so a
+    copy can run in train mode on one process without waiting for the others."""
+    if isinstance(module, nn.SyncBatchNorm):
+        plain = nn.BatchNorm2d(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        plain.load_state_dict(module.state_dict())
+        return plain.to(next(iter(module.state_dict().values())).device)
+    for name, child in module.named_children():
+        setattr(module, name, plain_batchnorm(child))
+    return module
+
+
+@dataclass
+class RepresentationProbe:
+    """The fixed labelled split and the probe protocol; call it with an encoder."""
+
+    train_images: torch.Tensor
+    train_labels: np.ndarray
+    test_images: torch.Tensor
+    test_labels: np.ndarray
+    multilabel: bool
+    classes: int
+    features: str = "pooled"
+    bn_stats: str = "running"
+    batch_size: int = 256
+
+    @classmethod
+    def from_datasets(
+        cls, train: LabelledImages, test: LabelledImages, image_size: int, images: int, features: str, bn_stats: str
+    ) -> "RepresentationProbe":
+        if bn_stats not in BN_STATS:
+            raise UserError(f"--probe-bn-stats must be one of {', '.join(BN_STATS)}, got {bn_stats!r}")
+        train, test = probe_subsets(train, test, images)
+        return cls(
+            _stack_images(train, image_size), train.targets, _stack_images(test, image_size), test.targets,
+            train.multilabel, len(train.classes), features, bn_stats,
+        )
+
+    @property
+    def metric(self) -> str:
+        return "mAP" if self.multilabel else "top1"
+
+    @torch.inference_mode()
+    def _features(self, encoder: nn.Module, images: torch.Tensor, device: torch.device) -> np.ndarray:
+        rows = [
+            encoder_features(encoder, images[i : i + self.batch_size].to(device), self.features).float().cpu()
+            for i in range(0, len(images), self.batch_size)
+        ]
+        return torch.cat(rows).numpy().astype(np.float64)
+
+    def _score(self, scores: np.ndarray, targets: np.ndarray) -> float:
+        if self.multilabel:
+            return mean_average_precision(scores, targets)[0]
+        return top1_accuracy(scores, targets)
+
+    def __call__(self, encoder: nn.Module) -> dict[str, float]:
+        """``probe/knn_<metric>`` and ``probe/linear_<metric>`` of the encoder's frozen features
+        (the encoder itself is left as it was: a copy is used when its BatchNorm statistics are
+        re-estimated), plus ``probe/seconds``."""
+        start = time.perf_counter()
+        device = next(encoder.parameters()).device
+        was_training = encoder.training
+        if self.bn_stats == "clean":
+            encoder = plain_batchnorm(copy.deepcopy(encoder))
+            batches = (self.train_images[i : i + self.batch_size].to(device) for i in range(0, len(self.train_images), self.batch_size))
+            reestimate_batchnorm(encoder, batches)
+        encoder.eval()
+        try:
+            train_x = self._features(encoder, self.train_images, device)
+            test_x = self._features(encoder, self.test_images, device)
+        finally:
+            encoder.train(was_training)
+        if not (np.isfinite(train_x).all() and np.isfinite(test_x).all()):
+            raise UserError("the encoder's features are not finite; the pretext has diverged (lower the learning rates)")
+        knn = knn_scores(train_x, self.train_labels, test_x, KNN_K, self.multilabel, self.classes)
+        linear = linear_scores(train_x, self.train_labels, test_x, self.multilabel)
+        return {
+            f"probe/knn_{self.metric}": self._score(knn, self.test_labels),
+            f"probe/linear_{self.metric}": self._score(linear, self.test_labels),
+            "probe/seconds": time.perf_counter() - start,
+        }
