@@ -226,12 +226,26 @@ def test_finetune_without_checkpoint_for_pretrained_init_is_a_clear_error():
         resolve_config(FinetuneConfig, {"data": "x"}, {})
 
 
-def write_metrics(folder: Path, init: str, seed: int, value: float, checkpoint: str = "runs/pre_a", mode: str = "linear"):
+def write_metrics(folder: Path, init: str, seed: int, value: float, checkpoint: str = "runs/pre_a", mode: str = "linear", **extra):
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps({
         "dataset": "voc", "mode": mode, "budget": "all", "metric": "mAP", "init": init, "seed": seed,
-        "value": value, "checkpoint": checkpoint,
+        "value": value, "checkpoint": checkpoint, **extra,
     }))
+
+
+def test_compare_sets_pretrained_runs_only_against_random_runs_of_the_same_protocol_and_encoder(tmp_path):
+    short, long = {"epochs": 10, "lr": 0.1}, {"epochs": 100, "lr": 0.1}
+    small, big = {"arch": "unet", "bottleneck_channels": 512}, {"arch": "unet", "bottleneck_channels": 4000}
+    write_metrics(tmp_path / "p_short", "pretrained", 0, 0.7, protocol=short, arch=small, run_prefix="short")
+    write_metrics(tmp_path / "r_short", "random", 0, 0.5, protocol=short, arch=small, run_prefix="short")
+    write_metrics(tmp_path / "r_long", "random", 0, 0.9, protocol=long, arch=small, run_prefix="long")
+    write_metrics(tmp_path / "r_big", "random", 0, 0.1, protocol=short, arch=big, run_prefix="short_big")
+    rows = collect(find_runs([str(tmp_path)]))
+    paired = [r for r in rows if r.stats("pretrained")[2]]
+    assert len(paired) == 1 and paired[0].protocol == "short"
+    assert paired[0].difference() == pytest.approx((0.2, 0.0, 1))  # neither the long schedule nor the big latent
+    assert sorted(r.protocol for r in rows) == ["long", "short", "short_big"]
 
 
 def test_compare_statistics_pair_by_seed_and_split_by_pretrain_run(tmp_path):

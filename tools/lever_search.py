@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from ssl_inpaint.checkpoint import ENCODER_FORMAT, save_atomic
 from ssl_inpaint.models.unet import UNetGenerator
 
 
@@ -130,6 +131,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--mix-low", type=float, default=0.0, help="fraction of images masked at a ratio U[0.1, ratio] instead")
     p.add_argument("--out", default="")
+    p.add_argument("--probe-every", type=int, default=0)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     root = Path(args.data)
@@ -174,6 +176,10 @@ def main() -> None:
         sched.step()
         if step % 200 == 0:
             print(f"step {step} loss {loss.item():.4f} {time.time() - start:.0f}s", flush=True)
+        if args.probe_every and step and step % args.probe_every == 0:
+            model.encoder.eval()
+            print(step, probe(model.encoder, train_x[few], train_y[few], test_x[test_idx], test_y[test_idx], "pooled"), flush=True)
+            model.train()
     train_time = time.time() - start
     results = {"args": vars(args), "train_s": round(train_time, 1)}
     for name, net in (("pretrained", model), ("random", random_model)):
@@ -191,6 +197,17 @@ def main() -> None:
     if args.out:
         Path(args.out).write_text(json.dumps(results))
         torch.save(model.state_dict(), args.out + ".pt")
+        # The encoder in the format `ssl finetune --checkpoint` reads, to try transfer protocols on it.
+        folder = Path(args.out + "_run")
+        folder.mkdir(exist_ok=True)
+        save_atomic(
+            {
+                "format": ENCODER_FORMAT, "version": 1, "arch": dict(model.encoder.arch), "image_channels": 1,
+                "fill": [0.0], "state_dict": {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()},
+                "step": args.steps, "pretrain_config": vars(args),
+            },
+            folder / "encoder.pt",
+        )
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ class Row:
     metric: str
     pretrain: str  # where the non-random weights came from: a pretrain run, or weights-<file> ("—": none)
     values: dict[str, dict[int, float]]  # init -> seed -> value
+    protocol: str = ""  # the runs' --name prefix: one transfer protocol and encoder architecture
 
     def stats(self, init: str) -> tuple[float, float, int]:
         vals = list(self.values.get(init, {}).values())
@@ -69,26 +70,42 @@ def pretrain_source(checkpoint: str) -> str:
     return path.parent.name if path.suffix == ".pt" else path.name
 
 
+def protocol_key(metrics: dict) -> str:
+    """What must be equal for two runs to be compared: every protocol setting and the encoder's
+    architecture (a random baseline with another latent size or schedule is another experiment).
+    Results written before these were recorded share the empty key."""
+    if "protocol" not in metrics:
+        return ""
+    return json.dumps([metrics["protocol"], metrics.get("arch", {})], sort_keys=True)
+
+
 def collect(runs: list[Path]) -> list[Row]:
-    """Rows of (dataset, mode, label budget, metric, pretrain run). Random-init runs do not depend on
-    a pretrain run, so each random baseline is shown against every pretrain run of its group."""
+    """Rows of (dataset, mode, label budget, metric, protocol, pretrain run). Random-init runs do not
+    depend on a pretrain run, so each random baseline is shown against every pretrain run of the
+    same protocol and encoder architecture, and only those."""
     pretrained: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     random: dict[tuple, dict[int, float]] = defaultdict(dict)
+    prefixes: dict[tuple, str] = {}
     for run in runs:
         try:
             m = json.loads((run / "metrics.json").read_text())
-            key = (m["dataset"], m["mode"], m["budget"], m["metric"])
+            key = (m["dataset"], m["mode"], m["budget"], m["metric"], protocol_key(m))
             if m["init"] == "random":
                 random[key][int(m["seed"])] = float(m["value"])
+                prefixes.setdefault(key, m.get("run_prefix", ""))
             else:  # the inpainting pretext, or a weights file (e.g. supervised) in the same column
                 source = pretrain_source(m["checkpoint"]) if m["init"] == "pretrained" else m["init"]
                 pretrained[key][source][int(m["seed"])] = float(m["value"])
+                prefixes[key] = m.get("run_prefix", "")
         except (json.JSONDecodeError, KeyError, ValueError) as exc:
             raise UserError(f"{run / 'metrics.json'} is not an ssl finetune result ({exc})") from None
     rows = []
-    for key in sorted(set(pretrained) | set(random)):
+    for key in sorted(set(pretrained) | set(random), key=lambda k: (*k[:4], prefixes.get(k, ""), k[4])):
         for source, values in sorted(pretrained.get(key, {"—": {}}).items()):
-            rows.append(Row(*key, pretrain=source, values={"pretrained": dict(values), "random": dict(random.get(key, {}))}))
+            rows.append(Row(
+                *key[:4], pretrain=source, values={"pretrained": dict(values), "random": dict(random.get(key, {}))},
+                protocol=prefixes.get(key, ""),
+            ))
     return rows
 
 
@@ -98,11 +115,11 @@ def _fmt(mean: float, std: float, n: int) -> str:
 
 def table_cells(row: Row) -> list[str]:
     seeds = "/".join(str(row.stats(init)[2]) for init in INITS)
-    return [row.dataset, row.mode, row.budget, row.metric, row.pretrain, seeds,
+    return [row.dataset, row.mode, row.budget, row.metric, row.protocol or "—", row.pretrain, seeds,
             _fmt(*row.stats("pretrained")), _fmt(*row.stats("random")), _fmt(*row.difference())]
 
 
-HEADER = ["dataset", "mode", "labels", "metric (%)", "pretrain run", "seeds (pre/rand)", "pretrained", "random", "pretrained − random"]
+HEADER = ["dataset", "mode", "labels", "metric (%)", "protocol", "pretrain run", "seeds (pre/rand)", "pretrained", "random", "pretrained − random"]
 
 
 def markdown_table(rows: list[Row]) -> str:

@@ -55,6 +55,7 @@ from ssl_inpaint.engine.runtime import (
     prepare_module,
     rng_state,
     set_rng_state,
+    unwrap,
 )
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.models.timm_unet import check_encoder_spec
@@ -363,6 +364,21 @@ def run_finetune(config: FinetuneConfig) -> list[Path]:
         teardown()
 
 
+# Settings that do not change what a transfer run measures; all others define its protocol, and
+# `ssl compare` only sets a pretrained run against random-init runs of the same protocol and encoder.
+NOT_PROTOCOL = ("name", "output_dir", "seed", "seeds", "device", "data", "init", "checkpoint", "nproc", "num_workers", "resume", "eval_every")
+
+
+def protocol_settings(config: FinetuneConfig) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_PROTOCOL}
+
+
+def run_prefix(config: FinetuneConfig) -> str:
+    """The --name the runs of one command share (their folder names less _<init>_s<seed>)."""
+    suffix = f"_{config.init_label}_s{config.seed}"
+    return config.name[: -len(suffix)] if config.name.endswith(suffix) else config.name
+
+
 def reestimate_encoder_batchnorm(model: nn.Module, train_all: LabelledImages, config: FinetuneConfig, dist: Distributed) -> int:
     """``--bn-stats clean``: the encoder's BatchNorm running statistics averaged over the first
     ``--bn-images`` images of the training split in a fixed order (labels unused), identically for
@@ -462,6 +478,9 @@ def finetune_once(config: FinetuneConfig, dist: Distributed) -> Path:
             "n_train": len(train),
             "n_test": len(test),
             "world_size": dist.world_size,
+            "run_prefix": run_prefix(config),
+            "protocol": protocol_settings(config),
+            "arch": dict(getattr(unwrap(model).encoder, "arch", {})) if hasattr(unwrap(model), "encoder") else {"timm": config.encoder},
             **result,
             "history": history,
         }

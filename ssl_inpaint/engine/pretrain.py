@@ -688,7 +688,7 @@ def load_resume_state(config: PretrainConfig, path: Path, global_batch: int) -> 
     return state
 
 
-def make_probe(config: PretrainConfig) -> tuple[Optional[RepresentationProbe], str]:
+def make_probe(config: PretrainConfig, image_channels: int) -> tuple[Optional[RepresentationProbe], str]:
     """The online representation probe of ``config`` and a line saying what it measures, or None and
     why it is off."""
     if not config.probe_every:
@@ -701,6 +701,11 @@ def make_probe(config: PretrainConfig) -> tuple[Optional[RepresentationProbe], s
     train_split, test_split = config.probe_train_split or train_split, config.probe_test_split or test_split
     train = create_classification_dataset(kind, data, train_split, config.year)
     test = create_classification_dataset(kind, data, test_split, config.year)
+    if train.source.channels != image_channels:
+        raise UserError(
+            f"--probe-data has {train.source.channels}-channel images but the pretext sees {image_channels}; "
+            f"probe with a dataset of the same colour mode"
+        )
     probe = RepresentationProbe.from_datasets(
         train, test, config.image_size, config.probe_images, config.probe_features, config.probe_bn_stats
     )
@@ -812,7 +817,7 @@ def _run_pretrain(config: PretrainConfig, dist: Distributed) -> Path:
             f"global batch {global_batch} = {config.batch_size} per process x {dist.world_size} processes x "
             f"{config.accumulate} accumulation, {config.precision} on {device.type}"
         )
-    probe, probe_note = make_probe(config) if dist.is_main else (None, "")
+    probe, probe_note = make_probe(config, data.image_channels) if dist.is_main else (None, "")
     probe_seconds = 0.0
 
     def run_probe(logger: RunLogger) -> None:
