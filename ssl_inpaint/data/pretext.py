@@ -97,7 +97,7 @@ class PretextDataset(Dataset):
         image, objects, skipped = self._load(index)
         rng = mask_seed(self.seed, self.epoch, index)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(rng.integers(0, 2**62)))
+            torch.default_generator.manual_seed(int(rng.integers(0, 2**62)))  # CPU only: no lazy CUDA seeding per image
             if objects is not None:
                 image, objects_t = self.transform(image, tv_tensors.Mask(torch.from_numpy(objects)))
             else:
