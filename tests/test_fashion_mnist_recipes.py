@@ -37,6 +37,11 @@ def test_quickstart_recipes_end_to_end_with_the_probe(tiny_data, tmp_path):
                 "--checkpoint", str(run), "--seeds", "0", "--epochs", "3", "--eval-every", "3", "--num-workers", "0",
                 "--labels-per-class", "3", "--bn-images", "40", "--output-dir", str(tmp_path / "ft"),
             )
+    import json
+
+    metrics = json.loads((tmp_path / "ft/linear_fashion_mnist_10_per_class_random_s0/metrics.json").read_text())
+    assert metrics["protocol"]["features"] == "pooled" and metrics["arch"]["bottleneck_channels"] == 512
+    assert metrics["run_prefix"] == "linear_fashion_mnist_10_per_class" and "seed" not in metrics["protocol"]
     result = invoke("compare", str(tmp_path / "ft"), "--output", str(tmp_path / "compare.md"))
     table = (tmp_path / "compare.md").read_text()
     assert "| finetune |" in table and "| linear |" in table and "pre" in table
@@ -75,7 +80,7 @@ def test_probe_images_must_have_the_pretext_channels(tiny_data, tmp_path):
 
     config = resolve_config(PretrainConfig, {
         "dataset": "folder", "data": str(tiny_data / "images"), "probe_data": str(tiny_data / "fashion-mnist"),
-        "probe_dataset": "fashion_mnist", "image_size": 32, "probe_images": 20,
+        "probe_dataset": "fashion_mnist", "image_size": 32, "probe_images": 20, "local_d": False,
     }, {})
     with pytest.raises(UserError, match="1-channel images but the pretext sees 3"):
         make_probe(config, image_channels=3)

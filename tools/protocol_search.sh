@@ -1,38 +1,49 @@
 #!/usr/bin/env bash
 # The transfer protocol search of issue 11, with the same budget for both inits: every protocol of
-# the grid fine-tunes the quickstart's pretrained encoder and the same architecture from random
-# init on the same 10 labelled images per class, 3 seeds each, and ssl compare prints one row per
-# protocol (the pretrained and random runs of a row share every setting). Needs the quickstart's
-# pretext (bash tools/quickstart.sh). About 15 minutes on 2 CPU cores; finished runs are reused.
+# the grid trains on the quickstart's pretrained encoder and on the same architecture from random
+# init, with the same 10 labelled images per class and 3 seeds each, and ssl compare prints one row
+# per protocol (the pretrained and random runs of a row share every setting). Fine-tuning protocols
+# go to runs/protocols, linear-probe ones to runs/linprotocols. Needs the quickstart's pretext
+# (bash tools/quickstart.sh). About 25 minutes on 2 CPU cores; finished runs are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
 RUN=${RUN_DIR:-runs}
-OUT=$RUN/protocols
 SSL=.venv/bin/ssl
-FT=recipes/finetune_fashion_mnist_10_per_class.yaml
 PRE=${PRETRAIN_RUN:-$RUN/quickstart_pretrain}
 [ -f "$PRE/encoder.pt" ] || { echo "error: $PRE/encoder.pt not found: run bash tools/quickstart.sh first" >&2; exit 2; }
 
-protocol() {  # name, flags on top of the fine-tuning recipe...
-  local name=$1; shift
+protocol() {  # output folder, recipe, name, flags on top of the recipe...
+  local out=$1 recipe=$2 name=$3; shift 3
   for init in pretrained random; do
-    [ -f "$OUT/${name}_${init}_s2/metrics.json" ] || $SSL finetune --recipe $FT --data "$DATA" --init "$init" \
-      --checkpoint "$PRE" --seeds 0,1,2 --output-dir "$OUT" --name "$name" "$@"
+    [ -f "$out/${name}_${init}_s2/metrics.json" ] || $SSL finetune --recipe "$recipe" --data "$DATA" --init "$init" \
+      --checkpoint "$PRE" --seeds 0,1,2 --output-dir "$out" --name "$name" "$@"
   done
 }
 
-# One change at a time from the recipe, then the combinations.
-protocol recipe
-protocol features_latent --features latent
-protocol features_multi --features multi
-protocol constant_lr --lr-schedule constant
-protocol head_warmup --head-warmup-epochs 10
-protocol pad_crop --augment pad_crop,flip
-protocol erase --augment crop,flip,erase
-protocol layer_decay --layer-decay 0.75
-protocol bn_clean --bn-stats clean
-protocol lr_003 --lr 0.03
-protocol epochs_60 --epochs 60 --eval-every 60
+# Fine-tuning: one change at a time from the recipe.
+FT="$RUN/protocols recipes/finetune_fashion_mnist_10_per_class.yaml"
+protocol $FT recipe
+protocol $FT head_warmup --head-warmup-epochs 10
+protocol $FT pad_crop --augment pad_crop,flip
+protocol $FT layer_decay --layer-decay 0.75
+protocol $FT bn_clean --bn-stats clean
+protocol $FT cosine --lr-schedule cosine
+protocol $FT features_pooled --features pooled
+# Combinations of the changes that helped either init.
+protocol $FT decay_bnclean --layer-decay 0.75 --bn-stats clean
+protocol $FT warmup_decay --head-warmup-epochs 10 --layer-decay 0.75
+protocol $FT warmup_decay_bnclean --head-warmup-epochs 10 --layer-decay 0.75 --bn-stats clean
+$SSL compare "$RUN/protocols" --output "$RUN/protocols/compare.md" --logdir "$RUN/protocols/compare"
 
-$SSL compare "$OUT" --output "$OUT/compare.md" --logdir "$OUT/compare"
+# Linear probe: features, BatchNorm statistics, regularisation, length.
+LIN="$RUN/linprotocols recipes/linear_fashion_mnist_10_per_class.yaml"
+protocol $LIN recipe
+protocol $LIN latent --features latent
+protocol $LIN multi --features multi
+protocol $LIN wd_1e-3 --weight-decay 1e-3
+protocol $LIN wd_1e-2 --weight-decay 1e-2
+protocol $LIN wd_1e-1 --weight-decay 1e-1
+protocol $LIN bn_clean --bn-stats clean
+protocol $LIN epochs_20 --epochs 20 --eval-every 20
+$SSL compare "$RUN/linprotocols" --output "$RUN/linprotocols/compare.md" --logdir "$RUN/linprotocols/compare"

@@ -6,10 +6,11 @@
 #                   as the report built it, and the pretext length;
 #                   each lever is a ${ABLATION_STEPS:-1000}-step pretext of the recipe with one change,
 #                   set against the same recipe at the same length ("ref");
-#   transfer levers (on the quickstart's pretext) probed features, BatchNorm statistics re-estimated
-#                   on clean images, the fine-tuning protocol, 100 labels per class, all labels.
+#   label budgets   (on the quickstart's pretext) 100 labels per class, all 60,000 labels;
+# the transfer-protocol levers (features, BatchNorm statistics, warm-up, layer decay, augmentation,
+# regularisation) are tools/protocol_search.sh.
 # Every row is 3 seeds per init; a random-init baseline runs under every protocol and encoder
-# architecture that a pretrained row uses (ssl compare pairs only those). About 90 minutes on 2 CPU
+# architecture that a pretrained row uses (ssl compare pairs only those). About 60 minutes on 2 CPU
 # cores after the quickstart; finished runs are reused when it is run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,12 +71,7 @@ done
 transfer lin10_4000 $LIN random "$OUT/seed003"
 transfer ft10_4000 $FT random "$OUT/seed003"
 
-# --- transfer levers, on the quickstart's pretext --------------------------------------------------
-both lin10_latent $LIN "$QUICK" --features latent
-both lin10_multi $LIN "$QUICK" --features multi
-both lin10_bnclean $LIN "$QUICK" --bn-stats clean
-both ft10_bnclean $FT "$QUICK" --bn-stats clean
-both ft10_seed003protocol $FT "$QUICK" --features latent --augment crop,flip --head-warmup-epochs 0 --layer-decay 1 --lr-schedule constant
+# --- label budgets, on the quickstart's pretext (protocol levers: tools/protocol_search.sh) --------
 both lin100 $LIN "$QUICK" --labels-per-class 100 --epochs 50 --eval-every 50
 both ft100 $FT "$QUICK" --labels-per-class 100 --epochs 15 --eval-every 15
 # All 60,000 labels, frozen features: the figure set beside the Fashion-MNIST paper's pixel-space
