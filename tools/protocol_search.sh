@@ -21,19 +21,22 @@ protocol() {  # output folder, recipe, name, flags on top of the recipe...
   done
 }
 
-# Fine-tuning: one change at a time from the recipe.
+# Fine-tuning: one change at a time from a base protocol (the recipe less its layer decay and
+# BatchNorm re-estimation: SGD 0.01 constant, 30 epochs, latent features, crop + flip), then
+# combinations of the changes that helped either init. The recipe took the protocol the random
+# init did best with.
 FT="$RUN/protocols recipes/finetune_fashion_mnist_10_per_class.yaml"
-protocol $FT recipe
-protocol $FT head_warmup --head-warmup-epochs 10
-protocol $FT pad_crop --augment pad_crop,flip
-protocol $FT layer_decay --layer-decay 0.75
-protocol $FT bn_clean --bn-stats clean
-protocol $FT cosine --lr-schedule cosine
-protocol $FT features_pooled --features pooled
-# Combinations of the changes that helped either init.
-protocol $FT decay_bnclean --layer-decay 0.75 --bn-stats clean
-protocol $FT warmup_decay --head-warmup-epochs 10 --layer-decay 0.75
-protocol $FT warmup_decay_bnclean --head-warmup-epochs 10 --layer-decay 0.75 --bn-stats clean
+BASE="--layer-decay 1 --bn-stats running"
+protocol $FT base $BASE
+protocol $FT head_warmup $BASE --head-warmup-epochs 10
+protocol $FT pad_crop $BASE --augment pad_crop,flip
+protocol $FT layer_decay $BASE --layer-decay 0.75
+protocol $FT bn_clean $BASE --bn-stats clean
+protocol $FT cosine $BASE --lr-schedule cosine
+protocol $FT features_pooled $BASE --features pooled
+protocol $FT decay_bnclean $BASE --layer-decay 0.75 --bn-stats clean
+protocol $FT warmup_decay $BASE --head-warmup-epochs 10 --layer-decay 0.75
+protocol $FT warmup_decay_bnclean $BASE --head-warmup-epochs 10 --layer-decay 0.75 --bn-stats clean
 $SSL compare "$RUN/protocols" --output "$RUN/protocols/compare.md" --logdir "$RUN/protocols/compare"
 
 # Linear probe: features, BatchNorm statistics, regularisation, length.
