@@ -7,7 +7,6 @@ training side, the hole set to the training fill value, and the hole as an extra
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 

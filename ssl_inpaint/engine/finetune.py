@@ -445,7 +445,10 @@ def finetune_once(config: FinetuneConfig, dist: Distributed) -> Path:
     if config.bn_stats == "clean":  # deterministic, so a resumed linear probe gets the same features
         seen = reestimate_encoder_batchnorm(model, train_all, config, dist)
         if dist.is_main:
-            console.print(f"BatchNorm statistics of the encoder re-estimated on {seen} clean {config.train_split} images")
+            console.print(
+                f"BatchNorm statistics of the encoder re-estimated on {seen} clean {config.train_split} images" if seen
+                else "the encoder has no BatchNorm layers: --bn-stats clean changes nothing"
+            )
     history: list[dict[str, Any]] = []
 
     if config.mode == "svm":
