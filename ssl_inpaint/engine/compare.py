@@ -92,21 +92,21 @@ def collect(runs: list[Path]) -> list[Row]:
             key = (m["dataset"], m["mode"], m["budget"], m["metric"], protocol_key(m))
             if m["init"] == "random":
                 random[key][int(m["seed"])] = float(m["value"])
-                prefixes.setdefault(key, m.get("run_prefix", ""))
+                prefixes.setdefault((key, "—"), m.get("run_prefix", ""))
             else:  # the inpainting pretext, or a weights file (e.g. supervised) in the same column
                 source = pretrain_source(m["checkpoint"]) if m["init"] == "pretrained" else m["init"]
                 pretrained[key][source][int(m["seed"])] = float(m["value"])
-                prefixes[key] = m.get("run_prefix", "")
+                prefixes[(key, source)] = m.get("run_prefix", "")
         except (json.JSONDecodeError, KeyError, ValueError) as exc:
             raise UserError(f"{run / 'metrics.json'} is not an ssl finetune result ({exc})") from None
     rows = []
-    for key in sorted(set(pretrained) | set(random), key=lambda k: (*k[:4], prefixes.get(k, ""), k[4])):
+    for key in sorted(set(pretrained) | set(random), key=lambda k: (*k[:4], k[4])):
         for source, values in sorted(pretrained.get(key, {"—": {}}).items()):
             rows.append(Row(
                 *key[:4], pretrain=source, values={"pretrained": dict(values), "random": dict(random.get(key, {}))},
-                protocol=prefixes.get(key, ""),
+                protocol=prefixes.get((key, source), ""),
             ))
-    return rows
+    return sorted(rows, key=lambda r: (r.dataset, r.mode, r.budget, r.metric, r.protocol, r.pretrain))
 
 
 def _fmt(mean: float, std: float, n: int) -> str:
