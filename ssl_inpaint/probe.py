@@ -22,10 +22,9 @@ from torch.utils.data import DataLoader
 from ssl_inpaint.data.classification import ClassificationDataset, LabelledImages, label_budget
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.metrics import mean_average_precision, top1_accuracy
-from ssl_inpaint.models.classifier import encoder_features, reestimate_batchnorm
+from ssl_inpaint.models.classifier import BN_STATS, encoder_features, reestimate_batchnorm
 
 KNN_K = 20
-BN_STATS = ("running", "clean")
 
 
 def _stack_images(labelled: LabelledImages, image_size: int) -> torch.Tensor:

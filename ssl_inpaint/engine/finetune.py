@@ -69,8 +69,7 @@ from ssl_inpaint.models import (
     load_pretrained_encoder,
     timm_state_dict,
 )
-from ssl_inpaint.models.classifier import FEATURES, reestimate_batchnorm
-from ssl_inpaint.probe import BN_STATS
+from ssl_inpaint.models.classifier import BN_STATS, FEATURES, reestimate_batchnorm
 
 MODES = ("finetune", "linear", "svm")
 

@@ -57,9 +57,9 @@ from ssl_inpaint.models.timm_unet import check_encoder_spec
 from ssl_inpaint.losses import LossWeights, discriminator_loss, generator_loss
 from ssl_inpaint.masks import MASK_KINDS, MaskOptions
 from ssl_inpaint.metrics import completion_metrics, ssim, to_unit
-from ssl_inpaint.models.classifier import FEATURES
+from ssl_inpaint.models.classifier import BN_STATS, FEATURES
 from ssl_inpaint.models.unet import NORMS, SKIPS
-from ssl_inpaint.probe import BN_STATS, RepresentationProbe
+from ssl_inpaint.probe import RepresentationProbe
 from ssl_inpaint.models.discriminators import D_POOLS
 from ssl_inpaint.models.vgg import VGG16Discriminator, load_vgg16_features, read_vgg16_trunk
 from ssl_inpaint.models import (

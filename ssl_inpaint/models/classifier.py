@@ -19,6 +19,8 @@ from ssl_inpaint.models.encoders import build_encoder
 from ssl_inpaint.models.unet import UNetEncoder
 
 FEATURES = ("latent", "pooled", "multi")
+# BatchNorm statistics a frozen encoder is used with: as loaded, or re-estimated on clean images.
+BN_STATS = ("running", "clean")
 # ``multi`` concatenates the pooled maps of this many deepest conv stages (the latent excluded): the
 # mid-level maps keep information a 1x1 latent trained to redraw the image may not.
 MULTI_STAGES = 3
