@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import Optional
 from xml.etree import ElementTree as ET
 
 import numpy as np
@@ -76,14 +77,15 @@ def uncompressed_rle(mask: np.ndarray) -> dict:
     return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(c) for c in counts]}
 
 
-def make_coco(root: Path, rng: np.random.Generator, counts: dict[str, int]) -> None:
+def make_coco(root: Path, rng: np.random.Generator, counts: dict[str, int], size: Optional[tuple[int, int]] = None) -> None:
+    """COCO-layout splits; images are ``size`` (width, height) or small random sizes by default."""
     categories = [{"id": i, "name": n, "supercategory": s} for i, n, s in COCO_CATEGORIES]
     image_id, annotation_id = 1, 1
     for split, count in counts.items():
         (root / split).mkdir(parents=True, exist_ok=True)
         images, annotations = [], []
         for n in range(count):
-            width, height = int(rng.integers(140, 200)), int(rng.integers(120, 180))
+            width, height = size or (int(rng.integers(140, 200)), int(rng.integers(120, 180)))
             picture = background(rng, width, height)
             draw = ImageDraw.Draw(picture)
             file_name = f"{image_id:012d}.jpg"

@@ -36,10 +36,17 @@ class RunLogger:
     returns without doing anything.
     """
 
-    def __init__(self, run_dir: Path, total_steps: int, description: str, enabled: bool = True, start: int = 0):
+    def __init__(
+        self, run_dir: Path, total_steps: int, description: str, enabled: bool = True, start: int = 0, log_every: int = 10
+    ):
         self.enabled = enabled
+        self.log_every = max(1, log_every)
         self._images_since = 0
         self._clock = self._started = time.perf_counter()
+        self.description, self.total_steps, self._start_step = description, total_steps, start
+        # A live bar only makes sense on a terminal; in a log file (nohup, SLURM) it would be one line
+        # cropped to 80 columns at the end, so there each logged step prints a plain line instead.
+        self.live = console.is_terminal
         if not enabled:
             return
         self.writer = SummaryWriter(log_dir=str(run_dir))
@@ -55,13 +62,14 @@ class RunLogger:
         self.task = self.progress.add_task(description, total=total_steps, completed=start, status="")
 
     def __enter__(self) -> "RunLogger":
-        if self.enabled:
+        if self.enabled and self.live:
             self.progress.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self.enabled:
-            self.progress.stop()
+            if self.live:
+                self.progress.stop()
             self.writer.close()
 
     def count_images(self, n: int) -> None:
@@ -84,8 +92,22 @@ class RunLogger:
                 self.writer.add_scalar(key, value, step)
 
     def advance(self, step: int, status: str) -> None:
-        if self.enabled:
+        """Move the bar to ``step``; without a terminal, a non-empty ``status`` prints a plain line every
+        ``log_every`` steps and at the last (step/total, the status, elapsed time and the time left at
+        the rate since the start)."""
+        if not self.enabled:
+            return
+        if self.live:
             self.progress.update(self.task, completed=step, status=status)
+        elif status and (step % self.log_every == 0 or step == self.total_steps):
+            elapsed = self.elapsed()
+            done = step - self._start_step
+            left = elapsed / done * (self.total_steps - step) if done > 0 else float("nan")
+            console.print(
+                f"{self.description}: step {step}/{self.total_steps} {status} "
+                f"elapsed {_clock(elapsed)} left {_clock(left)}",
+                soft_wrap=True,
+            )
 
     def text(self, tag: str, text: str, step: int = 0) -> None:
         if self.enabled:
@@ -104,4 +126,13 @@ class RunLogger:
 
     def print(self, message: str, *, style: Optional[str] = None) -> None:
         if self.enabled:
-            self.progress.console.print(message, style=style)
+            console.print(message, style=style, soft_wrap=not self.live)
+
+
+def _clock(seconds: float) -> str:
+    """h:mm:ss (or --:-- when unknown)."""
+    if not seconds == seconds or seconds == float("inf"):
+        return "--:--"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

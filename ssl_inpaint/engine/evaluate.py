@@ -24,6 +24,7 @@ from ssl_inpaint.baselines import BASELINES, create_baseline, keep_known
 from ssl_inpaint.config import option, save_config
 from ssl_inpaint.data import DATASETS, PretextDataset, create_source
 from ssl_inpaint.engine.common import RunLogger, console
+from ssl_inpaint.engine.runtime import NUM_WORKERS_HELP, configure_threads, resolve_workers
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.inpainter import Inpainter, load_inpainter
 from ssl_inpaint.masks import MaskOptions
@@ -48,7 +49,7 @@ class EvaluateConfig(MaskOptions):
     batch_size: int = option(32, "Images per generator forward pass.")
     device: str = option("auto", "auto, cpu, cuda or cuda:N.")
     precision: str = option("fp32", "fp32, bf16 or fp16 (fp16: CUDA only).")
-    num_workers: int = option(2, "DataLoader worker processes.")
+    num_workers: int = option(-1, NUM_WORKERS_HELP)
     strict: bool = option(False, "Stop on an unreadable image instead of skipping it.")
     per_image_csv: bool = option(False, "Also write per_image.csv: one row per image and method.")
     show_cases: int = option(4, "Worst and best cases (by the model's hole PSNR) drawn into TensorBoard and worst.png / best.png.")
@@ -146,9 +147,12 @@ def run_evaluate(config: EvaluateConfig) -> Path:
     dataset = PretextDataset(
         source, inpainter.image_size, config.mask_generator(), torch.zeros(source.channels), config.seed,
         train=False, strict=config.strict, use_objects=config.mask == "coco_object",
+        reduced_decode=False,  # scores are for the images as they are: every pixel decoded
     )
     count = min(len(dataset), config.max_images) if config.max_images else len(dataset)
     subset = torch.utils.data.Subset(dataset, range(count))
+    config.num_workers = resolve_workers(config.num_workers, inpainter.device)
+    configure_threads(config.num_workers, inpainter.device)
     loader = DataLoader(subset, batch_size=config.batch_size, num_workers=config.num_workers)
     save_config(config, run_dir / "config.yaml")
 

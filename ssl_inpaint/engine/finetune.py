@@ -51,8 +51,11 @@ from ssl_inpaint.engine.runtime import (
     StopSignal,
     autocast,
     check_precision,
+    NUM_WORKERS_HELP,
+    configure_threads,
     grad_scaler,
     prepare_module,
+    resolve_workers,
     rng_state,
     set_rng_state,
     unwrap,
@@ -90,7 +93,7 @@ class FinetuneConfig:
     test_split: str = option("test", "Evaluation split.")
     voc_labels: str = option("xml", "VOC targets from the xml annotations or ImageSets/Main/<class>_<split>.txt (imagesets).")
     image_size: int = option(128, "Crop side in pixels; must equal the pretraining image size.")
-    num_workers: int = option(2, "DataLoader worker processes.")
+    num_workers: int = option(-1, NUM_WORKERS_HELP)
     # model
     encoder: str = option("unet", "unet (the seed-003 encoder + head) or timm:<name> (timm's own classifier, e.g. timm:resnet50).")
     init: str = option("pretrained", "pretrained (the encoder of --checkpoint), random (same architecture, default init), or a local weights file for a timm model (e.g. supervised ImageNet weights).")
@@ -118,6 +121,7 @@ class FinetuneConfig:
     layer_decay: float = option(1.0, "finetune: layer-wise learning-rate decay; encoder stage i of n trains at lr x decay^(n + 1 - i), the head at lr.")
     svm_costs: str = option("0.01,0.1,1,10,100", "svm: cost grid searched per class by 3-fold cross-validated AP.")
     eval_every: int = option(1, "Evaluate on the test split every N epochs (and at the end).")
+    log_every: int = option(10, "Without a terminal (a log file), print a progress line every N steps.")
     # scale-out
     nproc: int = option(1, "Launch this many processes on this machine with torchrun (one per GPU).")
     precision: str = option("fp32", "fp32, bf16 or fp16 (autocast; fp16 adds a GradScaler, CUDA only).")
@@ -258,7 +262,7 @@ def build_classifier(config: FinetuneConfig, num_classes: int, image_channels: i
     return model
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def per_sample_outputs(fn, dataset: ClassificationDataset, config: FinetuneConfig, dist: Distributed) -> np.ndarray:
     """``fn(images)`` for every image of ``dataset``, in dataset order. Each process takes a share
     (DistributedSampler without shuffling) and the rows are gathered, dropping the sampler's padding
@@ -352,6 +356,8 @@ def train_svm(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, labe
 def run_finetune(config: FinetuneConfig) -> list[Path]:
     """Run the configured transfer experiment once per seed; returns the run folders."""
     dist = setup(config.device)
+    config = dataclasses.replace(config, num_workers=resolve_workers(config.num_workers, dist.device))
+    configure_threads(config.num_workers, dist.device)
     try:
         runs = []
         for seed in config.seed_list:
@@ -365,7 +371,10 @@ def run_finetune(config: FinetuneConfig) -> list[Path]:
 
 # Settings that do not change what a transfer run measures; all others define its protocol, and
 # `ssl compare` only sets a pretrained run against random-init runs of the same protocol and encoder.
-NOT_PROTOCOL = ("name", "output_dir", "seed", "seeds", "device", "data", "init", "checkpoint", "nproc", "num_workers", "resume", "eval_every")
+NOT_PROTOCOL = (
+    "name", "output_dir", "seed", "seeds", "device", "data", "init", "checkpoint", "nproc", "num_workers", "resume", "eval_every",
+    "log_every",
+)
 
 
 def protocol_settings(config: FinetuneConfig) -> dict[str, Any]:
@@ -541,7 +550,7 @@ def _train_head_or_network(config, model, train, train_set, test, test_set, run_
         history[:] = state["history"]
         if dist.is_main:
             console.print(f"resuming {run_dir} after epoch {start_epoch}")
-    with RunLogger(run_dir, total_steps, f"{config.mode} {config.name}", enabled=dist.is_main, start=step) as logger, StopSignal() as stop:
+    with RunLogger(run_dir, total_steps, f"{config.mode} {config.name}", enabled=dist.is_main, start=step, log_every=config.log_every) as logger, StopSignal() as stop:
         logger.config(dataclasses.asdict(config))
         for epoch in range(start_epoch, config.epochs):
             if sampler is not None:
@@ -573,7 +582,7 @@ def _train_head_or_network(config, model, train, train_set, test, test_set, run_
                 logger.advance(step, f"loss {loss.item():.4f}")
             logger.scalars({"train/loss": float(np.mean(losses)), "lr": optimizer.param_groups[0]["lr"]}, epoch + 1)
             if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-                with torch.no_grad():
+                with torch.inference_mode():
                     model.eval()
                     result = evaluate(evaluate_inputs(), test)
                 logger.scalars({f"val/{result['metric']}": result["value"]}, epoch + 1)

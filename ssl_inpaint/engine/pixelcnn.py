@@ -22,6 +22,7 @@ from ssl_inpaint.config import check_choices, option, save_config
 from ssl_inpaint.data import DATASETS, PretextDataset, SubsetSource, create_source
 from ssl_inpaint.distributed import select_device
 from ssl_inpaint.engine.common import RunLogger, console, epoch_order, seed_everything
+from ssl_inpaint.engine.runtime import NUM_WORKERS_HELP, configure_threads, resolve_workers
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.losses import mixture_log_prob
 from ssl_inpaint.masks import create_mask_generator
@@ -42,7 +43,7 @@ class PixelCNNConfig:
     val_images: int = option(16, "Held-out images for validation bits/dim and samples.")
     image_size: int = option(32, "Image side in pixels (a multiple of 4; seed 002: 32).")
     strict: bool = option(False, "Stop on an unreadable image instead of skipping it.")
-    num_workers: int = option(2, "DataLoader worker processes.")
+    num_workers: int = option(-1, NUM_WORKERS_HELP)
     filters: int = option(160, "Channels of every convolution.")
     blocks: int = option(5, "Gated ResNet blocks per stage.")
     components: int = option(10, "Logistic mixture components per pixel.")
@@ -90,7 +91,7 @@ def _datasets(config: PixelCNNConfig) -> tuple[PretextDataset, PretextDataset, i
     return train, val, source.channels
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model: torch.nn.Module, images: torch.Tensor, config: PixelCNNConfig, seed: int) -> tuple[float, torch.Tensor]:
     """(mean bits/dim of the lower half, a grid of original | upper half | sampled rows)."""
     model.eval()
@@ -111,6 +112,8 @@ def run_pixelcnn(config: PixelCNNConfig) -> Path:
     if last.exists():
         raise UserError(f"{run_dir} already holds a PixelCNN++ run (ssl pixelcnn does not resume); pick another --name")
     device = select_device(config.device)
+    config = dataclasses.replace(config, num_workers=resolve_workers(config.num_workers, device))
+    configure_threads(config.num_workers, device)
     seed_everything(config.seed)
     train, val, channels = _datasets(config)
     steps_per_epoch = len(train) // config.batch_size
@@ -130,7 +133,7 @@ def run_pixelcnn(config: PixelCNNConfig) -> Path:
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters; {total_steps} steps on {device.type}"
     )
     step, val_bpd = 0, float("nan")
-    with RunLogger(run_dir, total_steps, f"pixelcnn {config.name}") as logger:
+    with RunLogger(run_dir, total_steps, f"pixelcnn {config.name}", log_every=config.log_every) as logger:
         logger.config(dataclasses.asdict(config))
         model.train()
         while step < total_steps:

@@ -1,0 +1,217 @@
+"""The speed switches (issue 12): each keeps the arithmetic where it claims to, the thread budget fits
+the loader workers into the cores, and progress in a log file is readable."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+
+import ssl_inpaint.engine.common as common
+from ssl_inpaint.config import resolve_config
+from ssl_inpaint.engine import runtime
+from ssl_inpaint.engine.common import RunLogger
+from ssl_inpaint.engine.pretrain import PretrainConfig, build_models, make_optimizers, to_device, train_step
+from ssl_inpaint.errors import UserError
+from ssl_inpaint.losses import LossWeights
+from ssl_inpaint.masks import apply_mask
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def threads_restored():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_thread_budget_leaves_one_core_per_loader_worker(monkeypatch, threads_restored):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 8)
+    assert runtime.configure_threads(2, torch.device("cpu")) == 6 == torch.get_num_threads()
+    assert runtime.configure_threads(8, torch.device("cpu")) == 1  # never below one thread
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # four processes share the node's cores
+    assert runtime.configure_threads(0, torch.device("cpu")) == 2
+
+
+def test_auto_workers_load_in_the_main_process_on_cpu_and_fill_the_cores_on_cuda(monkeypatch):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 16)
+    assert runtime.resolve_workers(-1, torch.device("cpu")) == 0
+    assert runtime.resolve_workers(-1, torch.device("cuda")) == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # 8 GPUs share 16 cores
+    assert runtime.resolve_workers(-1, torch.device("cuda")) == 1
+    assert runtime.resolve_workers(3, torch.device("cpu")) == 3
+    with pytest.raises(UserError, match="-1 \\(auto\\) or at least 0"):
+        runtime.resolve_workers(-2, torch.device("cpu"))
+
+
+def test_an_explicit_omp_num_threads_is_kept(monkeypatch, threads_restored):
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 8)
+    assert runtime.configure_threads(0, torch.device("cpu")) == 1
+
+
+def test_optimizers_update_all_tensors_at_once_off_cuda():
+    assert runtime.multi_tensor(torch.device("cpu")) == {"foreach": True}
+    assert runtime.multi_tensor(torch.device("cuda")) == {"fused": True}
+
+
+def _gan_config() -> PretrainConfig:
+    return resolve_config(PretrainConfig, {}, {
+        "dataset": "folder", "data": ".", "image_size": 32, "bottleneck_channels": 32, "local_size": 32,
+        "mask": "centre", "batch_size": 4,
+    })
+
+
+def _batches(n: int, channels: int = 3) -> list[dict]:
+    generator = torch.Generator().manual_seed(1)
+    out = []
+    for _ in range(n):
+        image = torch.rand(4, channels, 32, 32, generator=generator) * 2 - 1
+        mask = torch.zeros(4, 1, 32, 32)
+        mask[..., 8:24, 8:24] = 1
+        out.append({"image": image, "mask": mask, "input": torch.stack([apply_mask(i, m, torch.zeros(channels)) for i, m in zip(image, mask)])})
+    return out
+
+
+def _train(config: PretrainConfig, steps: int, foreach: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[dict]]:
+    """(weights, gradients of the last step, per-step loss stats) of the generator after ``steps`` joint steps."""
+    torch.manual_seed(0)
+    models = build_models(config, 3)
+    if config.channels_last:
+        models.generator = models.generator.to(memory_format=torch.channels_last)
+        models.global_d = models.global_d.to(memory_format=torch.channels_last)
+        models.local_d = models.local_d.to(memory_format=torch.channels_last)
+    opts = make_optimizers(config, models, torch.device("cpu"))
+    for opt in (opts.g, opts.d):
+        for group in opt.param_groups:
+            group["foreach"] = foreach
+    weights = LossWeights(config.w_known, config.w_hole, config.w_adv_global, config.w_adv_local)
+    stats = []
+    for batch in _batches(steps):
+        batch = to_device(batch, torch.device("cpu"), config.channels_last)
+        stats.append(train_step(models, [batch], opts, weights, config.recon_loss, "joint"))
+    named = list(models.generator.named_parameters())
+    return (
+        {k: v.detach().clone() for k, v in models.generator.state_dict().items()},
+        {k: p.grad.clone() for k, p in named},
+        stats,
+    )
+
+
+def _assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rtol: float = 1e-4, atol: float = 1e-5) -> None:
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=rtol, atol=atol, msg=key)
+
+
+def test_foreach_optimizer_gives_the_same_weights_as_the_loop():
+    config = _gan_config()
+    assert make_optimizers(config, build_models(config, 3), torch.device("cpu")).g.param_groups[0]["foreach"] is True
+    _assert_close(_train(config, 3, foreach=True)[0], _train(config, 3, foreach=False)[0])
+
+
+def test_channels_last_computes_the_same_step_within_float_tolerance():
+    """Same gradients from the same weights, and the same losses a step later. Further on, Adam (which
+    divides by the gradients' running size) turns rounding in near-zero gradients into lr-sized steps
+    and the GAN amplifies them, as it would between two GPUs or two thread counts."""
+    config = _gan_config()
+    last = dataclasses.replace(config, channels_last=True)
+    _assert_close(_train(last, 1, foreach=True)[1], _train(config, 1, foreach=True)[1], rtol=1e-3, atol=1e-6)
+    for ours, reference in zip(_train(last, 2, foreach=True)[2], _train(config, 2, foreach=True)[2]):
+        assert ours.keys() == reference.keys()
+        for key in ours:
+            assert ours[key] == pytest.approx(reference[key], rel=1e-2, abs=1e-6), key
+
+
+def test_without_a_terminal_progress_is_a_plain_line_every_log_every_steps(tmp_path, monkeypatch):
+    log = tmp_path / "log.txt"
+    with log.open("w") as stream:
+        monkeypatch.setattr(common, "console", Console(file=stream, force_terminal=False, width=60))
+        with RunLogger(tmp_path / "run", total_steps=20, description="pretrain demo", log_every=5) as logger:
+            assert not logger.live
+            for step in range(1, 21):
+                logger.advance(step, f"loss {1 / step:.4f} 100.0 img/s")
+            logger.print("a message longer than the sixty columns of this console is never cut off at all")
+    lines = log.read_text().splitlines()
+    assert [line.split(" loss")[0] for line in lines[:4]] == [f"pretrain demo: step {s}/20" for s in (5, 10, 15, 20)]
+    assert all("elapsed" in line and "left" in line for line in lines[:4])
+    assert lines[4].endswith("never cut off at all")
+
+
+@pytest.mark.slow
+def test_bench_tool_prints_the_table_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "bench.py"), "--quick", "--sizes", "32", "--fashion-mnist", str(tmp_path / "none"),
+         "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert {(r["phase"], r["size"]) for r in report["steps"]} == {("joint", 32), ("reconstruction", 32)}
+    assert all(r["ours_img_s"] > 0 and r["plain_img_s"] > 0 and r["gflop_per_step"] > 0 for r in report["steps"])
+    assert {r["dataset"] for r in report["loader"]} == {"coco", "folder"}
+    assert "ours/plain" in result.stdout.splitlines()[-2]
+
+
+def _photo(path: Path, size=(640, 480)) -> Path:
+    from PIL import Image
+
+    x, y = torch.meshgrid(torch.linspace(0, 1, size[1]), torch.linspace(0, 1, size[0]), indexing="ij")
+    pixels = torch.stack([x, y, (x * y).sqrt()], -1).mul(255).byte().numpy()
+    Image.fromarray(pixels).save(path, quality=92)
+    return path
+
+
+def test_reduced_decode_keeps_the_crop_covered_and_the_pixels_close(tmp_path):
+    from ssl_inpaint.data.pretext import PretextDataset
+    from ssl_inpaint.data.sources import FileListSource, read_image
+    from ssl_inpaint.masks import create_mask_generator
+
+    jpeg = _photo(tmp_path / "photo.jpg")
+    assert read_image(jpeg).size == (640, 480)
+    assert read_image(jpeg, min_side=128).size == (320, 240)  # 1/4 would be 120 < 128
+    assert read_image(jpeg, min_side=60).size == (80, 60)  # 1/8
+    png = tmp_path / "photo.png"
+    read_image(jpeg).save(png)
+    assert read_image(png, min_side=60).size == (640, 480)  # only JPEGs have DCT scaling
+
+    source = FileListSource([jpeg], "photos")
+    masks = create_mask_generator("centre", size=0.5)
+    fast, full = (
+        PretextDataset(source, 128, masks, torch.zeros(3), seed=0, train=False, reduced_decode=reduced)[0]["image"]
+        for reduced in (True, False)
+    )
+    assert fast.shape == full.shape == (3, 128, 128)
+    assert (fast - full).abs().mean() < 0.01  # in [-1, 1]: well under one grey level in 255
+    with_objects = PretextDataset(source, 128, masks, torch.zeros(3), seed=0, use_objects=True)
+    assert with_objects.decode_side == 0  # object masks are annotated at the file's full size
+
+
+@pytest.mark.parametrize("size, shape, mode", [(32, (28, 28), "L"), (128, (160, 200), "RGB"), (64, (300, 180), "RGB"), (32, (32, 32), "L")])
+@pytest.mark.parametrize("train", [True, False])
+def test_the_loaders_fast_crop_is_the_composed_transform_exactly(size, shape, mode, train):
+    """Same pixels and the same random draws (the generator's state afterwards) as ``image_transform``."""
+    import numpy as np
+    from PIL import Image
+
+    from ssl_inpaint.data.pretext import crop_view, image_transform
+
+    rng = np.random.default_rng(0)
+    for seed in range(10):
+        pixels = rng.integers(0, 256, size=shape + ((3,) if mode == "RGB" else ()), dtype=np.uint8)
+        image = Image.fromarray(pixels, mode)
+        torch.manual_seed(seed)
+        composed, after_composed = image_transform(size, train)(image).as_subclass(torch.Tensor), torch.rand(1)
+        torch.manual_seed(seed)
+        fast, after_fast = crop_view(image, size, train), torch.rand(1)
+        assert type(fast) is torch.Tensor
+        assert torch.equal(fast, composed) and torch.equal(after_fast, after_composed)

@@ -1,0 +1,321 @@
+"""How fast is `ssl pretrain`, against a plain PyTorch loop over the same networks (issue 12).
+
+One interleaved run that times, with the same shapes and batches:
+  (a) our pretext step exactly as `ssl pretrain` runs it (``train_step``: joint G+D, or G only), with
+      the engine's optimizer and memory-format settings;
+  (b) a plain eager reference of the same generator and discriminators with the same losses, written
+      as a user would (``torch.optim.Adam``, contiguous tensors, discriminators not frozen in the G step);
+  (c) the pretext data pipeline alone (images/s out of the DataLoader) for COCO-layout JPEGs, an image
+      folder and Fashion-MNIST;
+  (d) the achieved GFLOP/s of the step (``torch.utils.flop_counter``) against a measured convolution
+      peak, and on CUDA the MFU against that peak;
+  (e) `ssl pretrain` itself, end to end (loader included), its own ``perf/img_per_s`` read from its
+      TensorBoard events, against (b).
+It prints a table and a last line with the ratio ours/plain, and writes JSON. Nothing here is a
+test: timings depend on the machine and what else runs on it; run it on an otherwise idle machine.
+
+    .venv/bin/python tools/bench.py                       # the README's table (about 10 min on 2 cores)
+    .venv/bin/python tools/bench.py --sizes 32 --quick    # a one-minute look
+    .venv/bin/python tools/bench.py --device cuda --precisions fp32,bf16
+
+COCO and image-folder JPEGs are generated (640x480, COCO's usual size) unless --coco / --folder name
+real ones; Fashion-MNIST is read from --fashion-mnist when its files are there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_tiny_datasets import make_coco  # noqa: E402
+
+from ssl_inpaint.config import load_recipe, resolve_config  # noqa: E402
+from ssl_inpaint.engine.pretrain import (  # noqa: E402
+    PretrainConfig,
+    build_discriminators,
+    build_generator,
+    build_models,
+    make_optimizers,
+    prepare_data,
+    run_pretrain,
+    to_device,
+    train_step,
+)
+from ssl_inpaint.engine.runtime import configure_threads, prepare_module  # noqa: E402
+from ssl_inpaint.distributed import Distributed  # noqa: E402
+from ssl_inpaint.losses import LossWeights  # noqa: E402
+from ssl_inpaint.models.discriminators import crop_boxes, hole_boxes  # noqa: E402
+
+Step = Callable[[dict[str, torch.Tensor]], None]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def images_per_second(step: Step, batches: list[dict], device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    for batch in batches:
+        step(batch)
+    sync(device)
+    return sum(len(b["image"]) for b in batches) / (time.perf_counter() - start)
+
+
+# --- (a) our step, (b) the plain reference -------------------------------------------------------
+
+
+def loss_weights(config: PretrainConfig) -> LossWeights:
+    return LossWeights(config.w_known, config.w_hole, config.w_adv_global, config.w_adv_local)
+
+
+def ours(config: PretrainConfig, channels: int, device: torch.device, phase: str) -> tuple[Step, torch.nn.Module]:
+    """The engine's own step: the models, optimizers and memory format `ssl pretrain` builds."""
+    torch.manual_seed(0)
+    models = build_models(config, channels)
+    dist = Distributed(0, 1, 0, device)
+    models.generator = prepare_module(models.generator, dist, False, config.channels_last)
+    models.global_d = prepare_module(models.global_d, dist, False, config.channels_last) if models.global_d else None
+    models.local_d = prepare_module(models.local_d, dist, False, config.channels_last) if models.local_d else None
+    opts = make_optimizers(config, models, device)
+    weights = loss_weights(config)
+    models.train()
+
+    def step(batch: dict) -> None:
+        train_step(models, [to_device(batch, device, config.channels_last)], opts, weights, config.recon_loss, phase, config.precision)
+
+    return step, models.generator
+
+
+def plain(config: PretrainConfig, channels: int, device: torch.device, phase: str) -> Step:
+    """The same networks and losses in the loop a user would write first."""
+    torch.manual_seed(0)
+    generator = build_generator(config, channels).to(device)
+    global_d, local_d = (d.to(device) if d is not None else None for d in build_discriminators(config, channels))
+    discriminators = [d for d in (global_d, local_d) if d is not None]
+    betas = (config.beta1, config.beta2)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=betas)
+    opt_d = torch.optim.Adam([p for d in discriminators for p in d.parameters()], lr=config.lr_d, betas=betas) if discriminators else None
+    size = config.resolved_local_size
+    w = loss_weights(config)
+    joint = phase == "joint" and opt_d is not None
+
+    def bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(real)))
+
+    def d_terms(images: torch.Tensor, boxes: torch.Tensor, real: bool) -> torch.Tensor:
+        loss = bce(global_d(images), real) if global_d is not None else 0.0
+        return loss + (bce(local_d(crop_boxes(images, boxes, size)), real) if local_d is not None else 0.0)
+
+    def step(batch: dict) -> None:
+        image, mask, x = (batch[k].to(device) for k in ("image", "mask", "input"))
+        fake = generator(x)
+        completed = image * (1 - mask) + fake * mask
+        if joint:
+            boxes = hole_boxes(mask, size)
+            loss_d = d_terms(image, boxes, True) + d_terms(completed.detach(), boxes, False)
+            opt_d.zero_grad()
+            loss_d.backward()
+            opt_d.step()
+        err = (fake - image) ** 2
+        known = ((err * (1 - mask)).flatten(1).sum(1) / (1 - mask).flatten(1).sum(1).clamp_min(1)).mean()
+        hole = ((err * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)).mean()
+        loss_g = w.known * known + w.hole * hole
+        if joint:
+            loss_g = loss_g + w.adv_global * d_terms(completed, boxes, True)
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+
+    return step
+
+
+# --- (c) the data pipeline, (d) FLOPs and the convolution peak -----------------------------------
+
+
+def loader_rate(config: PretrainConfig, batches: int) -> float:
+    """Images/s out of the pretext DataLoader alone, over ``batches`` batches (epochs repeat as needed)."""
+    data = prepare_data(config)
+    loader = DataLoader(data.train, batch_size=config.batch_size, shuffle=True, num_workers=config.num_workers,
+                        drop_last=True, persistent_workers=config.num_workers > 0)
+    next(iter(loader))  # worker start-up is not throughput
+    start, n = time.perf_counter(), 0
+    while n < batches * config.batch_size:
+        for batch in loader:
+            n += len(batch["image"])
+            if n >= batches * config.batch_size:
+                break
+    return n / (time.perf_counter() - start)
+
+
+def step_flops(step: Step, batch: dict) -> int:
+    with FlopCounterMode(display=False) as counter:
+        step(batch)
+    return counter.get_total_flops()
+
+
+def conv_peak(device: torch.device, dtype: torch.dtype, repeats: int = 10) -> float:
+    """GFLOP/s of a large 3x3 convolution forward: the most this machine's conv kernels deliver."""
+    batch, channels, side = (64, 256, 56) if device.type == "cuda" else (16, 256, 32)
+    x = torch.randn(batch, channels, side, side, device=device).to(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(device).to(memory_format=torch.channels_last)
+    flops = 2 * batch * channels * channels * 9 * side * side
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        for _ in range(2):
+            conv(x)
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            conv(x)
+        sync(device)
+    return flops * repeats / (time.perf_counter() - start) / 1e9
+
+
+# --- (e) ssl pretrain end to end -------------------------------------------------------------------
+
+
+def pretrain_rate(config: PretrainConfig, workdir: Path, steps: int) -> float:
+    """Median ``perf/img_per_s`` that `ssl pretrain` logs itself, skipping its first logged window."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = dataclasses.replace(config, output_dir=str(workdir), name=f"e2e_{time.time_ns()}", max_steps=steps,
+                              log_every=max(1, steps // 5), sample_every=10**9, save_every_steps=0, save_every_epochs=0,
+                              probe_every=0)
+    run_dir = run_pretrain(run)
+    events = EventAccumulator(str(run_dir)).Reload()
+    rates = [s.value for s in events.Scalars("perf/img_per_s")][1:]
+    return statistics.median(rates)
+
+
+def generated_photos(root: Path, count: int) -> Path:
+    """A COCO-layout folder of ``count`` 640x480 JPEGs (the annotation file makes it a COCO split too)."""
+    if not (root / "annotations" / "instances_train2017.json").exists():
+        make_coco(root, np.random.default_rng(0), {"train2017": count}, size=(640, 480))
+    return root
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--recipe", default="recipes/pretrain_coco_m1.yaml", help="the networks and losses to time")
+    p.add_argument("--sizes", default="32,64,128")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--phases", default="joint,reconstruction", help="joint: G+D; reconstruction: G only")
+    p.add_argument("--precisions", default="fp32", help="fp32,bf16 (bf16 on CPU needs AVX512-BF16/AMX to pay)")
+    p.add_argument("--steps", type=int, default=4, help="steps per timing window")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved windows per variant (the median is kept)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--coco", default="", help="a real COCO root (else generated)")
+    p.add_argument("--folder", default="", help="a real image folder (else the generated COCO images)")
+    p.add_argument("--fashion-mnist", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--e2e-steps", type=int, default=30, help="steps of the end-to-end `ssl pretrain` run at the largest size (0: skip)")
+    p.add_argument("--quick", action="store_true", help="one round, two steps, no end-to-end run")
+    p.add_argument("--json", default="runs/bench.json")
+    args = p.parse_args()
+    if args.quick:
+        args.rounds, args.steps, args.e2e_steps = 1, 2, 0
+    device = torch.device(args.device)
+    threads = configure_threads(0, device)
+    recipe = load_recipe(args.recipe)
+    work = Path(tempfile.mkdtemp(prefix="ssl_bench_"))
+    coco = Path(args.coco) if args.coco else generated_photos(work / "coco", 96)
+    folder = Path(args.folder) if args.folder else coco / "train2017"
+    results: dict = {"device": str(device), "threads": threads, "torch": torch.__version__, "recipe": args.recipe,
+                     "batch": args.batch, "steps": [], "loader": [], "peak_gflops": {}}
+    print(f"bench: {args.recipe}, batch {args.batch}, {threads} intra-op threads on {device}; timing windows of "
+          f"{args.steps} steps, median of {args.rounds}")
+
+    for precision in args.precisions.split(","):
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+        results["peak_gflops"][precision] = round(conv_peak(device, dtype), 1)
+    print("conv peak GFLOP/s (3x3 conv forward): " + ", ".join(f"{k} {v}" for k, v in results["peak_gflops"].items()))
+
+    header = f"{'size':>4} {'phase':<14} {'prec':<5} {'ours img/s':>10} {'plain img/s':>11} {'ours/plain':>10} {'GFLOP/step':>10} {'GFLOP/s':>8} {'of peak':>7}"
+    print(header)
+    for size in [int(s) for s in args.sizes.split(",")]:
+        for precision in args.precisions.split(","):
+            config = resolve_config(PretrainConfig, recipe, {
+                "dataset": "coco", "data": str(coco), "image_size": size, "batch_size": args.batch,
+                "local_size": max(32, size // 2), "precision": precision, "device": args.device, "num_workers": 0,
+                "val_images": 8,
+            })
+            data = prepare_data(config)
+            loader = DataLoader(data.train, batch_size=args.batch, shuffle=True, num_workers=0, drop_last=True,
+                                generator=torch.Generator().manual_seed(0))
+            pool = [b for b, _ in zip(loader, range(4))]
+            window = [pool[i % len(pool)] for i in range(args.steps)]
+            for phase in args.phases.split(","):
+                if phase == "joint" and not config.adversarial:
+                    continue
+                our_step, _ = ours(config, data.image_channels, device, phase)
+                plain_step = plain(config, data.image_channels, device, phase)
+                our_step(pool[0]), plain_step(pool[0])  # warm-up: allocator, oneDNN primitive caches
+                flops = step_flops(our_step, pool[0])
+                rates: dict[str, list[float]] = {"ours": [], "plain": []}
+                for _ in range(args.rounds):  # interleaved, so drifting clocks or neighbours hit both
+                    rates["ours"].append(images_per_second(our_step, window, device))
+                    rates["plain"].append(images_per_second(plain_step, window, device))
+                ours_rate, plain_rate = (statistics.median(rates[k]) for k in ("ours", "plain"))
+                gflops = flops / 1e9 * ours_rate / args.batch
+                peak = results["peak_gflops"][precision]
+                row = {"size": size, "phase": phase, "precision": precision, "ours_img_s": round(ours_rate, 2),
+                       "plain_img_s": round(plain_rate, 2), "ratio": round(ours_rate / plain_rate, 3),
+                       "gflop_per_step": round(flops / 1e9, 2), "gflop_s": round(gflops, 1), "of_peak": round(gflops / peak, 3)}
+                results["steps"].append(row)
+                print(f"{size:>4} {phase:<14} {precision:<5} {ours_rate:>10.1f} {plain_rate:>11.1f} {ours_rate / plain_rate:>10.2f} "
+                      f"{flops / 1e9:>10.2f} {gflops:>8.1f} {gflops / peak:>7.1%}", flush=True)
+
+    print(f"{'loader':<13} {'size':>4} {'batch':>5} {'workers':>7} {'img/s':>8}")
+    # (kind, path, split, size, batch): M1's COCO and folder settings; the quickstart's for Fashion-MNIST.
+    kinds = [("coco", str(coco), "train2017", 128, args.batch), ("folder", str(folder), "", 128, args.batch)]
+    if Path(args.fashion_mnist, "train-images-idx3-ubyte.gz").exists():
+        kinds.append(("fashion_mnist", args.fashion_mnist, "train", 32, 128))
+    for kind, path, split, size, batch in kinds:
+        for workers in sorted({0, min(2, os.cpu_count() or 1)}):
+            config = resolve_config(PretrainConfig, recipe, {
+                "dataset": kind, "data": path, "split": split, "image_size": size, "batch_size": batch, "local_size": 32,
+                "num_workers": workers, "val_images": 8, "mask": "centre" if kind != "fashion_mnist" else "patches",
+            })
+            rate = loader_rate(config, batches=max(4, 512 // batch))
+            results["loader"].append({"dataset": kind, "size": size, "batch": batch, "workers": workers, "img_s": round(rate, 1)})
+            print(f"{kind:<13} {size:>4} {batch:>5} {workers:>7} {rate:>8.1f}", flush=True)
+
+    if args.e2e_steps:
+        size = max(int(s) for s in args.sizes.split(","))
+        config = resolve_config(PretrainConfig, recipe, {
+            "dataset": "coco", "data": str(coco), "image_size": size, "batch_size": args.batch,
+            "local_size": max(32, size // 2), "device": args.device, "val_images": 8,
+        })
+        e2e = pretrain_rate(config, work / "runs", args.e2e_steps)
+        plain_rate = next(r["plain_img_s"] for r in results["steps"]
+                          if r["size"] == size and r["phase"] == "joint" and r["precision"] == "fp32")
+        results["e2e"] = {"size": size, "num_workers": config.num_workers, "img_s": round(e2e, 2), "plain_img_s": plain_rate,
+                          "ratio": round(e2e / plain_rate, 3)}
+        print(f"ssl pretrain end to end ({size} px, batch {args.batch}, {config.num_workers} loader workers, its own perf/img_per_s): "
+              f"{e2e:.2f} img/s; plain loop {plain_rate:.2f} img/s; ours/plain {e2e / plain_rate:.2f}")
+    main_rows = [r for r in results["steps"] if r["phase"] == "joint" and r["precision"] == "fp32"] or results["steps"]
+    if main_rows:
+        ratio = statistics.median(r["ratio"] for r in main_rows)
+        print(f"ours/plain (step, median over sizes, joint G+D fp32): {ratio:.2f}")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
