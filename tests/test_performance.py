@@ -15,7 +15,13 @@ import ssl_inpaint.engine.common as common
 from ssl_inpaint.config import resolve_config
 from ssl_inpaint.engine import runtime
 from ssl_inpaint.engine.common import RunLogger
-from ssl_inpaint.engine.pretrain import PretrainConfig, build_models, make_optimizers, to_device, train_step
+from ssl_inpaint.engine.pretrain import (
+    PretrainConfig,
+    build_models,
+    make_optimizers,
+    to_device,
+    train_step,
+)
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.losses import LossWeights
 from ssl_inpaint.masks import apply_mask

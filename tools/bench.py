@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 import torch
@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_tiny_datasets import make_coco  # noqa: E402
 
 from ssl_inpaint.config import load_recipe, resolve_config  # noqa: E402
+from ssl_inpaint.distributed import Distributed  # noqa: E402
 from ssl_inpaint.engine.pretrain import (  # noqa: E402
     PretrainConfig,
     build_discriminators,
@@ -57,7 +58,6 @@ from ssl_inpaint.engine.pretrain import (  # noqa: E402
     train_step,
 )
 from ssl_inpaint.engine.runtime import configure_threads, prepare_module  # noqa: E402
-from ssl_inpaint.distributed import Distributed  # noqa: E402
 from ssl_inpaint.losses import LossWeights  # noqa: E402
 from ssl_inpaint.models.discriminators import crop_boxes, hole_boxes  # noqa: E402
 
