@@ -34,6 +34,17 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def write_text_atomic(text: str, path: Path) -> None:
+    """``save_atomic`` for a text file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def load_checkpoint(path: str | Path, expected_format: str) -> dict[str, Any]:
     """Load a file saved by this toolkit (``weights_only=True``: tensors and plain containers only)."""
     path = Path(path)

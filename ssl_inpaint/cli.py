@@ -6,6 +6,7 @@ Every command's options are generated from its config dataclass (see :mod:`ssl_i
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -86,9 +87,10 @@ def export(
     format: str = typer.Option("timm", "--format", help="timm (a PyTorch state dict) or safetensors."),
     output: Path = typer.Option(..., "-o", "--output", help="File to write."),
     num_classes: int = typer.Option(1000, help="Only used to check that just the classifier head is left new."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file (never one of the run's own files)."),
 ) -> None:
     """Export a timm encoder for timm.create_model(name, num_classes=K) with no glue code."""
-    run_export(run, format, output, num_classes)
+    run_export(run, format, output, num_classes, overwrite)
 
 
 @app.command("inpaint")
@@ -104,9 +106,10 @@ def inpaint(
     batch_size: int = typer.Option(16, help="Images loaded, and hole windows filled, per batch."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 (fp16: CUDA only)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace output files that exist already."),
 ) -> None:
     """Fill holes in your images with a trained generator, at any size; known pixels are kept byte for byte."""
-    run_inpaint(source, checkpoint, output, mask, box, batch_size, device, precision)
+    run_inpaint(source, checkpoint, output, mask, box, batch_size, device, precision, overwrite)
 
 
 def _evaluate(config: EvaluateConfig) -> None:
@@ -138,6 +141,31 @@ def main() -> None:
         if os.environ.get("RANK", "0") == "0":
             print(f"error: {error_line(exc)}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:  # the filesystem said no: not writable, full, a file where a folder must be
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {filesystem_error_line(exc)}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+FILESYSTEM_FIXES = {
+    errno.ENOSPC: "free some space or write to another disk (--output-dir)",
+    errno.EDQUOT: "free some space or write to another disk (--output-dir)",
+    errno.EACCES: "make it writable or choose another --output-dir",
+    errno.EPERM: "make it writable or choose another --output-dir",
+    errno.EROFS: "the filesystem is read-only; choose another --output-dir",
+    errno.ENOTDIR: "a file stands where a folder must be; move it or choose another path",
+    errno.EEXIST: "a file stands where a folder must be; move it or choose another path",
+    errno.EISDIR: "a folder stands where a file must be; choose another path",
+    errno.ENOENT: "check the path",
+}
+
+
+def filesystem_error_line(exc: OSError) -> str:
+    """One line naming the file, what the system said and what to do."""
+    where = exc.filename if exc.filename is not None else "a file"
+    reason = exc.strerror or str(exc)
+    fix = FILESYSTEM_FIXES.get(exc.errno or -1, "check the path and its permissions")
+    return f"cannot use {where}: {reason}; {fix}"

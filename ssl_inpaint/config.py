@@ -96,6 +96,15 @@ def save_config(config: Any, path: Path) -> None:
     path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
 
+def check_run_name(name: str) -> None:
+    """A run name is one folder inside --output-dir: no separators, no '..', nothing absolute."""
+    if name in (".", "..") or "/" in name or "\\" in name or name != name.strip() or "\0" in name:
+        raise UserError(
+            f"--name {name!r} must be a plain folder name (no '/', '\\' or '..', no surrounding spaces); "
+            f"use --output-dir to choose where runs go"
+        )
+
+
 def typer_command(
     config_cls: type[ConfigT], run: Callable[[ConfigT], None], doc: str, default_name: Optional[str] = "run"
 ) -> Callable[..., None]:
@@ -112,6 +121,8 @@ def typer_command(
         config = resolve_config(config_cls, recipe, kwargs)
         if getattr(config, "name", None) == "" and (recipe_path or default_name):
             config.name = Path(recipe_path).stem if recipe_path else default_name
+        if getattr(config, "name", ""):
+            check_run_name(config.name)
         if getattr(config, "nproc", 1) > 1:
             from ssl_inpaint.distributed import relaunch_under_torchrun
 

@@ -254,9 +254,56 @@ class MaskOptions:
         }
         if self.mask not in params:
             raise UserError(f"unknown mask kind {self.mask!r}; choose one of: {', '.join(MASK_KINDS)}")
-        if self.mask == "patches" and (self.patch_size < 1 or not 0 < self.mask_ratio < 1):
+        self._check_ranges()
+        return create_mask_generator(self.mask, **params[self.mask])
+
+    def _check_ranges(self) -> None:
+        """Refuse options of the chosen family that would give an empty, whole-image or undefined hole
+        (a 0-size centre hole scores PSNR 100 for every method; a negative range draws nonsense)."""
+        def fraction(flag: str, value: float, low_open: bool = True, high: float = 1.0, high_open: bool = False) -> None:
+            above = value > 0 if low_open else value >= 0
+            below = value < high if high_open else value <= high
+            if not (math.isfinite(value) and above and below):
+                interval = f"{'(' if low_open else '['}0, {high:g}{')' if high_open else ']'}"
+                raise UserError(f"--{flag} must lie in {interval} (a fraction of the image side or area), got {value}")
+
+        def ordered(low_flag: str, low: float, high_flag: str, high: float) -> None:
+            if low > high:
+                raise UserError(f"--{low_flag} ({low}) must not exceed --{high_flag} ({high})")
+
+        if self.mask == "centre":
+            fraction("centre-size", self.centre_size, high_open=True)
+        elif self.mask == "rect":
+            fraction("rect-min", self.rect_min)
+            fraction("rect-max", self.rect_max)
+            ordered("rect-min", self.rect_min, "rect-max", self.rect_max)
+            if self.rect_count < 1:
+                raise UserError(f"--rect-count must be at least 1, got {self.rect_count}")
+        elif self.mask == "gaussian_rect":
+            fraction("gauss-min", self.gauss_min)
+            fraction("gauss-max", self.gauss_max)
+            ordered("gauss-min", self.gauss_min, "gauss-max", self.gauss_max)
+            if not (math.isfinite(self.gauss_mean) and math.isfinite(self.gauss_std) and self.gauss_std >= 0):
+                raise UserError(f"--gauss-mean must be finite and --gauss-std finite and >= 0, got {self.gauss_mean}, {self.gauss_std}")
+        elif self.mask == "region":
+            fraction("region-min", self.region_min, high_open=True)
+            fraction("region-max", self.region_max, high_open=True)
+            ordered("region-min", self.region_min, "region-max", self.region_max)
+        elif self.mask == "brush" and self.brush_strokes < 1:
+            raise UserError(f"--brush-strokes must be at least 1, got {self.brush_strokes}")
+        elif self.mask == "patches" and (self.patch_size < 1 or not 0 < self.mask_ratio < 1):
             raise UserError(
                 f"--patch-size must be at least 1 and --mask-ratio strictly between 0 and 1, "
                 f"got {self.patch_size} and {self.mask_ratio}"
             )
-        return create_mask_generator(self.mask, **params[self.mask])
+        elif self.mask == "coco_object":
+            fraction("object-min-area", self.object_min_area, low_open=False)
+            fraction("object-max-area", self.object_max_area)
+            ordered("object-min-area", self.object_min_area, "object-max-area", self.object_max_area)
+
+
+def degenerate_holes(masks: torch.Tensor) -> torch.Tensor:
+    """(B,) True where an image's hole is empty or covers the whole image: nothing to complete, or
+    nothing to complete it from. Such images must not be scored (an empty hole's PSNR is infinite)."""
+    covered = masks.flatten(1).float().mean(dim=1)
+    return (covered == 0) | (covered == 1)

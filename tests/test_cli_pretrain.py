@@ -137,7 +137,7 @@ def test_an_existing_run_is_resumed_or_refused_never_overwritten(tiny_data, tmp_
         pretrain(*args, "--no-resume")
     pretrain(*args)  # finished already: resuming does no step and rewrites nothing
     assert (tmp_path / "x/checkpoints/last.pt").read_bytes() == before
-    with pytest.raises(UserError, match="cannot resume .*image_size: 64 -> 96"):
+    with pytest.raises(UserError, match="cannot resume .*--image-size 64 -> 96"):
         pretrain(*args, "--image-size", "96")
     assert (tmp_path / "x/checkpoints/last.pt").read_bytes() == before
 

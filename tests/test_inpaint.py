@@ -127,7 +127,7 @@ def test_mask_of_the_wrong_size_ends_in_one_error_line(tiny_generator, tmp_path)
     [
         (["1,2,3"], "o.png", "--box must be x,y,w,h"),
         (["500,500,4,4"], "o.png", "lies outside image"),
-        ([], "o.png", "give the hole as --mask"),
+        ([], "o.png", "no hole given: pass --mask"),
         (["1,1,4,4"], "x.jpg", "written as PNG"),
         (["1,1,4,4"], "p.png", "would overwrite the input"),
     ],

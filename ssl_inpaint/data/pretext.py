@@ -98,7 +98,8 @@ class PretextDataset(Dataset):
 
     def _load(self, index: int) -> tuple[Any, Optional[np.ndarray], int]:
         """Load item ``index``, or the next readable one; returns (image, objects, files skipped)."""
-        for skipped in range(min(MAX_REPLACEMENT_TRIES, len(self.source))):
+        tries = min(MAX_REPLACEMENT_TRIES, len(self.source))
+        for skipped in range(tries):
             position = (index + skipped) % len(self.source)
             try:
                 image = self.source.load(position, self.decode_side)
@@ -112,10 +113,8 @@ class PretextDataset(Dataset):
                         f"remove or fix it, or drop --strict to skip such files"
                     ) from None
                 log.warning("skipping unreadable image %s (%s)", where, exc)
-        raise UserError(
-            f"{MAX_REPLACEMENT_TRIES} consecutive images of {self.source.name} are unreadable "
-            f"(e.g. {self.source.describe(index)}); check the dataset"
-        )
+        what = f"none of the {tries} images" if tries == len(self.source) else f"{tries} consecutive images"
+        raise UserError(f"{what} of {self.source.name} could be read (e.g. {self.source.describe(index)}); check the dataset")
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, objects, skipped = self._load(index)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ssl_inpaint.errors import UserError
 
@@ -38,8 +38,28 @@ def to_mode(image: Image.Image, mode: str) -> Image.Image:
     return image.convert(mode)
 
 
-def read_image(path: Path, mode: str = "RGB", min_side: int = 0) -> Image.Image:
-    """Decode an image file fully (so truncated files fail here, not later inside a transform).
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """The image with 8 bits per channel, exactly or not at all: 16-bit grey (Pillow's I;16 modes, and
+    mode I from a PNG, which is how Pillow may open a 16-bit PNG) is scaled by v >> 8 (65535 -> 255);
+    a float image or integers of unknown range raise ValueError, never a silent clip to white (which
+    is what ``convert('L')`` does to 16-bit values)."""
+    if image.mode in SIXTEEN_BIT_MODES or (image.mode == "I" and image.format == "PNG"):
+        values = np.asarray(image)
+        if values.min() < 0 or values.max() > 65535:
+            raise ValueError(f"{image.mode} image with values outside 0..65535")
+        return Image.fromarray((values.astype(np.uint32) >> 8).astype(np.uint8), "L")
+    if image.mode in ("I", "F"):
+        raise ValueError(f"a {image.mode} image ({'float' if image.mode == 'F' else '32-bit integer'} pixels of unknown range); convert it to 8 or 16 bits")
+    return image
+
+
+def open_image(path: Path, min_side: int = 0) -> Image.Image:
+    """The one way every command decodes an image file: fully (a truncated file fails here, not later
+    inside a transform), upright (the EXIF rotation a viewer applies), and at 8 bits per channel
+    (``to_8bit``); the colour mode is left as stored. Undecodable files raise OSError or ValueError.
 
     ``min_side`` > 0 lets a JPEG decode at 1/2, 1/4 or 1/8 of its size (libjpeg's DCT scaling,
     ``Image.draft``) as long as its shorter side stays at least ``min_side``: a 640x480 photo cropped to
@@ -49,7 +69,14 @@ def read_image(path: Path, mode: str = "RGB", min_side: int = 0) -> Image.Image:
             scale = min_side / min(image.size)
             image.draft(None, (math.ceil(image.size[0] * scale), math.ceil(image.size[1] * scale)))
         image.load()
-        return to_mode(image, mode)
+        upright = ImageOps.exif_transpose(image)
+        upright.format = image.format
+        return to_8bit(upright)
+
+
+def read_image(path: Path, mode: str = "RGB", min_side: int = 0) -> Image.Image:
+    """``open_image`` converted to ``mode`` ('RGB' or 'L'), as the training and evaluation data need."""
+    return to_mode(open_image(path, min_side), mode)
 
 
 class ImageSource:

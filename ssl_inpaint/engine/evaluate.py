@@ -23,11 +23,11 @@ from torchvision.utils import make_grid, save_image
 from ssl_inpaint.baselines import BASELINES, create_baseline, keep_known
 from ssl_inpaint.config import option, save_config
 from ssl_inpaint.data import DATASETS, PretextDataset, create_source
-from ssl_inpaint.engine.common import RunLogger, console
+from ssl_inpaint.engine.common import RunLogger, console, run_folder_lock
 from ssl_inpaint.engine.runtime import NUM_WORKERS_HELP, configure_threads, resolve_workers
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.inpainter import Inpainter, load_inpainter
-from ssl_inpaint.masks import MaskOptions
+from ssl_inpaint.masks import MaskOptions, degenerate_holes
 from ssl_inpaint.metrics import HIGHER_IS_BETTER, image_quality, to_unit
 
 DEFAULT_SPLITS = {"coco": "val2017", "voc": "val", "fashion_mnist": "test", "folder": ""}
@@ -53,6 +53,7 @@ class EvaluateConfig(MaskOptions):
     strict: bool = option(False, "Stop on an unreadable image instead of skipping it.")
     per_image_csv: bool = option(False, "Also write per_image.csv: one row per image and method.")
     show_cases: int = option(4, "Worst and best cases (by the model's hole PSNR) drawn into TensorBoard and worst.png / best.png.")
+    overwrite: bool = option(False, "Replace the results of an earlier evaluation with the same --name.")
 
     @property
     def baseline_names(self) -> list[str]:
@@ -135,7 +136,14 @@ class Cases:
 def run_evaluate(config: EvaluateConfig) -> Path:
     config.validate()
     config.name = config.name or default_run_name(config)
+    with run_folder_lock(Path(config.output_dir) / config.name):
+        return _run_evaluate(config)
+
+
+def _run_evaluate(config: EvaluateConfig) -> Path:
     run_dir = Path(config.output_dir) / config.name
+    if (run_dir / "results.json").exists() and not config.overwrite:
+        raise UserError(f"{run_dir} holds the results of an earlier evaluation; pass --overwrite to replace them or choose another --name")
     baselines = {name: create_baseline(name, config.inpaint_radius) for name in config.baseline_names}
     inpainter = load_inpainter(config.checkpoint, config.device, config.precision)
     source = create_source(config.dataset, config.data, config.resolved_split, config.year)
@@ -164,11 +172,23 @@ def run_evaluate(config: EvaluateConfig) -> Path:
         f"evaluate {config.checkpoint} on {count} images of {source.name} at {inpainter.image_size}px, "
         f"mask={config.mask} (seed {config.seed}), methods: {', '.join(methods)}"
     )
+    scored: list[int] = []  # dataset index of every scored image, in order
+    unscored_holes = 0
     with RunLogger(run_dir, len(loader), f"evaluate {config.name}") as logger:
-        done = 0
+        seen = 0
         for step, batch in enumerate(loader, start=1):
-            skipped += int(batch["skipped"].sum())
-            images, masks = _quantize(to_unit(batch["image"])), batch["mask"]
+            # An item whose own file is unreadable arrives as the next readable image (the training
+            # policy); here it is dropped, so no file is scored under another's name or twice.
+            readable = batch["skipped"] == 0
+            degenerate = degenerate_holes(batch["mask"]) & readable  # an empty hole would score PSNR inf
+            keep = readable & ~degenerate
+            indices = torch.arange(seen, seen + len(keep))[keep].tolist()
+            seen += len(keep)
+            skipped += int((~readable).sum())
+            unscored_holes += int(degenerate.sum())
+            if not indices:
+                continue
+            images, masks = _quantize(to_unit(batch["image"][keep])), batch["mask"][keep]
             results = complete_batch(images, masks, inpainter, baselines)
             for method, completed in results.items():
                 for metric, values in image_quality(completed, images, masks).items():
@@ -176,20 +196,26 @@ def run_evaluate(config: EvaluateConfig) -> Path:
             if config.show_cases:
                 holed = images * (1 - masks) + 0.5 * masks
                 rows = torch.stack([images, holed, *results.values()], dim=1)
-                cases.add(per_image["model"]["psnr_hole"][done:], rows)
-            done += images.shape[0]
-            logger.advance(step, f"{done} images")
+                cases.add(per_image["model"]["psnr_hole"][len(scored):], rows)
+            scored += indices
+            logger.advance(step, f"{len(scored)} images")
+        if not scored:
+            raise UserError(
+                f"no image of {source.name} could be scored: {skipped} of {count} unreadable, {unscored_holes} with an "
+                f"empty or whole-image hole (check the dataset and the --mask options)"
+            )
 
         means = {m: {k: float(np.mean(v)) for k, v in per_image[m].items()} for m in methods}
         stds = {m: {k: float(np.std(v)) for k, v in per_image[m].items()} for m in methods}
         caption = f"`{config.name}`: mask {config.mask}, seed {config.seed}, {source.name}"
-        table = markdown_table(means, count, caption)
+        table = markdown_table(means, len(scored), caption)
         (run_dir / "results.md").write_text(table)
         summary = {
             "checkpoint": config.checkpoint,
             "data": source.name,
-            "images": count,
+            "images": len(scored),
             "skipped_unreadable": skipped,
+            "skipped_degenerate_holes": unscored_holes,
             "image_size": inpainter.image_size,
             "mask": config.mask,
             "seed": config.seed,
@@ -199,7 +225,7 @@ def run_evaluate(config: EvaluateConfig) -> Path:
         }
         (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
         if config.per_image_csv:
-            _write_csv(run_dir / "per_image.csv", per_image, source, count)
+            _write_csv(run_dir / "per_image.csv", per_image, source, scored)
         logger.text("results", table)
         logger.scalars({f"eval/{m}/{k}": v for m, values in means.items() for k, v in values.items()}, 0)
         if config.show_cases and cases.worst:
@@ -208,17 +234,19 @@ def run_evaluate(config: EvaluateConfig) -> Path:
                 save_image(grid, run_dir / f"{label}.png")
                 logger.image(f"cases/{label} (original | holed | {' | '.join(methods)})", grid, 0)
     if skipped:
-        console.print(f"warning: {skipped} unreadable images were replaced by the next readable one", style="yellow")
+        console.print(f"warning: {skipped} unreadable images were left out of the scores (their names are in the log above)", style="yellow")
+    if unscored_holes:
+        console.print(f"warning: {unscored_holes} images whose hole was empty or the whole image were left out of the scores", style="yellow")
     console.print(table, markup=False, highlight=False, soft_wrap=True)
     console.print(f"results: {run_dir / 'results.md'}, {run_dir / 'results.json'}")
     return run_dir
 
 
-def _write_csv(path: Path, per_image: dict[str, dict[str, list[float]]], source, count: int) -> None:
+def _write_csv(path: Path, per_image: dict[str, dict[str, list[float]]], source, scored: list[int]) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         metrics = list(next(iter(per_image.values())))
         writer.writerow(["index", "image", "method", *metrics])
         for method, values in per_image.items():
-            for index in range(count):
-                writer.writerow([index, source.describe(index), method, *(f"{values[m][index]:.6g}" for m in metrics)])
+            for row, index in enumerate(scored):
+                writer.writerow([index, source.describe(index), method, *(f"{values[m][row]:.6g}" for m in metrics)])

@@ -14,10 +14,16 @@ from ssl_inpaint.models import timm_state_dict
 FORMATS = ("timm", "safetensors")
 
 
-def run_export(run: str, fmt: str, output: Path, num_classes: int = 1000) -> Path:
+def run_export(run: str, fmt: str, output: Path, num_classes: int = 1000, overwrite: bool = False) -> Path:
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     encoder_file = resolve_encoder_file(run)
+    if output.exists() and output.resolve().parent == encoder_file.resolve().parent:
+        raise UserError(f"{output} is inside the run folder being exported; write the export elsewhere")
+    if output.is_dir():
+        raise UserError(f"{output} is a folder; give a file name, e.g. {output / 'encoder_timm.pt'}")
+    if output.exists() and not overwrite:
+        raise UserError(f"{output} already exists; pass --overwrite to replace it or choose another -o")
     payload = load_checkpoint(encoder_file, ENCODER_FORMAT)
     arch = payload["arch"]
     if arch.get("arch") != "timm":

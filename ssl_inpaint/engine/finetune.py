@@ -45,7 +45,7 @@ from ssl_inpaint.data.classification import (
     parse_augment,
 )
 from ssl_inpaint.distributed import Distributed, any_flag, average_gradients, broadcast_module, gather_rows, setup, teardown
-from ssl_inpaint.engine.common import RunLogger, console, seed_everything
+from ssl_inpaint.engine.common import RunLogger, console, run_folder_lock, seed_everything
 from ssl_inpaint.engine.runtime import (
     ResumableSampler,
     StopSignal,
@@ -420,6 +420,12 @@ def layerwise_param_groups(model: nn.Module, config: FinetuneConfig) -> list[dic
 
 
 def finetune_once(config: FinetuneConfig, dist: Distributed) -> Path:
+    """One seed's transfer run, holding its run folder's lock."""
+    with run_folder_lock(Path(config.output_dir) / config.name, enabled=dist.is_main):
+        return _finetune_once(config, dist)
+
+
+def _finetune_once(config: FinetuneConfig, dist: Distributed) -> Path:
     run_dir = Path(config.output_dir) / config.name
     if (run_dir / "metrics.json").exists():
         if not config.resume:

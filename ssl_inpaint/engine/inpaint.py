@@ -19,25 +19,23 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 from scipy import ndimage
 
 from ssl_inpaint.data.pretext import UNREADABLE
-from ssl_inpaint.data.sources import IMAGE_EXTENSIONS
+from ssl_inpaint.data.sources import IMAGE_EXTENSIONS, open_image
 from ssl_inpaint.engine.common import console
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.inpainter import Inpainter, load_inpainter
 
 
 def open_upright(path: Path, what: str) -> Image.Image:
-    """Decode a file after the EXIF rotation a viewer applies (masks are drawn on the upright photo)."""
+    """``open_image`` (upright, 8-bit, fully decoded: masks are drawn on the upright photo), with an
+    unreadable file as one clear error."""
     try:
-        with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened)
-            image.load()
+        return open_image(path)
     except UNREADABLE as exc:
         raise UserError(f"cannot read {what} {path} ({exc.__class__.__name__}: {exc})") from None
-    return image
 
 
 @dataclass
@@ -62,8 +60,6 @@ class PixelImage:
 def read_image(path: Path) -> PixelImage:
     """Decode to 8-bit grey or RGB (plus alpha), upright."""
     image = open_upright(path, "image")
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        raise UserError(f"{path} is a {image.mode} (16-bit or float) image; convert it to 8-bit first")
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     elif image.mode == "1":
@@ -267,10 +263,29 @@ def plan_jobs(source: Path, mask: Optional[Path], output: Path) -> list[Job]:
             relative = image.relative_to(source)
             image_mask = _find_mask(mask, image, relative) if mask is not None and mask.is_dir() else mask
             jobs.append(Job(image, output / relative.with_suffix(".png"), image_mask))
+    jobs = _distinct_outputs(jobs)
     for job in jobs:
         if job.output.resolve() == job.image.resolve():
             raise UserError(f"-o would overwrite the input {job.image}; choose another output")
     return jobs
+
+
+def _distinct_outputs(jobs: list[Job]) -> list[Job]:
+    """Give inputs that would share an output name (photo.jpg and photo.png -> photo.png) names that
+    keep their extension (photo_jpg.png, photo_png.png), so no result overwrites another."""
+    by_output: dict[Path, list[Job]] = {}
+    for job in jobs:
+        by_output.setdefault(job.output, []).append(job)
+    renamed = []
+    for job in jobs:
+        if len(by_output[job.output]) > 1:
+            job = Job(job.image, job.output.with_name(f"{job.output.stem}_{job.image.suffix.lstrip('.').lower()}.png"), job.mask)
+        renamed.append(job)
+    outputs = [job.output for job in renamed]
+    if len(set(outputs)) != len(outputs):
+        clash = next(o for o in outputs if outputs.count(o) > 1)
+        raise UserError(f"two inputs would both be written to {clash}; rename one of them")
+    return renamed
 
 
 def _chunks(items: Sequence[Job], size: int) -> Iterator[Sequence[Job]]:
@@ -287,16 +302,23 @@ def run_inpaint(
     batch_size: int = 16,
     device: str = "auto",
     precision: str = "fp32",
+    overwrite: bool = False,
 ) -> list[Path]:
     """Inpaint one image or a folder; returns the written files."""
-    if (mask is None) == (not boxes):
-        raise UserError("give the hole as --mask MASK.png (white = hole) or as one or more --box x,y,w,h, not both")
+    if mask is None and not boxes:
+        raise UserError("no hole given: pass --mask MASK.png (white = hole) or one or more --box x,y,w,h")
+    if mask is not None and boxes:
+        raise UserError("give the hole as --mask or as --box, not both")
     if batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     if precision not in ("fp32", "bf16", "fp16"):
         raise UserError(f"--precision must be fp32, bf16 or fp16, got {precision!r}")
     parsed_boxes = [parse_box(b) for b in boxes]
     jobs = plan_jobs(source, mask, output)
+    existing = [job.output for job in jobs if job.output.exists()]
+    if existing and not overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise UserError(f"{existing[0]}{more} already exist(s); pass --overwrite to replace them or choose another -o")
     inpainter = load_inpainter(checkpoint, device, precision)
     written: list[Path] = []
     holes_filled = 0
@@ -306,6 +328,12 @@ def run_inpaint(
             read_mask(job.mask, image.size, job.image) if job.mask is not None else box_mask(parsed_boxes, image.size, job.image)
             for job, image in zip(chunk, images)
         ]
+        for job, hole in zip(chunk, holes):
+            if hole.all():
+                raise UserError(
+                    f"the hole of {job.image} covers the whole image, so there is no context to complete it from; "
+                    f"check the mask (white = hole) or the --box"
+                )
         holes_filled += fill_holes(images, holes, inpainter, batch_size)
         for job, image, hole in zip(chunk, images, holes):
             if not hole.any():

@@ -21,7 +21,7 @@ from ssl_inpaint.checkpoint import PIXELCNN_FORMAT, save_atomic
 from ssl_inpaint.config import check_choices, option, save_config
 from ssl_inpaint.data import DATASETS, PretextDataset, SubsetSource, create_source
 from ssl_inpaint.distributed import select_device
-from ssl_inpaint.engine.common import RunLogger, console, epoch_order, seed_everything
+from ssl_inpaint.engine.common import RunLogger, console, epoch_order, run_folder_lock, seed_everything
 from ssl_inpaint.engine.runtime import NUM_WORKERS_HELP, configure_threads, resolve_workers
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.losses import mixture_log_prob
@@ -107,6 +107,11 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, config: PixelCNNConfi
 
 def run_pixelcnn(config: PixelCNNConfig) -> Path:
     """Train PixelCNN++ on the lower halves of ``config``'s images; returns the run folder."""
+    with run_folder_lock(Path(config.output_dir) / config.name):
+        return _run_pixelcnn(config)
+
+
+def _run_pixelcnn(config: PixelCNNConfig) -> Path:
     run_dir = Path(config.output_dir) / config.name
     last = run_dir / "checkpoints" / "last.pt"
     if last.exists():

@@ -21,15 +21,17 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import torch
+import yaml
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.utils import make_grid, save_image
 
-from ssl_inpaint.checkpoint import ENCODER_FORMAT, PRETRAIN_FORMAT, load_checkpoint, save_atomic
+from ssl_inpaint.checkpoint import ENCODER_FORMAT, PRETRAIN_FORMAT, load_checkpoint, save_atomic, write_text_atomic
 from ssl_inpaint.config import check_choices, option, save_config
-from ssl_inpaint.data import DATASETS, PretextDataset, SubsetSource, channel_mean, create_source
+from ssl_inpaint.data import DATASETS, ImageSource, PretextDataset, SubsetSource, channel_mean, create_source
+from ssl_inpaint.data.pretext import UNREADABLE
 from ssl_inpaint.data.classification import create_classification_dataset
 from ssl_inpaint.distributed import (
     Distributed,
@@ -40,7 +42,7 @@ from ssl_inpaint.distributed import (
     setup,
     teardown,
 )
-from ssl_inpaint.engine.common import RunLogger, console, epoch_order, seed_everything
+from ssl_inpaint.engine.common import RunLogger, console, epoch_order, run_folder_lock, seed_everything
 from ssl_inpaint.engine.runtime import (
     ResumableSampler,
     StopSignal,
@@ -59,7 +61,7 @@ from ssl_inpaint.engine.runtime import (
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.models.timm_unet import check_encoder_spec
 from ssl_inpaint.losses import LossWeights, discriminator_loss, generator_loss
-from ssl_inpaint.masks import MASK_KINDS, MaskOptions
+from ssl_inpaint.masks import MASK_KINDS, MaskOptions, degenerate_holes
 from ssl_inpaint.metrics import completion_metrics, ssim, to_unit
 from ssl_inpaint.models.classifier import BN_STATS, FEATURES
 from ssl_inpaint.models.unet import NORMS, SKIPS
@@ -627,11 +629,16 @@ def to_device(batch: dict, device: torch.device, channels_last: bool = False) ->
     }
 
 
-# Settings a resumed run must share with its checkpoint: they decide the models and the data order.
-RESUME_INVARIANTS = (
-    "generator", "encoder", "bottleneck_channels", "skips", "predict", "norm", "global_d", "local_d",
-    "local_size", "image_size", "dataset", "split", "mask", "seed", "discriminator", "d_pool", "base_channels",
-    "approx_hidden",
+# Settings a resumed run may change: how long it runs, how it logs and saves, how fast it computes.
+# Any other difference from the checkpoint (data, model, masks, losses, optimizer hyper-parameters held
+# in the restored state) would either be silently overridden by that state or change what the run
+# means half-way, so resuming refuses it and names the keys. The batch settings may change only as
+# long as the global batch stays the same (checked separately). Accepted changes are recorded.
+RESUME_MAY_CHANGE = (
+    "name", "output_dir", "device", "num_workers", "reduced_decode", "strict", "epochs", "max_steps", "nproc",
+    "batch_size", "accumulate", "precision", "channels_last", "compile", "sync_bn", "resume", "probe_every",
+    "probe_data", "probe_dataset", "probe_train_split", "probe_test_split", "probe_images", "probe_features",
+    "probe_bn_stats", "log_every", "sample_every", "save_every_steps", "save_every_epochs",
 )
 
 
@@ -641,6 +648,21 @@ class PretextData:
     val: PretextDataset
     image_channels: int
     fill: torch.Tensor
+
+
+def readable_prefix(source: ImageSource, order: list[int], count: int) -> list[int]:
+    """The first ``count`` indices of ``order`` whose images decode (the held-out validation images:
+    a fixed batch must not be made of files that cannot be read)."""
+    chosen: list[int] = []
+    for index in order:
+        try:
+            source.load(index)
+        except UNREADABLE:
+            continue
+        chosen.append(index)
+        if len(chosen) == count:
+            return chosen
+    raise UserError(f"{source.name} has {len(chosen)} readable images, not the --val-images {count} needed; lower --val-images")
 
 
 def prepare_data(config: PretrainConfig) -> PretextData:
@@ -655,8 +677,10 @@ def prepare_data(config: PretrainConfig) -> PretextData:
                 f"lower --val-images or pass --val-split"
             )
         order = epoch_order(len(source), seed=12345, epoch=0)  # fixed, independent of --seed
-        val_source = SubsetSource(source, order[: config.val_images])
-        train_source = SubsetSource(source, order[config.val_images :])
+        held_out = readable_prefix(source, order, config.val_images)
+        val_source = SubsetSource(source, held_out)
+        chosen = set(held_out)
+        train_source = SubsetSource(source, [i for i in order if i not in chosen])
     channels = source.channels
     fill = channel_mean(train_source, config.image_size) if config.fill == "mean" else torch.zeros(channels)
     use_objects = config.mask == "coco_object"
@@ -678,20 +702,39 @@ def make_optimizers(config: PretrainConfig, models: InpaintingModels, device: to
     return Optimizers(opt_g, opt_d, grad_scaler(config.precision, device), grad_scaler(config.precision, device))
 
 
-def load_resume_state(config: PretrainConfig, path: Path, global_batch: int) -> dict[str, Any]:
+def load_resume_state(config: PretrainConfig, path: Path, global_batch: int) -> tuple[dict[str, Any], dict[str, tuple]]:
+    """The checkpoint to resume from and the accepted setting changes {key: (old, new)}; refuses
+    every other change, naming each key."""
     state = load_checkpoint(path, PRETRAIN_FORMAT)
     saved = PretrainConfig.saved_values(state["config"])
     defaults = {f.name: f.default for f in dataclasses.fields(PretrainConfig)}  # keys older runs did not save
-    changed = [k for k in RESUME_INVARIANTS if saved.get(k, defaults[k]) != getattr(config, k)]
-    if changed:
-        details = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in changed)
-        raise UserError(f"cannot resume {path}: {details}; use the original settings or a new --name")
+    differing = {
+        key: (saved.get(key, default), getattr(config, key))
+        for key, default in defaults.items()
+        if saved.get(key, default) != getattr(config, key)
+    }
+    refused = {k: v for k, v in differing.items() if k not in RESUME_MAY_CHANGE}
+    if refused:
+        details = ", ".join(f"--{k.replace('_', '-')} {old!r} -> {new!r}" for k, (old, new) in refused.items())
+        raise UserError(
+            f"cannot resume {path} with changed settings ({details}): the checkpoint's state would override them "
+            f"or the run would change meaning half-way; use the original settings or a new --name"
+        )
     if state.get("global_batch") != global_batch:
         raise UserError(
             f"cannot resume {path} exactly: its global batch was {state.get('global_batch')}, now {global_batch} "
             f"(batch size x processes x accumulation); keep it or start a new --name"
         )
-    return state
+    return state, {k: v for k, v in differing.items() if k not in ("resume",)}
+
+
+def record_resume_changes(run_dir: Path, changes: dict[str, tuple], step: int) -> str:
+    """Append the settings changed at this resume to RUN/resume_changes.yaml; returns them as text."""
+    entries = [{"step": step, "key": k, "old": old, "new": new} for k, (old, new) in changes.items()]
+    path = run_dir / "resume_changes.yaml"
+    history = (yaml.safe_load(path.read_text()) or []) if path.exists() else []
+    write_text_atomic(yaml.safe_dump(history + entries, sort_keys=False), path)
+    return "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
 
 
 def make_probe(config: PretrainConfig, image_channels: int) -> tuple[Optional[RepresentationProbe], str]:
@@ -725,7 +768,8 @@ def run_pretrain(config: PretrainConfig) -> Path:
     """Train the pretext model described by ``config``; returns the run folder."""
     dist = setup(config.device)
     try:
-        return _run_pretrain(config, dist)
+        with run_folder_lock(Path(config.output_dir) / config.name, enabled=dist.is_main):
+            return _run_pretrain(config, dist)
     finally:
         teardown()
 
@@ -774,10 +818,11 @@ def _run_pretrain(config: PretrainConfig, dist: Distributed) -> Path:
     )
 
     step = 0
+    resume_changes: dict[str, tuple] = {}
     if config.discriminator == "vgg16" and not last.exists():
         unwrap(models.global_d).load_trunk(read_vgg16_trunk(config.vgg_weights))
     if last.exists():
-        state = load_resume_state(config, last, global_batch)
+        state, resume_changes = load_resume_state(config, last, global_batch)
         models.load_state_dicts(state)
         opts.load_state_dict(state)
         set_rng_state(state["rng"])
@@ -795,6 +840,12 @@ def _run_pretrain(config: PretrainConfig, dist: Distributed) -> Path:
     val_batch = to_device(
         next(iter(DataLoader(data.val, batch_size=len(data.val), num_workers=0))), device, config.channels_last
     )
+    degenerate = int(degenerate_holes(val_batch["mask"]).sum())
+    if degenerate:
+        raise UserError(
+            f"{degenerate} of the {len(data.val)} validation holes of --mask {config.mask} at --image-size {config.image_size} "
+            f"are empty or cover the whole image, so they cannot be scored; adjust the --mask options"
+        )
 
     def save(path: Path) -> None:
         if dist.is_main:
@@ -843,6 +894,10 @@ def _run_pretrain(config: PretrainConfig, dist: Distributed) -> Path:
         logger.text("global_batch", f"{global_batch} = {config.batch_size} x {dist.world_size} x {config.accumulate}")
         if dist.is_main:
             logger.print(probe_note)
+        if resume_changes and dist.is_main:
+            changes = record_resume_changes(run_dir, resume_changes, step)
+            logger.text("resume/changes", f"step {step}: {changes}", step)
+            logger.print(f"resumed with changed settings (recorded in {run_dir / 'resume_changes.yaml'}): {changes}")
         if step == 0:  # the random-init encoder: where the probe curve starts
             run_probe(logger)
             if probe is not None:
