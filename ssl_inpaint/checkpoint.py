@@ -45,19 +45,26 @@ def write_text_atomic(text: str, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def load_tensors(path: Path, what: str) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain containers only, never arbitrary
+    pickled objects. A file that is not such a file is one UserError naming ``what`` it should be;
+    PyTorch's own advice for that case (load with ``weights_only=False``, i.e. run the file's code) is
+    never relayed."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError, AttributeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        if "weights_only" in str(exc) or first.startswith("Weights only load failed"):
+            first = "not a PyTorch file of tensors: the file is corrupt, foreign, or holds pickled objects"
+        raise UserError(f"{path} is not a readable {what} ({first[:200]})") from None
+
+
 def load_checkpoint(path: str | Path, expected_format: str) -> dict[str, Any]:
     """Load a file saved by this toolkit (``weights_only=True``: tensors and plain containers only)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        if first.startswith("Weights only load failed"):
-            # PyTorch's advice here is to unpickle the file unsafely; ours is to pass the right file.
-            first = "not a PyTorch file of tensors: the file is corrupt, foreign, or holds pickled objects"
-        raise UserError(f"{path} is not a readable ssl_inpaint checkpoint ({first[:200]})") from None
+    obj = load_tensors(path, "ssl_inpaint checkpoint")
     found = obj.get("format") if isinstance(obj, dict) else None
     if found != expected_format:
         raise UserError(
@@ -83,15 +90,15 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             state: Any = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # safetensors and torch raise many types for a foreign file
-        raise UserError(f"{path} is not a readable weights file ({exc.__class__.__name__}: {str(exc)[:150]})") from None
+        except Exception as exc:  # safetensors raises several types for a foreign file
+            raise UserError(f"{path} is not a readable safetensors file ({exc.__class__.__name__}: {str(exc)[:150]})") from None
+    else:
+        state = load_tensors(path, "weights file (a state dict saved with torch.save)")
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import typing
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
@@ -76,6 +77,9 @@ def resolve_config(config_cls: type[ConfigT], recipe: dict[str, Any], flags: dic
     for key, value in flags.items():
         if value is not None:
             values[key] = _coerce(key, value, types[key])
+    for key, value in values.items():  # NaN or inf is never a meaningful setting, and NaN passes every < or >
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"--{key.replace('_', '-')} must be a finite number, got {value}")
     config = config_cls(**values)
     validate = getattr(config, "validate", None)
     if validate is not None:

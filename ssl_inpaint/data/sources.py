@@ -9,10 +9,12 @@ and converts it to the source's channel mode.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import io
 import math
 import shutil
+import zlib
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -177,8 +179,13 @@ class CocoSource(ImageSource):
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress chatter
             try:
                 self.coco = COCO(str(annotation_file))
-            except (ValueError, KeyError) as exc:
-                raise UserError(f"{annotation_file} is not a COCO instances file: {exc}") from None
+            except (ValueError, KeyError, TypeError, AttributeError, AssertionError) as exc:
+                # pycocotools asserts the top level is an object and indexes the rest without checks
+                reason = str(exc) or exc.__class__.__name__
+                raise UserError(
+                    f"{annotation_file} is not a COCO instances file ({reason}); it must be a JSON object "
+                    f"with images, annotations and categories"
+                ) from None
         self.image_ids = sorted(self.coco.getImgIds())
         self.name = f"COCO {split}"
 
@@ -248,15 +255,54 @@ def fashion_mnist_root(data: str | Path) -> Path:
         try:
             raw.mkdir(parents=True, exist_ok=True)
             for gz in gz_files:
-                target = raw / gz.stem
-                if not target.is_file():
-                    with gzip.open(gz, "rb") as src, open(f"{target}.tmp", "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-                    Path(f"{target}.tmp").replace(target)
-            return cache
-        except OSError:
+                _unzip_once(gz, raw / gz.stem)
+        except PermissionError:
             continue
+        except OSError as exc:
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                continue
+            raise
+        for images, labels in FASHION_MNIST_FILES.values():
+            _check_idx_pair(raw / images, raw / labels)
+        return cache
     raise UserError(f"cannot unzip Fashion-MNIST from {data}: no writable cache folder")
+
+
+def _unzip_once(gz: Path, target: Path) -> None:
+    """Unzip ``gz`` to ``target`` unless the copy there came from this very file (same path, size and
+    modification time, recorded beside it), so replacing a corrupt download refreshes the cache."""
+    info = gz.stat()
+    stamp = target.with_name(target.name + ".source")
+    key = f"{gz.resolve()} {info.st_size} {info.st_mtime_ns}"
+    if target.is_file() and stamp.is_file() and stamp.read_text() == key:
+        return
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"{gz} is not a complete gzip file ({exc}); download it again") from None
+    tmp.replace(target)
+    stamp.write_text(key)
+
+
+def _idx_shape(path: Path, magic: int, expected_dims: int) -> list[int]:
+    header = path.read_bytes()[: 4 + 4 * expected_dims]
+    if len(header) < 4 + 4 * expected_dims or int.from_bytes(header[:4], "big") != magic:
+        raise UserError(f"{path} is not an idx file of Fashion-MNIST (wrong header); download the .gz files again")
+    return [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(expected_dims)]
+
+
+def _check_idx_pair(images: Path, labels: Path) -> None:
+    """Refuse idx files whose headers, sizes or counts disagree (a truncated or mixed-up download),
+    before torchvision reads them into wrong images."""
+    n, rows, cols = _idx_shape(images, 0x0803, 3)
+    (m,) = _idx_shape(labels, 0x0801, 1)
+    if images.stat().st_size != 16 + n * rows * cols or labels.stat().st_size != 8 + m:
+        raise UserError(f"{images} or {labels} is truncated (its size disagrees with its header); download the .gz files again")
+    if n != m or (rows, cols) != (28, 28):
+        raise UserError(f"{images} ({n} images of {rows}x{cols}) and {labels} ({m} labels) do not belong together")
 
 
 class FashionMnistSource(ImageSource):

@@ -223,6 +223,12 @@ class PretrainConfig(MaskOptions):
             raise UserError("--encoder timm:..., --predict hole, --skips none|masked and --norm none apply to --generator unet only")
         self._validate_other_systems()
         if self.discriminator == "table2" and self.local_d and self.resolved_local_size % 32:
+            if not self.local_size:  # the user never chose it: say where the size comes from
+                raise UserError(
+                    f"the local discriminator's crop defaults to half of --image-size {self.image_size} "
+                    f"({self.resolved_local_size} px), but it must be a multiple of 32: pass --local-size 32 "
+                    f"(at most --image-size) or --no-local-d"
+                )
             raise UserError(f"--local-size must be a multiple of 32, got {self.resolved_local_size}")
         if self.local_d and self.resolved_local_size > self.image_size:
             raise UserError("--local-size cannot exceed --image-size")
@@ -245,6 +251,15 @@ class PretrainConfig(MaskOptions):
             raise UserError("--accumulate and --nproc must be at least 1")
         if self.epochs < 1 or self.max_steps < 0:
             raise UserError("--epochs must be >= 1 and --max-steps >= 0")
+        for flag, value in (("lr-g", self.lr_g), ("lr-d", self.lr_d)):
+            if not value > 0:
+                raise UserError(f"--{flag} must be a positive number, got {value}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1) or not self.adam_eps > 0 or self.weight_decay < 0:
+            raise UserError("--beta1 and --beta2 must lie in [0, 1), --adam-eps be > 0 and --weight-decay >= 0")
+        if self.val_images < 1 or self.warmup_steps < 0 or self.num_workers < -1:
+            raise UserError("--val-images must be >= 1, --warmup-steps >= 0 and --num-workers >= -1 (-1: auto)")
+        if self.log_every < 1 or self.sample_every < 1 or self.save_every_steps < 0 or self.save_every_epochs < 0:
+            raise UserError("--log-every and --sample-every must be >= 1, --save-every-steps and --save-every-epochs >= 0")
         if self.probe_every < 0 or self.probe_images < 1:
             raise UserError("--probe-every must be >= 0 (0: off) and --probe-images >= 1")
         if self.probe_dataset and self.probe_dataset not in PROBE_SPLITS:
@@ -928,9 +943,10 @@ def _run_pretrain(config: PretrainConfig, dist: Distributed) -> Path:
                 nonfinite = any(not math.isfinite(v) for v in stats.values())
                 stop_now, nonfinite = any_flag([stop.received is not None, nonfinite], dist.world_size, device)
                 if nonfinite:
+                    kept = f"the last good checkpoint is kept: {last}" if last.exists() else "no checkpoint had been saved yet"
                     raise UserError(
                         f"non-finite loss at step {step + 1} ({', '.join(f'{k} {v:.3g}' for k, v in stats.items())}); "
-                        f"lower the learning rates or use --precision fp32. The last good checkpoint is kept: {last}"
+                        f"lower the learning rates or use --precision fp32; {kept}"
                     )
                 step += 1
                 position += 1

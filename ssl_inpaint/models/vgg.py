@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
+from ssl_inpaint.checkpoint import load_tensors
 from ssl_inpaint.errors import UserError
 
 # Outputs of relu1_2, relu2_2 and relu3_3 in torchvision's vgg16().features (as in the perceptual
@@ -102,10 +103,7 @@ def read_vgg16_trunk(path: str) -> dict[str, torch.Tensor]:
     file = Path(path)
     if not file.is_file():
         raise UserError(f"VGG16 weights file not found: {file} (pass --vgg-weights pointing at a torchvision vgg16 state dict)")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input problem
-        raise UserError(f"cannot read VGG16 weights {file}: {str(exc).splitlines()[0]} (save one with torch.save(vgg16().state_dict()))") from None
+    state = load_tensors(file, "VGG16 weights file (save one with torch.save(torchvision.models.vgg16(...).state_dict()))")
     if not isinstance(state, dict):
         raise UserError(f"{file} is not a state dict; save torchvision's vgg16().state_dict() with torch.save")
     expected = vgg16_trunk().state_dict()

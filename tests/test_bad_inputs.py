@@ -1,0 +1,346 @@
+"""Bad inputs and faults against every command (issue 13): each ends with exit status 2 and one clear
+``error:`` line naming the problem and the fix, no traceback, and every file that existed before is
+unchanged. Run in-process through ``ssl_inpaint.cli.main``, the function the ``ssl`` script calls."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ssl_inpaint.cli import main
+from ssl_inpaint.engine.common import run_folder_lock
+
+PRETRAIN = ["pretrain", "--image-size", "32", "--bottleneck-channels", "16", "--batch-size", "2", "--val-images", "2",
+            "--max-steps", "1", "--mask", "rect", "--rect-min", "0.25", "--rect-max", "0.5", "--no-global-d", "--no-local-d",
+            "--num-workers", "0"]
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """(exit status, stderr) of ``ssl ARGS``."""
+    monkeypatch.setattr(sys, "argv", ["ssl", *map(str, args)])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    return int(exited.value.code or 0), capsys.readouterr().err
+
+
+def snapshot(*folders: Path) -> dict[str, str]:
+    """Hash of every file under ``folders`` (the run-folder lock file aside: it holds the last PID)."""
+    files = {}
+    for folder in folders:
+        for path in sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name != ".lock"):
+            files[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return files
+
+
+def assert_refused(monkeypatch, capsys, expected: str, *args: str, keep: tuple[Path, ...] = ()) -> str:
+    before = snapshot(*keep)
+    code, err = run_cli(monkeypatch, capsys, *args)
+    last = err.strip().splitlines()[-1] if err.strip() else ""
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    assert last.startswith("error: ") and expected in last, err
+    assert "weights_only=False" not in err
+    for path, digest in before.items():
+        assert Path(path).exists() and snapshot_file(Path(path)) == digest, f"{path} changed"
+    return last
+
+
+def snapshot_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory) -> Path:
+    """A finished one-step pretrain run (the folder holding it is the --output-dir)."""
+    out = tmp_path_factory.mktemp("trained")
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-m", "ssl_inpaint", *PRETRAIN, "--dataset", "folder", "--data", str(tiny_data / "images"),
+         "--output-dir", str(out), "--name", "run"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def images_arg(tiny_data: Path) -> list[str]:
+    return ["--dataset", "folder", "--data", str(tiny_data / "images")]
+
+
+# --- ssl pretrain: options checked at the boundary -------------------------------------------------
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--val-images", "0"], "--val-images must be >= 1"),
+    (["--rect-min", "0.5", "--rect-max", "0.3"], "--rect-min (0.5) must not exceed --rect-max (0.3)"),
+    (["--num-workers", "-2"], "--num-workers"),
+    (["--lr-g", "nan"], "--lr-g must be a finite number"),
+    (["--lr-g", "inf"], "--lr-g must be a finite number"),
+    (["--lr-g", "-0.1"], "--lr-g must be a positive number"),
+    (["--beta1", "1.0"], "--beta1 and --beta2 must lie in [0, 1)"),
+    (["--batch-size", "1"], "--batch-size must be at least 2"),
+    (["--mask", "centre", "--centre-size", "0"], "--centre-size must lie in (0, 1)"),
+    (["--mask", "centre", "--centre-size", "1.5"], "--centre-size must lie in (0, 1)"),
+    (["--mask", "patches", "--mask-ratio", "1.0"], "--mask-ratio strictly between 0 and 1"),
+    (["--mask", "region", "--region-min", "0.5", "--region-max", "0.2"], "--region-min (0.5) must not exceed"),
+    (["--mask", "gaussian_rect", "--gauss-std", "-1"], "--gauss-std finite and >= 0"),
+    (["--mask", "brush", "--brush-strokes", "0"], "--brush-strokes must be at least 1"),
+    (["--log-every", "0"], "--log-every and --sample-every must be >= 1"),
+    (["--name", "../escape"], "must be a plain folder name"),
+    (["--name", "a/b"], "must be a plain folder name"),
+    (["--image-size", "48"], "--image-size must be a positive multiple of 32"),
+])
+def test_pretrain_options_out_of_their_domain(tiny_data, tmp_path, monkeypatch, capsys, flags, expected):
+    assert_refused(monkeypatch, capsys, expected, *PRETRAIN, *images_arg(tiny_data), "--output-dir", tmp_path, *flags)
+    assert not (tmp_path.parent / "escape").exists()
+
+
+def test_image_size_32_with_the_default_local_discriminator_says_where_the_size_comes_from(tiny_data, tmp_path, monkeypatch, capsys):
+    last = assert_refused(monkeypatch, capsys, "defaults to half of --image-size 32", "pretrain", *images_arg(tiny_data),
+                          "--output-dir", tmp_path, "--image-size", "32")
+    assert "--local-size 32" in last and "--no-local-d" in last
+
+
+# --- ssl pretrain: data that cannot be read --------------------------------------------------------
+
+def test_missing_data_and_recipes(tmp_path, monkeypatch, capsys):
+    assert_refused(monkeypatch, capsys, "dataset path does not exist", *PRETRAIN, "--dataset", "folder", "--data", tmp_path / "nope",
+                   "--output-dir", tmp_path)
+    assert_refused(monkeypatch, capsys, "recipe file not found", "pretrain", "--recipe", tmp_path / "none.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    assert_refused(monkeypatch, capsys, "must be a mapping", "pretrain", "--recipe", tmp_path / "list.yaml")
+    (tmp_path / "unknown.yaml").write_text("learning_rate: 0.1\n")
+    assert_refused(monkeypatch, capsys, "unknown recipe key(s) learning_rate", "pretrain", "--recipe", tmp_path / "unknown.yaml")
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("[1, 2, 3]", "is not a COCO instances file"),
+    ("{not json", "is not a COCO instances file"),
+    ('{"images": 5}', "is not a COCO instances file"),
+])
+def test_coco_annotation_files_that_are_not_coco(tiny_data, tmp_path, monkeypatch, capsys, content, expected):
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    (root / "train2017").mkdir()
+    (root / "annotations" / "instances_train2017.json").write_text(content)
+    assert_refused(monkeypatch, capsys, expected, *PRETRAIN, "--dataset", "coco", "--data", root, "--output-dir", tmp_path / "runs",
+                   keep=(root,))
+
+
+def _fashion_files(folder: Path, train_images: bytes | None = None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 40), ("t10k", 20)):
+        images = b"\x00\x00\x08\x03" + n.to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + rng.integers(0, 256, n * 784, dtype=np.uint8).tobytes()
+        labels = b"\x00\x00\x08\x01" + n.to_bytes(4, "big") + (np.arange(n) % 10).astype(np.uint8).tobytes()
+        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(images))
+        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels))
+    if train_images is not None:
+        (folder / "train-images-idx3-ubyte.gz").write_bytes(train_images)
+
+
+def test_corrupt_fashion_mnist_is_refused_and_a_good_replacement_is_used(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "fmnist"
+    _fashion_files(data, train_images=b"this is not gzip")
+    args = [*PRETRAIN, "--dataset", "fashion_mnist", "--data", data, "--split", "train", "--mask", "patches"]
+    assert_refused(monkeypatch, capsys, "is not a complete gzip file", *args, "--output-dir", tmp_path / "a", "--name", "a")
+    truncated = gzip.compress(gzip.decompress((_fashion_files(tmp_path / "good") or (tmp_path / "good" / "train-images-idx3-ubyte.gz").read_bytes()))[:5000])
+    (data / "train-images-idx3-ubyte.gz").write_bytes(truncated)
+    assert_refused(monkeypatch, capsys, "is truncated", *args, "--output-dir", tmp_path / "b", "--name", "b")
+    # The good files replace the bad ones: the cache unzipped from the bad ones is refreshed.
+    (data / "train-images-idx3-ubyte.gz").write_bytes((tmp_path / "good" / "train-images-idx3-ubyte.gz").read_bytes())
+    code, err = run_cli(monkeypatch, capsys, *args, "--output-dir", tmp_path / "c", "--name", "c", "--val-images", "4")
+    assert code == 0, err
+
+
+def test_sixteen_bit_and_float_images_are_decoded_exactly_or_refused(tmp_path):
+    from ssl_inpaint.data.sources import read_image
+
+    ramp = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "grey16.png")
+    grey = np.asarray(read_image(tmp_path / "grey16.png", "L"))
+    assert np.array_equal(grey, (ramp >> 8).astype(np.uint8))  # not clipped to white
+    Image.fromarray(ramp.astype(np.float32) / 65535).save(tmp_path / "float.tif")
+    with pytest.raises(ValueError, match="unknown range"):
+        read_image(tmp_path / "float.tif", "L")
+
+
+def test_unreadable_validation_candidates_are_passed_over(tiny_data, tmp_path, monkeypatch, capsys):
+    """Two bad files among good ones never make the fixed validation batch, whatever the order."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((40, 40, 3), 40 * i, np.uint8)).save(folder / f"ok_{i}.png")
+    for i in range(2):
+        (folder / f"bad_{i}.png").write_bytes(b"\x89PNG broken")
+    code, err = run_cli(monkeypatch, capsys, *PRETRAIN, "--dataset", "folder", "--data", folder, "--output-dir", tmp_path / "runs",
+                        "--val-images", "4")
+    assert code == 0, err
+
+
+# --- ssl pretrain: run folders -----------------------------------------------------------------------
+
+def test_output_dir_that_is_a_file(tiny_data, tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "runs"
+    blocker.write_text("not a folder")
+    assert_refused(monkeypatch, capsys, "cannot use", *PRETRAIN, *images_arg(tiny_data), "--output-dir", blocker, keep=(tmp_path,))
+
+
+def test_a_second_writer_is_refused_with_the_first_ones_pid(tiny_data, trained, monkeypatch, capsys):
+    with run_folder_lock(trained / "run"):
+        last = assert_refused(monkeypatch, capsys, "is in use by another process (PID", *PRETRAIN, *images_arg(tiny_data),
+                              "--output-dir", trained, "--name", "run", "--max-steps", "2", keep=(trained,))
+    import os
+
+    assert f"PID {os.getpid()}" in last
+
+
+@pytest.mark.parametrize("flags, key", [
+    (["--lr-g", "0.01"], "--lr-g 0.002 -> 0.01"),
+    (["--mask", "centre"], "--mask 'rect' -> 'centre'"),
+    (["--w-hole", "0.5"], "--w-hole"),
+    (["--seed", "3"], "--seed 0 -> 3"),
+])
+def test_resume_refuses_changes_it_would_ignore_and_names_them(tiny_data, trained, monkeypatch, capsys, flags, key):
+    assert_refused(monkeypatch, capsys, key, *PRETRAIN, *images_arg(tiny_data), "--output-dir", trained, "--name", "run",
+                   "--max-steps", "2", *flags, keep=(trained,))
+
+
+def test_resume_refuses_other_data(tiny_data, trained, tmp_path, monkeypatch, capsys):
+    other = tmp_path / "copy"
+    other.mkdir()
+    for path in (tiny_data / "images").rglob("*.jpg"):
+        (other / path.name).write_bytes(path.read_bytes())
+    assert_refused(monkeypatch, capsys, "--data", *PRETRAIN, "--dataset", "folder", "--data", other, "--output-dir", trained,
+                   "--name", "run", "--max-steps", "2", keep=(trained,))
+
+
+def test_resume_records_the_changes_it_accepts(tiny_data, tmp_path, monkeypatch, capsys):
+    args = [*PRETRAIN, *images_arg(tiny_data), "--output-dir", tmp_path, "--name", "r"]
+    assert run_cli(monkeypatch, capsys, *args)[0] == 0
+    code, err = run_cli(monkeypatch, capsys, *args[:-2], "--name", "r", "--max-steps", "2", "--log-every", "1")
+    assert code == 0, err
+    import yaml
+
+    changes = yaml.safe_load((tmp_path / "r" / "resume_changes.yaml").read_text())
+    assert {"step": 1, "key": "max_steps", "old": 1, "new": 2} in changes
+    assert {"step": 1, "key": "log_every", "old": 10, "new": 1} in changes
+
+
+def test_nan_stop_before_any_checkpoint_says_so(tiny_data, tmp_path, monkeypatch, capsys):
+    import ssl_inpaint.engine.pretrain as engine
+
+    real = engine.generator_loss
+    monkeypatch.setattr(engine, "generator_loss", lambda *a, **k: {**real(*a, **k), "total": torch.tensor(float("nan"), requires_grad=True)})
+    last = assert_refused(monkeypatch, capsys, "non-finite loss at step 1", *PRETRAIN, *images_arg(tiny_data), "--output-dir", tmp_path)
+    assert "no checkpoint had been saved yet" in last
+
+
+# --- checkpoints and weights files never unpickled ---------------------------------------------------
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this code must never run",))
+
+
+def test_pickled_objects_are_refused_everywhere(tiny_data, trained, tmp_path, monkeypatch, capsys):
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"format": "ssl_inpaint/encoder", "x": Payload()}))
+    last = assert_refused(monkeypatch, capsys, "not a PyTorch file of tensors", "finetune", "--dataset", "voc",
+                          "--data", tiny_data / "VOCdevkit", "--image-size", "32", "--checkpoint", evil, "--output-dir", tmp_path / "ft")
+    assert "must never run" not in last
+    assert_refused(monkeypatch, capsys, "VGG16 weights file", *PRETRAIN, *images_arg(tiny_data), "--output-dir", tmp_path / "runs",
+                   "--w-perceptual", "1", "--vgg-weights", evil)
+
+
+# --- ssl finetune ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--checkpoint", "/nonexistent/run"], "no encoder at"),
+    (["--name", "../x"], "must be a plain folder name"),
+    (["--lr", "nan"], "--lr must be a finite number"),
+])
+def test_finetune_bad_options(tiny_data, trained, tmp_path, monkeypatch, capsys, flags, expected):
+    base = ["finetune", "--dataset", "voc", "--data", tiny_data / "VOCdevkit", "--image-size", "32", "--checkpoint", trained / "run",
+            "--output-dir", tmp_path, "--epochs", "1", "--labels-per-class", "2"]
+    assert_refused(monkeypatch, capsys, expected, *base, *flags, keep=(trained,))
+
+
+# --- ssl evaluate ------------------------------------------------------------------------------------------
+
+def test_evaluate_refuses_degenerate_holes_and_overwriting(tiny_data, trained, tmp_path, monkeypatch, capsys):
+    base = ["evaluate", "--checkpoint", trained / "run", "--dataset", "folder", "--data", tiny_data / "images",
+            "--output-dir", tmp_path, "--name", "e", "--baselines", "mean", "--num-workers", "0"]
+    assert_refused(monkeypatch, capsys, "--centre-size must lie in (0, 1)", *base, "--mask", "centre", "--centre-size", "0")
+    assert_refused(monkeypatch, capsys, "--batch-size must be >= 1", *base, "--batch-size", "0")
+    assert run_cli(monkeypatch, capsys, *base)[0] == 0
+    assert_refused(monkeypatch, capsys, "holds the results of an earlier evaluation", *base, keep=(tmp_path / "e",))
+
+
+def test_evaluate_scores_each_readable_file_once_under_its_own_name(trained, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((40, 40, 3), 50 * i, np.uint8)).save(folder / f"{i}_ok.png")
+    (folder / "2_truncated.png").write_bytes((folder / "2_ok.png").read_bytes()[:40])
+    code, err = run_cli(monkeypatch, capsys, "evaluate", "--checkpoint", trained / "run", "--dataset", "folder", "--data", folder,
+                        "--output-dir", tmp_path, "--name", "e", "--baselines", "mean", "--num-workers", "0", "--per-image-csv")
+    assert code == 0, err
+    results = json.loads((tmp_path / "e" / "results.json").read_text())
+    assert results["images"] == 4 and results["skipped_unreadable"] == 1
+    rows = (tmp_path / "e" / "per_image.csv").read_text().splitlines()[1:]
+    named = [row.split(",")[1] for row in rows if row.split(",")[2] == "model"]
+    assert sorted(Path(n).name for n in named) == [f"{i}_ok.png" for i in range(4)]
+
+
+# --- ssl inpaint ---------------------------------------------------------------------------------------------
+
+def test_inpaint_refuses_missing_or_whole_image_holes_and_existing_outputs(trained, tmp_path, monkeypatch, capsys):
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(tmp_path / "p.png")
+    base = ["inpaint", tmp_path / "p.png", "--checkpoint", trained / "run"]
+    assert_refused(monkeypatch, capsys, "no hole given", *base, "-o", tmp_path / "o.png")
+    Image.fromarray(np.full((40, 40), 255, np.uint8)).save(tmp_path / "white.png")
+    assert_refused(monkeypatch, capsys, "covers the whole image", *base, "--mask", tmp_path / "white.png", "-o", tmp_path / "o.png")
+    assert not (tmp_path / "o.png").exists()
+    (tmp_path / "mine.png").write_bytes(b"precious")
+    assert_refused(monkeypatch, capsys, "already exist", *base, "--box", "5,5,10,10", "-o", tmp_path / "mine.png", keep=(tmp_path,))
+    assert run_cli(monkeypatch, capsys, *base, "--box", "5,5,10,10", "-o", tmp_path / "mine.png", "--overwrite")[0] == 0
+
+
+def test_inpaint_gives_inputs_with_one_stem_distinct_outputs(trained, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.full((40, 40, 3), 10, np.uint8)).save(folder / "x.jpg")
+    Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(folder / "x.png")
+    Image.fromarray((np.arange(1600).reshape(40, 40) * 40).astype(np.uint16)).save(folder / "y.png")  # 16-bit grey
+    code, err = run_cli(monkeypatch, capsys, "inpaint", folder, "--checkpoint", trained / "run", "--box", "5,5,10,10", "-o", tmp_path / "out")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x_jpg.png", "x_png.png", "y.png"]
+    assert "inpainted 3 image(s)" in err
+
+
+# --- ssl export ----------------------------------------------------------------------------------------------
+
+def test_export_never_overwrites(trained, tmp_path, monkeypatch, capsys):
+    (tmp_path / "mine.pt").write_bytes(b"precious")
+    assert_refused(monkeypatch, capsys, "already exists; pass --overwrite", "export", trained / "run", "-o", tmp_path / "mine.pt",
+                   keep=(tmp_path,))
+    assert_refused(monkeypatch, capsys, "inside the run folder being exported", "export", trained / "run", "-o",
+                   trained / "run" / "encoder.pt", "--overwrite", keep=(trained,))
+    assert_refused(monkeypatch, capsys, "is a folder", "export", trained / "run", "-o", tmp_path, keep=(tmp_path,))
+
+
+# --- ssl pixelcnn ----------------------------------------------------------------------------------------------
+
+def test_pixelcnn_run_names_stay_inside_the_output_dir(tiny_data, tmp_path, monkeypatch, capsys):
+    assert_refused(monkeypatch, capsys, "must be a plain folder name", "pixelcnn", "--dataset", "folder", "--data", tiny_data / "images",
+                   "--output-dir", tmp_path, "--name", "..")
