@@ -121,7 +121,7 @@ def test_vgg_weights_problems_are_clear_errors(tmp_path):
     with pytest.raises(UserError, match="not a torchvision vgg16 state dict"):
         load_vgg16_features(str(tmp_path / "wrong.pt"))
     (tmp_path / "garbage.pt").write_bytes(b"garbage")
-    with pytest.raises(UserError, match="cannot read VGG16 weights"):
+    with pytest.raises(UserError, match="is not a readable VGG16 weights file"):
         load_vgg16_features(str(tmp_path / "garbage.pt"))
     with pytest.raises(UserError, match="need VGG16 weights: pass --vgg-weights"):
         resolve_config(PretrainConfig, {"w_style": 1.0}, {})
