@@ -27,6 +27,7 @@ if [ -f runs/pretrain_photos_128/encoder.pt ]; then
 else
   $SSL pretrain --recipe recipes/pretrain_photos_128.yaml
 fi
-$SSL evaluate --recipe recipes/evaluate_photos_centre64.yaml
-$SSL evaluate --recipe recipes/evaluate_photos_rect32_48.yaml
+# --overwrite: a rerun after a new pretext replaces the earlier scores instead of stopping at them
+$SSL evaluate --recipe recipes/evaluate_photos_centre64.yaml --overwrite
+$SSL evaluate --recipe recipes/evaluate_photos_rect32_48.yaml --overwrite
 echo "TensorBoard: .venv/bin/tensorboard --logdir runs"
