@@ -93,6 +93,10 @@ def ours(config: PretrainConfig, channels: int, device: torch.device, phase: str
     models.generator = prepare_module(models.generator, dist, False, config.channels_last)
     models.global_d = prepare_module(models.global_d, dist, False, config.channels_last) if models.global_d else None
     models.local_d = prepare_module(models.local_d, dist, False, config.channels_last) if models.local_d else None
+    if config.compile:
+        models.generator = torch.compile(models.generator)
+        models.global_d = torch.compile(models.global_d) if models.global_d else None
+        models.local_d = torch.compile(models.local_d) if models.local_d else None
     opts = make_optimizers(config, models, device)
     weights = loss_weights(config)
     models.train()
@@ -210,6 +214,76 @@ def generated_photos(root: Path, count: int) -> Path:
     return root
 
 
+HEADER = (f"{'recipe':<22} {'size':>4} {'phase':<14} {'prec':<5} {'variant':<13} {'ours img/s':>10} {'plain img/s':>11} "
+          f"{'ours/plain':>10} {'GFLOP/step':>10} {'GFLOP/s':>8} {'of peak':>7}")
+
+
+def time_steps(results: dict, recipe_path: str, overrides: dict, sizes: list[int], phases: list[str], args, device) -> None:
+    """Rows of ours (default and each --variants switch) vs plain, interleaved, for one recipe."""
+    recipe = load_recipe(recipe_path)
+    label_recipe = Path(recipe_path).stem
+    for size in sizes:
+        for precision in args.precisions.split(","):
+            config = resolve_config(PretrainConfig, recipe, {
+                **overrides, "image_size": size, "local_size": max(32, size // 2), "precision": precision,
+                "device": args.device, "num_workers": 0, "val_images": 8,
+            })
+            data = prepare_data(config)
+            loader = DataLoader(data.train, batch_size=config.batch_size, shuffle=True, num_workers=0, drop_last=True,
+                                generator=torch.Generator().manual_seed(0))
+            pool = [b for b, _ in zip(loader, range(4))]
+            window = [pool[i % len(pool)] for i in range(args.steps)]
+            wanted = [ph for ph in phases if ph != "joint" or config.adversarial]
+            for phase in wanted:
+                plain_step = plain(config, data.image_channels, device, phase)
+                plain_step(pool[0])  # warm-up: allocator, oneDNN primitive caches
+                variants = [("default", config)]
+                if precision == "fp32" and phase == wanted[0]:
+                    variants += [(v, dataclasses.replace(config, **{v: True})) for v in args.variants.split(",") if v]
+                steps = {}
+                for label, variant in variants:
+                    step, _ = ours(variant, data.image_channels, device, phase)
+                    start = time.perf_counter()
+                    step(pool[0])  # warm-up, and for compile the compilation
+                    steps[label] = (step, time.perf_counter() - start)
+                flops = step_flops(steps["default"][0], pool[0])
+                rates: dict[str, list[float]] = {label: [] for label in [*steps, "plain"]}
+                for _ in range(args.rounds):  # interleaved, so drifting clocks or neighbours hit every variant
+                    for label, (step, _) in steps.items():
+                        rates[label].append(images_per_second(step, window, device))
+                    rates["plain"].append(images_per_second(plain_step, window, device))
+                plain_rate = statistics.median(rates["plain"])
+                peak = results["peak_gflops"][precision]
+                for label, (_, first_step_s) in steps.items():
+                    ours_rate = statistics.median(rates[label])
+                    gflops = flops / 1e9 * ours_rate / config.batch_size
+                    results["steps"].append({
+                        "recipe": label_recipe, "size": size, "batch": config.batch_size, "phase": phase, "precision": precision,
+                        "variant": label, "ours_img_s": round(ours_rate, 2), "plain_img_s": round(plain_rate, 2),
+                        "ratio": round(ours_rate / plain_rate, 3), "gflop_per_step": round(flops / 1e9, 2),
+                        "gflop_s": round(gflops, 1), "of_peak": round(gflops / peak, 3), "first_step_s": round(first_step_s, 1),
+                    })
+                    note = f"  (first step {first_step_s:.0f} s: compilation)" if label == "compile" else ""
+                    print(f"{label_recipe:<22} {size:>4} {phase:<14} {precision:<5} {label:<13} {ours_rate:>10.1f} {plain_rate:>11.1f} "
+                          f"{ours_rate / plain_rate:>10.2f} {flops / 1e9:>10.2f} {gflops:>8.1f} {gflops / peak:>7.1%}{note}", flush=True)
+
+
+def time_end_to_end(results: dict, recipe_path: str, overrides: dict, steps: int, workdir: Path, args) -> None:
+    """`ssl pretrain` itself for ``steps`` steps against the plain step of the same recipe and size."""
+    config = resolve_config(PretrainConfig, load_recipe(recipe_path), {**overrides, "device": args.device, "val_images": 8})
+    rate = pretrain_rate(config, workdir, steps)
+    label_recipe = Path(recipe_path).stem
+    plain_rate = next(
+        r["plain_img_s"] for r in results["steps"]
+        if r["recipe"] == label_recipe and r["size"] == config.image_size and r["precision"] == "fp32" and r["variant"] == "default"
+    )
+    results["e2e"].append({"recipe": label_recipe, "size": config.image_size, "batch": config.batch_size,
+                           "num_workers": config.num_workers, "img_s": round(rate, 2), "plain_img_s": plain_rate,
+                           "ratio": round(rate / plain_rate, 3)})
+    print(f"ssl pretrain end to end, {label_recipe} ({config.image_size} px, batch {config.batch_size}, its own perf/img_per_s, "
+          f"loader included): {rate:.2f} img/s; plain step {plain_rate:.2f} img/s; ours/plain {rate / plain_rate:.2f}", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--recipe", default="recipes/pretrain_coco_m1.yaml", help="the networks and losses to time")
@@ -219,75 +293,50 @@ def main() -> None:
     p.add_argument("--precisions", default="fp32", help="fp32,bf16 (bf16 on CPU needs AVX512-BF16/AMX to pay)")
     p.add_argument("--steps", type=int, default=4, help="steps per timing window")
     p.add_argument("--rounds", type=int, default=3, help="interleaved windows per variant (the median is kept)")
+    p.add_argument("--variants", default="channels_last,compile",
+                   help="switches timed on top of the default step (fp32, the first phase)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--coco", default="", help="a real COCO root (else generated)")
     p.add_argument("--folder", default="", help="a real image folder (else the generated COCO images)")
-    p.add_argument("--fashion-mnist", default="/usr/share/datasets/fashion-mnist")
-    p.add_argument("--e2e-steps", type=int, default=30, help="steps of the end-to-end `ssl pretrain` run at the largest size (0: skip)")
-    p.add_argument("--quick", action="store_true", help="one round, two steps, no end-to-end run")
+    p.add_argument("--fashion-mnist", default="/usr/share/datasets/fashion-mnist",
+                   help="Fashion-MNIST idx .gz files: adds the quickstart's pretext (recipes/pretrain_fashion_mnist.yaml)")
+    p.add_argument("--e2e-steps", type=int, default=30, help="steps of each end-to-end `ssl pretrain` run (0: skip)")
+    p.add_argument("--quick", action="store_true", help="one round, two steps, no variants, no end-to-end run")
     p.add_argument("--json", default="runs/bench.json")
     args = p.parse_args()
     if args.quick:
-        args.rounds, args.steps, args.e2e_steps = 1, 2, 0
+        args.rounds, args.steps, args.e2e_steps, args.variants = 1, 2, 0, ""
     device = torch.device(args.device)
     threads = configure_threads(0, device)
-    recipe = load_recipe(args.recipe)
     work = Path(tempfile.mkdtemp(prefix="ssl_bench_"))
     coco = Path(args.coco) if args.coco else generated_photos(work / "coco", 96)
     folder = Path(args.folder) if args.folder else coco / "train2017"
+    fashion = Path(args.fashion_mnist, "train-images-idx3-ubyte.gz").exists()
     results: dict = {"device": str(device), "threads": threads, "torch": torch.__version__, "recipe": args.recipe,
-                     "batch": args.batch, "steps": [], "loader": [], "peak_gflops": {}}
-    print(f"bench: {args.recipe}, batch {args.batch}, {threads} intra-op threads on {device}; timing windows of "
-          f"{args.steps} steps, median of {args.rounds}")
+                     "batch": args.batch, "steps": [], "loader": [], "e2e": [], "peak_gflops": {}}
+    print(f"bench: {threads} intra-op threads on {device}; timing windows of {args.steps} steps, median of {args.rounds}")
 
     for precision in args.precisions.split(","):
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
         results["peak_gflops"][precision] = round(conv_peak(device, dtype), 1)
     print("conv peak GFLOP/s (3x3 conv forward): " + ", ".join(f"{k} {v}" for k, v in results["peak_gflops"].items()))
 
-    header = f"{'size':>4} {'phase':<14} {'prec':<5} {'ours img/s':>10} {'plain img/s':>11} {'ours/plain':>10} {'GFLOP/step':>10} {'GFLOP/s':>8} {'of peak':>7}"
-    print(header)
-    for size in [int(s) for s in args.sizes.split(",")]:
-        for precision in args.precisions.split(","):
-            config = resolve_config(PretrainConfig, recipe, {
-                "dataset": "coco", "data": str(coco), "image_size": size, "batch_size": args.batch,
-                "local_size": max(32, size // 2), "precision": precision, "device": args.device, "num_workers": 0,
-                "val_images": 8,
-            })
-            data = prepare_data(config)
-            loader = DataLoader(data.train, batch_size=args.batch, shuffle=True, num_workers=0, drop_last=True,
-                                generator=torch.Generator().manual_seed(0))
-            pool = [b for b, _ in zip(loader, range(4))]
-            window = [pool[i % len(pool)] for i in range(args.steps)]
-            for phase in args.phases.split(","):
-                if phase == "joint" and not config.adversarial:
-                    continue
-                our_step, _ = ours(config, data.image_channels, device, phase)
-                plain_step = plain(config, data.image_channels, device, phase)
-                our_step(pool[0]), plain_step(pool[0])  # warm-up: allocator, oneDNN primitive caches
-                flops = step_flops(our_step, pool[0])
-                rates: dict[str, list[float]] = {"ours": [], "plain": []}
-                for _ in range(args.rounds):  # interleaved, so drifting clocks or neighbours hit both
-                    rates["ours"].append(images_per_second(our_step, window, device))
-                    rates["plain"].append(images_per_second(plain_step, window, device))
-                ours_rate, plain_rate = (statistics.median(rates[k]) for k in ("ours", "plain"))
-                gflops = flops / 1e9 * ours_rate / args.batch
-                peak = results["peak_gflops"][precision]
-                row = {"size": size, "phase": phase, "precision": precision, "ours_img_s": round(ours_rate, 2),
-                       "plain_img_s": round(plain_rate, 2), "ratio": round(ours_rate / plain_rate, 3),
-                       "gflop_per_step": round(flops / 1e9, 2), "gflop_s": round(gflops, 1), "of_peak": round(gflops / peak, 3)}
-                results["steps"].append(row)
-                print(f"{size:>4} {phase:<14} {precision:<5} {ours_rate:>10.1f} {plain_rate:>11.1f} {ours_rate / plain_rate:>10.2f} "
-                      f"{flops / 1e9:>10.2f} {gflops:>8.1f} {gflops / peak:>7.1%}", flush=True)
+    print(HEADER)
+    photos = {"dataset": "coco", "data": str(coco), "split": "train2017", "batch_size": args.batch}
+    sizes = [int(v) for v in args.sizes.split(",")]
+    time_steps(results, args.recipe, photos, sizes, args.phases.split(","), args, device)
+    quickstart = {"data": args.fashion_mnist}
+    if fashion:
+        time_steps(results, "recipes/pretrain_fashion_mnist.yaml", quickstart, [32], ["reconstruction"], args, device)
 
     print(f"{'loader':<13} {'size':>4} {'batch':>5} {'workers':>7} {'img/s':>8}")
     # (kind, path, split, size, batch): M1's COCO and folder settings; the quickstart's for Fashion-MNIST.
     kinds = [("coco", str(coco), "train2017", 128, args.batch), ("folder", str(folder), "", 128, args.batch)]
-    if Path(args.fashion_mnist, "train-images-idx3-ubyte.gz").exists():
+    if fashion:
         kinds.append(("fashion_mnist", args.fashion_mnist, "train", 32, 128))
     for kind, path, split, size, batch in kinds:
         for workers in sorted({0, min(2, os.cpu_count() or 1)}):
-            config = resolve_config(PretrainConfig, recipe, {
+            config = resolve_config(PretrainConfig, load_recipe(args.recipe), {
                 "dataset": kind, "data": path, "split": split, "image_size": size, "batch_size": batch, "local_size": 32,
                 "num_workers": workers, "val_images": 8, "mask": "centre" if kind != "fashion_mnist" else "patches",
             })
@@ -296,19 +345,11 @@ def main() -> None:
             print(f"{kind:<13} {size:>4} {batch:>5} {workers:>7} {rate:>8.1f}", flush=True)
 
     if args.e2e_steps:
-        size = max(int(s) for s in args.sizes.split(","))
-        config = resolve_config(PretrainConfig, recipe, {
-            "dataset": "coco", "data": str(coco), "image_size": size, "batch_size": args.batch,
-            "local_size": max(32, size // 2), "device": args.device, "val_images": 8,
-        })
-        e2e = pretrain_rate(config, work / "runs", args.e2e_steps)
-        plain_rate = next(r["plain_img_s"] for r in results["steps"]
-                          if r["size"] == size and r["phase"] == "joint" and r["precision"] == "fp32")
-        results["e2e"] = {"size": size, "num_workers": config.num_workers, "img_s": round(e2e, 2), "plain_img_s": plain_rate,
-                          "ratio": round(e2e / plain_rate, 3)}
-        print(f"ssl pretrain end to end ({size} px, batch {args.batch}, {config.num_workers} loader workers, its own perf/img_per_s): "
-              f"{e2e:.2f} img/s; plain loop {plain_rate:.2f} img/s; ours/plain {e2e / plain_rate:.2f}")
-    main_rows = [r for r in results["steps"] if r["phase"] == "joint" and r["precision"] == "fp32"] or results["steps"]
+        time_end_to_end(results, args.recipe, {**photos, "image_size": max(sizes), "local_size": max(32, max(sizes) // 2)},
+                        args.e2e_steps, work / "runs", args)
+        if fashion:
+            time_end_to_end(results, "recipes/pretrain_fashion_mnist.yaml", quickstart, args.e2e_steps * 3, work / "runs", args)
+    main_rows = [r for r in results["steps"] if r["phase"] == "joint" and r["precision"] == "fp32" and r["variant"] == "default"]
     if main_rows:
         ratio = statistics.median(r["ratio"] for r in main_rows)
         print(f"ours/plain (step, median over sizes, joint G+D fp32): {ratio:.2f}")
