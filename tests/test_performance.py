@@ -221,3 +221,22 @@ def test_the_loaders_fast_crop_is_the_composed_transform_exactly(size, shape, mo
         fast, after_fast = crop_view(image, size, train), torch.rand(1)
         assert type(fast) is torch.Tensor
         assert torch.equal(fast, composed) and torch.equal(after_fast, after_composed)
+
+
+def test_in_memory_images_are_resized_once_and_give_the_same_items(tiny_data):
+    from ssl_inpaint.data.pretext import PretextDataset
+    from ssl_inpaint.data.sources import FashionMnistSource, SubsetSource
+    from ssl_inpaint.masks import create_mask_generator
+
+    source = SubsetSource(FashionMnistSource(tiny_data / "fashion-mnist", "train"), range(0, 40, 3))
+    masks = create_mask_generator("patches", patch_size=4, ratio=0.75)
+    kept = PretextDataset(source, 32, masks, torch.zeros(1), seed=5)
+    redone = PretextDataset(source, 32, masks, torch.zeros(1), seed=5)
+    redone._resized = None  # the plain path: decode and resize every time
+    assert kept._resized == {}
+    for epoch in (0, 1):
+        kept.set_epoch(epoch), redone.set_epoch(epoch)
+        for index in range(len(source)):
+            a, b = kept[index], redone[index]
+            assert all(torch.equal(a[k], b[k]) for k in ("image", "mask", "input"))
+    assert len(kept._resized) == len(source)

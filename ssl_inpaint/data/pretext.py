@@ -39,12 +39,18 @@ def image_transform(image_size: int, train: bool) -> v2.Transform:
     return v2.Compose(steps)
 
 
-def crop_view(image: Any, image_size: int, train: bool) -> torch.Tensor:
+def resized(image: Any, image_size: int) -> torch.Tensor:
+    """The image as a tensor with its shorter side resized to ``image_size`` (antialiased): the
+    deterministic first half of ``image_transform``."""
+    return F.resize(F.to_image(image), [image_size], antialias=True).as_subclass(torch.Tensor)
+
+
+def crop_view(image: Any, image_size: int, train: bool, already_resized: bool = False) -> torch.Tensor:
     """``image_transform(image_size, train)(image)`` for an image alone, without the per-call dispatch
     of ``v2.Compose`` (about 3/4 of the loader's time on Fashion-MNIST): the same kernels, and the same
-    random draws in the same order from the global generator, so the result is identical."""
-    x = F.to_image(image)
-    x = F.resize(x, [image_size], antialias=True)
+    random draws in the same order from the global generator, so the result is identical.
+    ``already_resized``: ``image`` is ``resized(image, image_size)`` (e.g. kept from an earlier epoch)."""
+    x = image if already_resized else resized(image, image_size)
     height, width = x.shape[-2:]
     if train:
         top = int(torch.randint(0, height - image_size + 1, size=())) if height > image_size else 0
@@ -86,6 +92,10 @@ class PretextDataset(Dataset):
         # JPEGs may decode at a reduced size that still covers the crop, except when object masks
         # (annotated at the file's full size) must follow the image.
         self.decode_side = image_size if reduced_decode and not use_objects else 0
+        # An in-memory source (Fashion-MNIST) decodes an index to the same pixels every time, and its
+        # resized images are small (61 MB for 60,000 at 32 px): keep them instead of redoing the
+        # PIL conversion and the resize every epoch.
+        self._resized: Optional[dict[int, torch.Tensor]] = {} if source.in_memory and not use_objects else None
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -97,12 +107,17 @@ class PretextDataset(Dataset):
         return len(self.source)
 
     def _load(self, index: int) -> tuple[Any, Optional[np.ndarray], int]:
-        """Load item ``index``, or the next readable one; returns (image, objects, files skipped)."""
+        """Load item ``index``, or the next readable one; returns (image, objects, files skipped).
+        With an in-memory source the image is already resized (``resized``)."""
         tries = min(MAX_REPLACEMENT_TRIES, len(self.source))
         for skipped in range(tries):
             position = (index + skipped) % len(self.source)
+            if self._resized is not None and position in self._resized:
+                return self._resized[position], None, skipped
             try:
                 image = self.source.load(position, self.decode_side)
+                if self._resized is not None:
+                    image = self._resized[position] = resized(image, self.image_size)
                 objects = self.source.objects(position) if self.use_objects else None
                 return image, objects, skipped
             except UNREADABLE as exc:
@@ -124,7 +139,7 @@ class PretextDataset(Dataset):
             if objects is not None:
                 image, objects_t = self.transform(image, tv_tensors.Mask(torch.from_numpy(objects)))
             else:
-                image, objects_t = crop_view(image, self.image_size, self.train), None
+                image, objects_t = crop_view(image, self.image_size, self.train, self._resized is not None), None
         height, width = image.shape[-2:]
         mask = self.mask_generator(height, width, rng, objects_t)
         image = image.as_subclass(torch.Tensor)

@@ -86,6 +86,7 @@ class ImageSource:
 
     mode = "RGB"
     name = "images"
+    in_memory = False  # True: loading an index is cheap and gives the same pixels every time
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -128,7 +129,7 @@ class SubsetSource(ImageSource):
 
     def __init__(self, source: ImageSource, indices: Sequence[int]):
         self.source, self.indices = source, list(indices)
-        self.mode, self.name = source.mode, source.name
+        self.mode, self.name, self.in_memory = source.mode, source.name, source.in_memory
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -307,6 +308,7 @@ def _check_idx_pair(images: Path, labels: Path) -> None:
 
 class FashionMnistSource(ImageSource):
     mode = "L"
+    in_memory = True
 
     def __init__(self, data: str | Path, split: str):
         from torchvision.datasets import FashionMNIST
