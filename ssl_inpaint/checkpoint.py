@@ -10,7 +10,7 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -22,27 +22,26 @@ ENCODER_FORMAT = "ssl_inpaint.encoder"
 PIXELCNN_FORMAT = "ssl_inpaint.pixelcnn"
 
 
-def save_atomic(obj: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash mid-save never leaves a
-    truncated file under the final name, and the previous file stays intact until the rename."""
+def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """``write`` a temporary file in the same folder, then rename it to ``path``: a crash mid-save never
+    leaves a truncated file under the final name, and the previous file stays intact until the rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        torch.save(obj, tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def save_atomic(obj: dict[str, Any], path: Path) -> None:
+    """``torch.save`` that never leaves a truncated file (``_replace_atomically``)."""
+    _replace_atomically(path, lambda tmp: torch.save(obj, tmp))
 
 
 def write_text_atomic(text: str, path: Path) -> None:
-    """``save_atomic`` for a text file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """``Path.write_text`` that never leaves a truncated file (``_replace_atomically``)."""
+    _replace_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def load_tensors(path: Path, what: str) -> Any:

@@ -22,7 +22,7 @@ from torchvision.utils import make_grid, save_image
 
 from ssl_inpaint.baselines import BASELINES, create_baseline, keep_known
 from ssl_inpaint.config import option, save_config
-from ssl_inpaint.data import DATASETS, PretextDataset, create_source
+from ssl_inpaint.data import DATASETS, ImageSource, PretextDataset, create_source
 from ssl_inpaint.engine.common import RunLogger, console, run_folder_lock
 from ssl_inpaint.engine.runtime import NUM_WORKERS_HELP, configure_threads, resolve_workers
 from ssl_inpaint.errors import UserError
@@ -140,12 +140,9 @@ def run_evaluate(config: EvaluateConfig) -> Path:
         return _run_evaluate(config)
 
 
-def _run_evaluate(config: EvaluateConfig) -> Path:
-    run_dir = Path(config.output_dir) / config.name
-    if (run_dir / "results.json").exists() and not config.overwrite:
-        raise UserError(f"{run_dir} holds the results of an earlier evaluation; pass --overwrite to replace them or choose another --name")
-    baselines = {name: create_baseline(name, config.inpaint_radius) for name in config.baseline_names}
-    inpainter = load_inpainter(config.checkpoint, config.device, config.precision)
+def evaluation_images(config: EvaluateConfig, inpainter: Inpainter) -> tuple[ImageSource, torch.utils.data.Subset]:
+    """The source and the first ``--max-images`` of its items, each with its seeded hole, at the
+    generator's size and in its colour mode."""
     source = create_source(config.dataset, config.data, config.resolved_split, config.year)
     if source.channels != inpainter.channels:
         raise UserError(
@@ -158,7 +155,17 @@ def _run_evaluate(config: EvaluateConfig) -> Path:
         reduced_decode=False,  # scores are for the images as they are: every pixel decoded
     )
     count = min(len(dataset), config.max_images) if config.max_images else len(dataset)
-    subset = torch.utils.data.Subset(dataset, range(count))
+    return source, torch.utils.data.Subset(dataset, range(count))
+
+
+def _run_evaluate(config: EvaluateConfig) -> Path:
+    run_dir = Path(config.output_dir) / config.name
+    if (run_dir / "results.json").exists() and not config.overwrite:
+        raise UserError(f"{run_dir} holds the results of an earlier evaluation; pass --overwrite to replace them or choose another --name")
+    baselines = {name: create_baseline(name, config.inpaint_radius) for name in config.baseline_names}
+    inpainter = load_inpainter(config.checkpoint, config.device, config.precision)
+    source, subset = evaluation_images(config, inpainter)
+    count = len(subset)
     config.num_workers = resolve_workers(config.num_workers, inpainter.device)
     configure_threads(config.num_workers, inpainter.device)
     loader = DataLoader(subset, batch_size=config.batch_size, num_workers=config.num_workers)
