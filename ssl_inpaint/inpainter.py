@@ -15,7 +15,7 @@ from torch import nn
 
 from ssl_inpaint.checkpoint import PRETRAIN_FORMAT, load_checkpoint
 from ssl_inpaint.distributed import select_device
-from ssl_inpaint.engine.runtime import autocast, check_precision
+from ssl_inpaint.runtime import autocast, check_precision
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.masks import apply_mask
 from ssl_inpaint.metrics import to_unit

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from ssl_inpaint.cli import main
-from ssl_inpaint.engine.common import run_folder_lock
+from ssl_inpaint.runs import run_folder_lock
 
 PRETRAIN = ["pretrain", "--image-size", "32", "--bottleneck-channels", "16", "--batch-size", "2", "--val-images", "2",
             "--max-steps", "1", "--mask", "rect", "--rect-min", "0.25", "--rect-max", "0.5", "--no-global-d", "--no-local-d",

@@ -11,10 +11,10 @@ import pytest
 import torch
 from rich.console import Console
 
-import ssl_inpaint.engine.common as common
+import ssl_inpaint.runs as runs
 from ssl_inpaint.config import resolve_config
-from ssl_inpaint.engine import runtime
-from ssl_inpaint.engine.common import RunLogger
+from ssl_inpaint import runtime
+from ssl_inpaint.runs import RunLogger
 from ssl_inpaint.engine.pretrain import (
     PretrainConfig,
     build_models,
@@ -140,7 +140,7 @@ def test_channels_last_computes_the_same_step_within_float_tolerance():
 def test_without_a_terminal_progress_is_a_plain_line_every_log_every_steps(tmp_path, monkeypatch):
     log = tmp_path / "log.txt"
     with log.open("w") as stream:
-        monkeypatch.setattr(common, "console", Console(file=stream, force_terminal=False, width=60))
+        monkeypatch.setattr(runs, "console", Console(file=stream, force_terminal=False, width=60))
         with RunLogger(tmp_path / "run", total_steps=20, description="pretrain demo", log_every=5) as logger:
             assert not logger.live
             for step in range(1, 21):

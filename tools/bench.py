@@ -57,7 +57,7 @@ from ssl_inpaint.engine.pretrain import (  # noqa: E402
     to_device,
     train_step,
 )
-from ssl_inpaint.engine.runtime import (  # noqa: E402
+from ssl_inpaint.runtime import (  # noqa: E402
     configure_threads,
     prepare_module,
     resolve_workers,

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
-from ssl_inpaint.engine.common import console
+from ssl_inpaint.runtime import console
 from ssl_inpaint.errors import UserError
 
 INITS = ("pretrained", "random")

@@ -23,8 +23,9 @@ from torchvision.utils import make_grid, save_image
 from ssl_inpaint.baselines import BASELINES, create_baseline, keep_known
 from ssl_inpaint.config import option, save_config
 from ssl_inpaint.data import DATASETS, ImageSource, PretextDataset, create_source
-from ssl_inpaint.engine.common import RunLogger, console, run_folder_lock
-from ssl_inpaint.engine.runtime import NUM_WORKERS_HELP, configure_threads, resolve_workers
+from ssl_inpaint.runs import RunLogger, run_folder_lock
+from ssl_inpaint.runtime import console
+from ssl_inpaint.runtime import NUM_WORKERS_HELP, configure_threads, resolve_workers
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.inpainter import Inpainter, load_inpainter
 from ssl_inpaint.masks import MaskOptions, degenerate_holes

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ssl_inpaint.checkpoint import ENCODER_FORMAT, load_checkpoint, resolve_encoder_file
-from ssl_inpaint.engine.common import console
+from ssl_inpaint.runtime import console
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.models import timm_state_dict
 

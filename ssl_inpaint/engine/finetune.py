@@ -45,8 +45,9 @@ from ssl_inpaint.data.classification import (
     parse_augment,
 )
 from ssl_inpaint.distributed import Distributed, any_flag, average_gradients, broadcast_module, gather_rows, setup, teardown
-from ssl_inpaint.engine.common import RunLogger, console, run_folder_lock, seed_everything
-from ssl_inpaint.engine.runtime import (
+from ssl_inpaint.runs import RunLogger, run_folder_lock
+from ssl_inpaint.runtime import console, seed_everything
+from ssl_inpaint.runtime import (
     ResumableSampler,
     StopSignal,
     autocast,

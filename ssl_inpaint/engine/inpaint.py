@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from ssl_inpaint.data.pretext import UNREADABLE
 from ssl_inpaint.data.sources import IMAGE_EXTENSIONS, open_image
-from ssl_inpaint.engine.common import console
+from ssl_inpaint.runtime import console
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.inpainter import Inpainter, load_inpainter
 

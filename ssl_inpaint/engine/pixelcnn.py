@@ -21,8 +21,9 @@ from ssl_inpaint.checkpoint import PIXELCNN_FORMAT, save_atomic
 from ssl_inpaint.config import check_choices, option, save_config
 from ssl_inpaint.data import DATASETS, PretextDataset, SubsetSource, create_source
 from ssl_inpaint.distributed import select_device
-from ssl_inpaint.engine.common import RunLogger, console, epoch_order, run_folder_lock, seed_everything
-from ssl_inpaint.engine.runtime import NUM_WORKERS_HELP, configure_threads, resolve_workers
+from ssl_inpaint.runs import RunLogger, run_folder_lock
+from ssl_inpaint.runtime import console, epoch_order, seed_everything
+from ssl_inpaint.runtime import NUM_WORKERS_HELP, configure_threads, resolve_workers
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.losses import mixture_log_prob
 from ssl_inpaint.masks import create_mask_generator

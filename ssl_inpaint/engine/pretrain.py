@@ -42,8 +42,9 @@ from ssl_inpaint.distributed import (
     setup,
     teardown,
 )
-from ssl_inpaint.engine.common import RunLogger, console, epoch_order, run_folder_lock, seed_everything
-from ssl_inpaint.engine.runtime import (
+from ssl_inpaint.runs import RunLogger, run_folder_lock
+from ssl_inpaint.runtime import console, epoch_order, seed_everything
+from ssl_inpaint.runtime import (
     ResumableSampler,
     StopSignal,
     autocast,

@@ -1,30 +1,26 @@
-"""What every engine needs: seeding, shuffling order, and the run's logger (TensorBoard + progress)."""
+"""A run folder while a command writes into it: the lock that keeps a second process out, and the run's
+logger (TensorBoard scalars, images and text, with a progress bar or plain progress lines)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import random
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-import numpy as np
 import torch
 import yaml
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.utils.tensorboard import SummaryWriter
 
 from ssl_inpaint.errors import UserError
+from ssl_inpaint.runtime import console
 
 try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
-
-console = Console(stderr=True)
-
 
 @contextlib.contextmanager
 def run_folder_lock(run_dir: Path, enabled: bool = True) -> Iterator[None]:
@@ -53,18 +49,6 @@ def run_folder_lock(run_dir: Path, enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         handle.close()  # releases the lock
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def epoch_order(num_items: int, seed: int, epoch: int) -> list[int]:
-    """A shuffled order of ``num_items``, a pure function of (seed, epoch)."""
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(num_items, generator=generator).tolist()
 
 
 class RunLogger:

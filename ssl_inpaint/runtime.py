@@ -1,5 +1,6 @@
-"""Training-loop plumbing shared by the engines: precision, samplers that resume mid-epoch,
-preemption signals, RNG snapshots, compiled/SyncBN model wrappers."""
+"""What a process needs to run any command: the console, seeding, compute threads and loader workers per
+core, precision, samplers that resume mid-epoch, preemption signals, RNG snapshots, and the
+compiled/SyncBN module wrappers."""
 
 from __future__ import annotations
 
@@ -11,15 +12,29 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
+from rich.console import Console
 from torch import nn
 from torch.utils.data import Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from ssl_inpaint.distributed import Distributed
-from ssl_inpaint.engine.common import console
 from ssl_inpaint.errors import UserError
 
+console = Console(stderr=True)
+
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_order(num_items: int, seed: int, epoch: int) -> list[int]:
+    """A shuffled order of ``num_items``, a pure function of (seed, epoch)."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(num_items, generator=generator).tolist()
 
 
 def usable_cores() -> int:
