@@ -13,27 +13,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ssl_inpaint.checkpoint import PRETRAIN_FORMAT, load_checkpoint
 from ssl_inpaint.distributed import select_device
 from ssl_inpaint.runtime import autocast, check_precision
-from ssl_inpaint.errors import UserError
 from ssl_inpaint.masks import apply_mask
+from ssl_inpaint.models import load_generator
 from ssl_inpaint.metrics import to_unit
-
-
-def resolve_generator_checkpoint(checkpoint: str | Path) -> Path:
-    """A pretrain run folder (its ``checkpoints/last.pt``) or a pretrain checkpoint file."""
-    path = Path(checkpoint)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-    if not path.is_file():
-        raise UserError(
-            f"no trained generator at {path}: pass a pretrain run folder (runs/NAME, with checkpoints/last.pt) "
-            f"or one of its checkpoint files"
-        )
-    if path.name == "encoder.pt":
-        raise UserError(f"{path} holds only the encoder; pass the pretrain run folder, whose checkpoints hold the generator")
-    return path
 
 
 @dataclass
@@ -76,29 +60,17 @@ def _max_hole(config: dict) -> float:
 
 
 def load_inpainter(checkpoint: str | Path, device: str = "auto", precision: str = "fp32") -> Inpainter:
-    """Rebuild the generator of a pretrain run from its saved config and weights (no unpickling)."""
-    # Imported here: the pretrain engine imports the data pipeline, which this module's users may not need.
-    from ssl_inpaint.engine.pretrain import PretrainConfig, build_models
-
-    path = resolve_generator_checkpoint(checkpoint)
-    state = load_checkpoint(path, PRETRAIN_FORMAT)
-    saved = state["config"]
-    config = PretrainConfig(**PretrainConfig.saved_values(saved))
-    channels = int(state["image_channels"])
-    generator = build_models(config, channels).generator
-    try:
-        generator.load_state_dict(state["generator"])
-    except RuntimeError as exc:
-        raise UserError(f"{path}: the generator weights do not match its saved config ({str(exc).splitlines()[0]})") from None
+    """The generator of a pretrain run (``models.load_generator``) as an inpainting tool."""
+    trained = load_generator(checkpoint)
     torch_device = select_device(device)
     check_precision(precision, torch_device)
     return Inpainter(
-        generator=generator.to(torch_device).eval(),
-        image_size=config.image_size,
-        channels=channels,
-        fill=torch.tensor(state["fill"], dtype=torch.float32),
-        max_hole=_max_hole(saved),
-        centre_only=config.predict == "hole",
+        generator=trained.generator.to(torch_device).eval(),
+        image_size=trained.options.image_size,
+        channels=trained.image_channels,
+        fill=trained.fill,
+        max_hole=_max_hole(trained.config),
+        centre_only=trained.options.predict == "hole",
         device=torch_device,
         precision=precision,
     )

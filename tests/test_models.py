@@ -104,11 +104,12 @@ def test_local_crop_is_centred_on_the_hole_and_stays_inside():
 def test_generator_initialisation_does_not_depend_on_the_discriminators():
     """Recorded results of a seed stay rerunnable: the generator takes the first random numbers."""
     from ssl_inpaint.runtime import seed_everything
-    from ssl_inpaint.engine.pretrain import PretrainConfig, build_models
+    from ssl_inpaint.engine.pretrain import PretrainConfig
+    from ssl_inpaint.models import make_models
 
     weights = []
     for with_d in (False, True):
         config = PretrainConfig(image_size=32, bottleneck_channels=16, global_d=with_d, local_d=with_d, local_size=32)
         seed_everything(0)
-        weights.append(build_models(config, 3).generator.state_dict())
+        weights.append(make_models(config, 3).generator.state_dict())
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -15,9 +15,9 @@ import ssl_inpaint.runs as runs
 from ssl_inpaint.config import resolve_config
 from ssl_inpaint import runtime
 from ssl_inpaint.runs import RunLogger
+from ssl_inpaint.models import make_models
 from ssl_inpaint.engine.pretrain import (
     PretrainConfig,
-    build_models,
     make_optimizers,
     to_device,
     train_step,
@@ -91,7 +91,7 @@ def _batches(n: int, channels: int = 3) -> list[dict]:
 def _train(config: PretrainConfig, steps: int, foreach: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[dict]]:
     """(weights, gradients of the last step, per-step loss stats) of the generator after ``steps`` joint steps."""
     torch.manual_seed(0)
-    models = build_models(config, 3)
+    models = make_models(config, 3)
     if config.channels_last:
         models.generator = models.generator.to(memory_format=torch.channels_last)
         models.global_d = models.global_d.to(memory_format=torch.channels_last)
@@ -120,7 +120,7 @@ def _assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rtol: 
 
 def test_foreach_optimizer_gives_the_same_weights_as_the_loop():
     config = _gan_config()
-    assert make_optimizers(config, build_models(config, 3), torch.device("cpu")).g.param_groups[0]["foreach"] is True
+    assert make_optimizers(config, make_models(config, 3), torch.device("cpu")).g.param_groups[0]["foreach"] is True
     _assert_close(_train(config, 3, foreach=True)[0], _train(config, 3, foreach=False)[0])
 
 

@@ -5,13 +5,14 @@ import torch
 import torchvision
 
 from ssl_inpaint.config import resolve_config
-from ssl_inpaint.engine.pretrain import InpaintingModels, Optimizers, PretrainConfig, phase_for, train_step
+from ssl_inpaint.engine.pretrain import Optimizers, PretrainConfig, phase_for, train_step
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.losses import LossWeights, feature_losses, generator_loss
 from ssl_inpaint.masks import apply_mask
 from ssl_inpaint.models import (
     GENERATORS,
     GlcicFusedDiscriminator,
+    InpaintingModels,
     build_encoder,
     create_generator,
     global_discriminator,

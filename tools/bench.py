@@ -46,11 +46,9 @@ from make_tiny_datasets import make_coco  # noqa: E402
 
 from ssl_inpaint.config import load_recipe, resolve_config  # noqa: E402
 from ssl_inpaint.distributed import Distributed  # noqa: E402
+from ssl_inpaint.models import make_discriminators, make_generator, make_models
 from ssl_inpaint.engine.pretrain import (  # noqa: E402
     PretrainConfig,
-    build_discriminators,
-    build_generator,
-    build_models,
     make_optimizers,
     prepare_data,
     run_pretrain,
@@ -92,7 +90,7 @@ def loss_weights(config: PretrainConfig) -> LossWeights:
 def ours(config: PretrainConfig, channels: int, device: torch.device, phase: str) -> tuple[Step, torch.nn.Module]:
     """The engine's own step: the models, optimizers and memory format `ssl pretrain` builds."""
     torch.manual_seed(0)
-    models = build_models(config, channels)
+    models = make_models(config, channels)
     dist = Distributed(0, 1, 0, device)
     models.generator = prepare_module(models.generator, dist, False, config.channels_last)
     models.global_d = prepare_module(models.global_d, dist, False, config.channels_last) if models.global_d else None
@@ -114,8 +112,8 @@ def ours(config: PretrainConfig, channels: int, device: torch.device, phase: str
 def plain(config: PretrainConfig, channels: int, device: torch.device, phase: str) -> Step:
     """The same networks and losses in the loop a user would write first."""
     torch.manual_seed(0)
-    generator = build_generator(config, channels).to(device)
-    global_d, local_d = (d.to(device) if d is not None else None for d in build_discriminators(config, channels))
+    generator = make_generator(config, channels).to(device)
+    global_d, local_d = (d.to(device) if d is not None else None for d in make_discriminators(config, channels))
     discriminators = [d for d in (global_d, local_d) if d is not None]
     betas = (config.beta1, config.beta2)
     opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=betas)

@@ -60,27 +60,13 @@ from ssl_inpaint.runtime import (
     unwrap,
 )
 from ssl_inpaint.errors import UserError
-from ssl_inpaint.models.timm_unet import check_encoder_spec
 from ssl_inpaint.losses import LossWeights, discriminator_loss, generator_loss
 from ssl_inpaint.masks import MASK_KINDS, MaskOptions, degenerate_holes
 from ssl_inpaint.metrics import completion_metrics, ssim, to_unit
 from ssl_inpaint.models.classifier import BN_STATS, FEATURES
-from ssl_inpaint.models.unet import NORMS, SKIPS
 from ssl_inpaint.probe import RepresentationProbe
-from ssl_inpaint.models.discriminators import D_POOLS
-from ssl_inpaint.models.vgg import VGG16Discriminator, load_vgg16_features, read_vgg16_trunk
-from ssl_inpaint.models import (
-    DISCRIMINATOR_KINDS,
-    GENERATORS,
-    GlcicFusedDiscriminator,
-    crop_boxes,
-    create_generator,
-    global_discriminator,
-    hole_boxes,
-    local_discriminator,
-    patchgan_discriminator,
-    pixel_discriminator,
-)
+from ssl_inpaint.models.vgg import load_vgg16_features, read_vgg16_trunk
+from ssl_inpaint.models import InpaintingModels, ModelOptions, crop_boxes, hole_boxes, make_models
 
 # Default (train, test) splits of the probe's labelled data, by dataset kind.
 PROBE_SPLITS = {"fashion_mnist": ("train", "test"), "voc": ("train", "val"), "folder": ("train", "val")}
@@ -94,7 +80,7 @@ APPROX_WEIGHTS = LossWeights(known=0.0, hole=1.0, adv_global=0.0, adv_local=0.0)
 
 
 @dataclass
-class PretrainConfig(MaskOptions):
+class PretrainConfig(MaskOptions, ModelOptions):
     # run
     name: str = option("", "Run name: outputs go to OUTPUT_DIR/NAME (default: the recipe's file name).")
     output_dir: str = option("runs", "Folder holding all runs (point TensorBoard here).")
@@ -107,35 +93,11 @@ class PretrainConfig(MaskOptions):
     year: str = option("2012", "VOC year (with --dataset voc).")
     val_split: str = option("", "Split for the fixed validation batch; empty: hold out --val-images training images.")
     val_images: int = option(16, "Size of the fixed validation batch (PSNR/SSIM/L1 and image grids).")
-    image_size: int = option(128, "Training crop side in pixels (a multiple of 32).")
     strict: bool = option(False, "Stop on an unreadable image instead of skipping it.")
     num_workers: int = option(-1, NUM_WORKERS_HELP)
     reduced_decode: bool = option(True, "Decode JPEGs at 1/2, 1/4 or 1/8 size when the crop still fits (libjpeg DCT scaling, 2-4x faster loading of large photos); --no-reduced-decode decodes every pixel.")
     # masks (the hole family and its parameters come from MaskOptions)
     fill: str = option("zero", "Value in the hole of the input: zero (0 in the [-1,1] input, mid-grey) or mean (dataset mean).")
-    # models
-    generator: str = option("unet", f"Generator architecture: {', '.join(GENERATORS)}.")
-    encoder: str = option("unet", "Generator encoder: unet (seed 003, Table 1) or timm:<name>, e.g. timm:resnet50, timm:convnext_tiny.")
-    bottleneck_channels: int = option(4000, "Channels of the generator's 1x1 latent.")
-    skips: str = option(
-        "all",
-        f"U-Net skips ({', '.join(SKIPS)}): all (Table 1), none (context encoder, seed 003 model M3), or masked "
-        "(SparK: positions touching the hole replaced by a learned token, so the hole must go through the latent).",
-    )
-    predict: str = option("image", "image: the generator outputs the whole image; hole: only the centre square (M3).")
-    norm: str = option("batch", "Normalisation in generator and discriminators: batch (Tables 1-2) or none.")
-    global_d: bool = option(True, "Use the global discriminator.")
-    local_d: bool = option(True, "Use the local discriminator (on a crop around the hole).")
-    local_size: int = option(0, "Local discriminator crop side in pixels (0: half the image side).")
-    discriminator: str = option(
-        "table2",
-        "table2: seed-003 global/local discriminators; glcic_fused: seed-000 global + local trunks fused into one "
-        "logit (needs --global-d --local-d); patchgan or pixel: pix2pix's (seed 002); vgg16: frozen ImageNet VGG16 "
-        "convs + dense 128-128-1 (seed 004, needs --vgg-weights). The last three judge the whole image (--no-local-d).",
-    )
-    d_pool: str = option("flatten", "glcic_fused: flatten (GLCIC) or gap (global average pooling) before the fully connected layer.")
-    base_channels: int = option(64, "First-layer width of the glcic, approx_attention, pix2pix_unet and perceptual_unet generators and of the glcic_fused, patchgan and pixel discriminators.")
-    approx_hidden: int = option(512, "approx_attention: width of ApproxNet's two hidden dense layers.")
     # losses
     recon_loss: str = option("mse", "Reconstruction loss: mse or l1.")
     w_known: float = option(0.9, "Weight w1 of the reconstruction loss on known pixels.")
@@ -195,44 +157,20 @@ class PretrainConfig(MaskOptions):
             "dataset": DATASETS,
             "mask": tuple(MASK_KINDS),
             "fill": ("zero", "mean"),
-            "generator": tuple(GENERATORS),
-            "predict": ("image", "hole"),
             "recon_loss": ("mse", "l1"),
             "optimizer": ("adam", "adamw"),
             "lr_schedule": ("constant", "cosine"),
             "schedule": SCHEDULES,
-            "discriminator": DISCRIMINATOR_KINDS,
-            "d_pool": D_POOLS,
             "phase_scope": ("run", "epoch"),
-            "norm": NORMS,
-            "skips": SKIPS,
             "probe_features": FEATURES,
             "probe_bn_stats": BN_STATS,
             "precision": ("fp32", "bf16", "fp16"),
         }
-        check_choices(self, choices)
-        check_encoder_spec(self.encoder)
+        check_choices(self, {**choices, **self.model_choices()})
+        self.check_model()
         if self.batch_size < 2:
             raise UserError("--batch-size must be at least 2 (BatchNorm needs two samples per step)")
-        if self.generator == "unet" and self.encoder == "unet" and (self.image_size % 32 or self.image_size < 32):
-            raise UserError(f"--image-size must be a positive multiple of 32, got {self.image_size}")
-        if self.encoder != "unet" and (self.predict != "image" or self.skips != "all" or self.norm != "batch"):
-            raise UserError("--predict hole, --skips none|masked and --norm none apply to --encoder unet only")
-        if self.generator != "unet" and (
-            self.encoder != "unet" or self.predict != "image" or self.skips != "all" or self.norm != "batch"
-        ):
-            raise UserError("--encoder timm:..., --predict hole, --skips none|masked and --norm none apply to --generator unet only")
         self._validate_other_systems()
-        if self.discriminator == "table2" and self.local_d and self.resolved_local_size % 32:
-            if not self.local_size:  # the user never chose it: say where the size comes from
-                raise UserError(
-                    f"the local discriminator's crop defaults to half of --image-size {self.image_size} "
-                    f"({self.resolved_local_size} px), but it must be a multiple of 32: pass --local-size 32 "
-                    f"(at most --image-size) or --no-local-d"
-                )
-            raise UserError(f"--local-size must be a multiple of 32, got {self.resolved_local_size}")
-        if self.local_d and self.resolved_local_size > self.image_size:
-            raise UserError("--local-size cannot exceed --image-size")
         if self.norm_pix_loss and (self.recon_loss != "mse" or self.patch_size < 1):
             raise UserError("--norm-pix-loss is a squared error on patches: use --recon-loss mse and --patch-size >= 1")
         if min(self.w_known, self.w_hole, self.w_adv_global, self.w_adv_local) < 0:
@@ -268,12 +206,6 @@ class PretrainConfig(MaskOptions):
 
     def _validate_other_systems(self) -> None:
         """The combinations the seed-000/001/002/004 models and schedules need."""
-        if self.discriminator == "glcic_fused" and not (self.global_d and self.local_d):
-            raise UserError("--discriminator glcic_fused is one global + local discriminator: keep --global-d --local-d")
-        if self.discriminator in ("patchgan", "pixel", "vgg16") and (self.local_d or not self.global_d):
-            raise UserError(f"--discriminator {self.discriminator} judges the whole image: use --global-d --no-local-d")
-        if self.discriminator == "patchgan" and self.image_size < 24:
-            raise UserError("--discriminator patchgan needs --image-size 24 or more (three stride-2 convs, then two 4x4 convs)")
         if (self.generator == "approx_attention") != (self.schedule == "approx_then_refine"):
             raise UserError("--generator approx_attention and --schedule approx_then_refine go together (ApproxNet trains in the first stage)")
         if self.schedule == "two_stage" and not self.adversarial:
@@ -287,26 +219,6 @@ class PretrainConfig(MaskOptions):
                 "--w-perceptual/--w-style and --discriminator vgg16 need VGG16 weights: pass --vgg-weights PATH "
                 "(a torchvision vgg16 state dict)"
             )
-        if self.base_channels < 2 or self.approx_hidden < 1:
-            raise UserError("--base-channels must be at least 2 and --approx-hidden at least 1")
-
-    @classmethod
-    def saved_values(cls, saved: dict[str, Any]) -> dict[str, Any]:
-        """The config keys of a run's saved config, with the keys of older versions translated
-        (``skip_connections: false`` became ``skips: none``) and unknown ones dropped."""
-        values = dict(saved)
-        if "skip_connections" in values and "skips" not in values:
-            values["skips"] = "all" if values.pop("skip_connections") else "none"
-        known = {f.name for f in dataclasses.fields(cls)}
-        return {k: v for k, v in values.items() if k in known}
-
-    @property
-    def adversarial(self) -> bool:
-        return self.global_d or self.local_d
-
-    @property
-    def resolved_local_size(self) -> int:
-        return self.local_size or self.image_size // 2
 
     @property
     def fractions(self) -> tuple[float, float, float]:
@@ -350,93 +262,6 @@ def frozen(*modules: Optional[nn.Module]) -> Iterator[None]:
     finally:
         for p, flag in zip(params, previous):
             p.requires_grad_(flag)
-
-
-@dataclass
-class InpaintingModels:
-    generator: nn.Module
-    global_d: Optional[nn.Module]
-    local_d: Optional[nn.Module]
-    local_size: int
-    fused: bool = False  # global_d is seed 000's fused global + local discriminator
-    features: Optional[nn.Module] = None  # frozen VGG16 for the perceptual / style losses
-
-    @property
-    def uses_crops(self) -> bool:
-        """Whether a discriminator looks at the crop around the hole."""
-        return self.local_d is not None or self.fused
-
-    @property
-    def discriminators(self) -> list[nn.Module]:
-        return [d for d in (self.global_d, self.local_d) if d is not None]
-
-    def train(self, mode: bool = True) -> None:
-        for m in (self.generator, *self.discriminators):
-            m.train(mode)
-
-    def state_dicts(self) -> dict[str, Optional[dict]]:
-        return {
-            name: unwrap(m).state_dict() if m is not None else None
-            for name, m in (("generator", self.generator), ("global_d", self.global_d), ("local_d", self.local_d))
-        }
-
-    def load_state_dicts(self, state: dict[str, Any]) -> None:
-        for name, m in (("generator", self.generator), ("global_d", self.global_d), ("local_d", self.local_d)):
-            if m is not None:
-                unwrap(m).load_state_dict(state[name])
-
-
-def build_generator(config: PretrainConfig, image_channels: int) -> nn.Module:
-    if config.generator == "unet":
-        return create_generator(
-            "unet",
-            encoder=config.encoder,
-            image_channels=image_channels,
-            image_size=config.image_size,
-            bottleneck_channels=config.bottleneck_channels,
-            skips=config.skips,
-            predict=config.predict,
-            norm=config.norm,
-        )
-    return create_generator(
-        config.generator,
-        image_channels=image_channels,
-        image_size=config.image_size,
-        base_channels=config.base_channels,
-        approx_hidden=config.approx_hidden,
-    )
-
-
-def build_discriminators(config: PretrainConfig, image_channels: int) -> tuple[Optional[nn.Module], Optional[nn.Module]]:
-    """(whole-image discriminator, crop discriminator) for ``--discriminator``; glcic_fused is one
-    module in the first slot that sees both."""
-    kind, size, base = config.discriminator, config.image_size, config.base_channels
-    if kind == "glcic_fused":
-        return GlcicFusedDiscriminator(image_channels, size, config.resolved_local_size, config.d_pool, base, config.norm), None
-    if kind == "patchgan":
-        return patchgan_discriminator(image_channels, base, norm=config.norm), None
-    if kind == "pixel":
-        return pixel_discriminator(image_channels, base, norm=config.norm), None
-    if kind == "vgg16":  # random trunk here; a new run loads the ImageNet weights, a resumed one its checkpoint
-        return VGG16Discriminator(size), None
-    return (
-        global_discriminator(image_channels, size, config.norm) if config.global_d else None,
-        local_discriminator(image_channels, config.resolved_local_size, config.norm) if config.local_d else None,
-    )
-
-
-def build_models(config: PretrainConfig, image_channels: int) -> InpaintingModels:
-    # The generator is built first: the order fixes which random numbers initialise which weights, so
-    # changing it would change every recorded result of a seed.
-    generator = build_generator(config, image_channels)
-    global_d, local_d = build_discriminators(config, image_channels)
-    return InpaintingModels(
-        generator=generator,
-        global_d=global_d,
-        local_d=local_d,
-        local_size=config.resolved_local_size,
-        fused=config.discriminator == "glcic_fused",
-    )
 
 
 def composite(image: torch.Tensor, prediction: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -814,7 +639,7 @@ def _run_pretrain(config: PretrainConfig, dist: Distributed) -> Path:
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
 
-    models = build_models(config, data.image_channels)
+    models = make_models(config, data.image_channels)
     models.generator = prepare_module(models.generator, dist, config.sync_bn, config.channels_last)
     models.global_d = prepare_module(models.global_d, dist, config.sync_bn, config.channels_last) if models.global_d else None
     models.local_d = prepare_module(models.local_d, dist, config.sync_bn, config.channels_last) if models.local_d else None

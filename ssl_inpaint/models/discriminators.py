@@ -71,7 +71,6 @@ def crop_boxes(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Te
 
 # --- The other source systems' discriminators (issue 7) -----------------------------------------
 
-DISCRIMINATOR_KINDS = ("table2", "glcic_fused", "patchgan", "pixel", "vgg16")  # vgg16: models/vgg.py
 D_POOLS = ("flatten", "gap")
 
 
