@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_inpaint.data import PretextDataset, create_source
+from ssl_inpaint.data import create_source
+from ssl_inpaint.masks import PretextDataset
 from ssl_inpaint.data.sources import CocoSource, fashion_mnist_root
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.masks import create_mask_generator

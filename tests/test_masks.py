@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from ssl_inpaint.errors import UserError
-from ssl_inpaint.masks import MASK_KINDS, apply_mask, create_mask_generator, mask_seed
+from ssl_inpaint.masks import MASKS, apply_mask, create_mask_generator, mask_seed
 
 
 def rng(seed=0):
@@ -15,7 +15,7 @@ def box_of(mask):
     return int(ys.min()), int(xs.min()), int(ys.max() - ys.min() + 1), int(xs.max() - xs.min() + 1)
 
 
-@pytest.mark.parametrize("kind", [k for k in MASK_KINDS])
+@pytest.mark.parametrize("kind", list(MASKS))
 def test_every_kind_is_binary_seeded_and_sized(kind):
     gen = create_mask_generator(kind)
     a = gen(96, 64, rng(3))
@@ -83,7 +83,7 @@ def test_coco_object_picks_an_eligible_object_else_falls_back():
 
 
 def test_unknown_kind_is_a_clear_error():
-    with pytest.raises(UserError, match="unknown mask kind"):
+    with pytest.raises(UserError, match="unknown mask family 'triangle' for --mask; choose one of: centre, rect"):
         create_mask_generator("triangle")
 
 

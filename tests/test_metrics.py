@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_inpaint.baselines import create_baseline, keep_known, mean_fill
+from ssl_inpaint.models.baselines import create_baseline, keep_known, mean_fill
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.metrics import image_quality, l1, psnr, ssim
 

@@ -178,7 +178,7 @@ def _photo(path: Path, size=(640, 480)) -> Path:
 
 
 def test_reduced_decode_keeps_the_crop_covered_and_the_pixels_close(tmp_path):
-    from ssl_inpaint.data.pretext import PretextDataset
+    from ssl_inpaint.masks import PretextDataset
     from ssl_inpaint.data.sources import FileListSource, read_image
     from ssl_inpaint.masks import create_mask_generator
 
@@ -209,7 +209,7 @@ def test_the_loaders_fast_crop_is_the_composed_transform_exactly(size, shape, mo
     import numpy as np
     from PIL import Image
 
-    from ssl_inpaint.data.pretext import crop_view, image_transform
+    from ssl_inpaint.data.transforms import crop_view, image_transform
 
     rng = np.random.default_rng(0)
     for seed in range(10):
@@ -224,7 +224,7 @@ def test_the_loaders_fast_crop_is_the_composed_transform_exactly(size, shape, mo
 
 
 def test_in_memory_images_are_resized_once_and_give_the_same_items(tiny_data):
-    from ssl_inpaint.data.pretext import PretextDataset
+    from ssl_inpaint.masks import PretextDataset
     from ssl_inpaint.data.sources import FashionMnistSource, SubsetSource
     from ssl_inpaint.masks import create_mask_generator
 

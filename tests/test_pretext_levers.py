@@ -9,7 +9,7 @@ from torch import nn
 
 from ssl_inpaint.config import resolve_config
 from ssl_inpaint.data.classification import classification_transform, parse_augment
-from ssl_inpaint.data.pretext import image_transform
+from ssl_inpaint.data.transforms import image_transform
 from ssl_inpaint.engine.finetune import FinetuneConfig, layerwise_param_groups, set_encoder_frozen
 from ssl_inpaint.engine.pretrain import PretrainConfig
 from ssl_inpaint.errors import UserError

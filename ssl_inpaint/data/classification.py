@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from torchvision.transforms import v2
 
-from ssl_inpaint.data.pretext import UNREADABLE, image_transform
+from ssl_inpaint.data.transforms import UNREADABLE, image_transform
 from ssl_inpaint.data.sources import (
     FashionMnistSource,
     FileListSource,

@@ -1,7 +1,7 @@
 """Image sources: where pictures come from (COCO, VOCdevkit, a folder, Fashion-MNIST), label-free.
 
 A source only knows how to list and decode its images (and, for COCO, the object masks of an image);
-cropping, masking and batching happen in :mod:`ssl_inpaint.data.pretext`. Decoding goes through PIL,
+cropping, masking and batching happen in :mod:`ssl_inpaint.masks.pretext`. Decoding goes through PIL,
 which reads every format a user's folder may hold (JPEG incl. CMYK, PNG incl. palette/RGBA, WebP, BMP)
 and converts it to the source's channel mode.
 """

@@ -20,15 +20,15 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.utils import make_grid, save_image
 
-from ssl_inpaint.baselines import BASELINES, create_baseline, keep_known
+from ssl_inpaint.models.baselines import BASELINES, create_baseline, keep_known
 from ssl_inpaint.config import option, save_config
-from ssl_inpaint.data import DATASETS, ImageSource, PretextDataset, create_source
+from ssl_inpaint.data import DATASETS, ImageSource, create_source
 from ssl_inpaint.runs import RunLogger, run_folder_lock
 from ssl_inpaint.runtime import console
 from ssl_inpaint.runtime import NUM_WORKERS_HELP, configure_threads, resolve_workers
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.inpainter import Inpainter, load_inpainter
-from ssl_inpaint.masks import MaskOptions, degenerate_holes
+from ssl_inpaint.masks import MaskOptions, PretextDataset, degenerate_holes
 from ssl_inpaint.metrics import HIGHER_IS_BETTER, image_quality, to_unit
 
 DEFAULT_SPLITS = {"coco": "val2017", "voc": "val", "fashion_mnist": "test", "folder": ""}

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
-from ssl_inpaint.data.pretext import UNREADABLE
+from ssl_inpaint.data.transforms import UNREADABLE
 from ssl_inpaint.data.sources import IMAGE_EXTENSIONS, open_image
 from ssl_inpaint.runtime import console
 from ssl_inpaint.errors import UserError

@@ -19,7 +19,8 @@ from torchvision.utils import make_grid, save_image
 
 from ssl_inpaint.checkpoint import PIXELCNN_FORMAT, save_atomic
 from ssl_inpaint.config import check_choices, option, save_config
-from ssl_inpaint.data import DATASETS, PretextDataset, SubsetSource, create_source
+from ssl_inpaint.data import DATASETS, SubsetSource, create_source
+from ssl_inpaint.masks import PretextDataset
 from ssl_inpaint.distributed import select_device
 from ssl_inpaint.runs import RunLogger, run_folder_lock
 from ssl_inpaint.runtime import console, epoch_order, seed_everything

@@ -30,8 +30,8 @@ from torchvision.utils import make_grid, save_image
 
 from ssl_inpaint.checkpoint import ENCODER_FORMAT, PRETRAIN_FORMAT, load_checkpoint, save_atomic, write_text_atomic
 from ssl_inpaint.config import check_choices, option, save_config
-from ssl_inpaint.data import DATASETS, ImageSource, PretextDataset, SubsetSource, channel_mean, create_source
-from ssl_inpaint.data.pretext import UNREADABLE
+from ssl_inpaint.data import DATASETS, ImageSource, SubsetSource, create_source
+from ssl_inpaint.data.transforms import UNREADABLE
 from ssl_inpaint.data.classification import create_classification_dataset
 from ssl_inpaint.distributed import (
     Distributed,
@@ -61,7 +61,7 @@ from ssl_inpaint.runtime import (
 )
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.losses import LossWeights, discriminator_loss, generator_loss
-from ssl_inpaint.masks import MASK_KINDS, MaskOptions, degenerate_holes
+from ssl_inpaint.masks import MASKS, MaskOptions, PretextDataset, channel_mean, degenerate_holes
 from ssl_inpaint.metrics import completion_metrics, ssim, to_unit
 from ssl_inpaint.models.classifier import BN_STATS, FEATURES
 from ssl_inpaint.probe import RepresentationProbe
@@ -155,7 +155,7 @@ class PretrainConfig(MaskOptions, ModelOptions):
     def validate(self) -> None:
         choices = {
             "dataset": DATASETS,
-            "mask": tuple(MASK_KINDS),
+            "mask": MASKS.names(),
             "fill": ("zero", "mean"),
             "recon_loss": ("mse", "l1"),
             "optimizer": ("adam", "adamw"),

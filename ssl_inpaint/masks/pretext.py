@@ -1,4 +1,5 @@
-"""The pretext dataset: crop an image, cut a hole in it, and return what the generator sees.
+"""The pretext dataset: crop an image (``data``), cut a hole in it (a mask family), and return what the
+generator sees.
 
 Augmentation and masks are seeded per (run seed, epoch, sample index), never from a worker's global
 RNG state, so a sample is identical whatever the number of workers or processes and after a resume.
@@ -13,56 +14,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as F
 
 from ssl_inpaint.data.sources import ImageSource
+from ssl_inpaint.data.transforms import UNREADABLE, crop_view, image_transform, resized
 from ssl_inpaint.errors import UserError
-from ssl_inpaint.masks import MaskGenerator, apply_mask, mask_seed
+from ssl_inpaint.masks.families import MaskGenerator, apply_mask, mask_seed
 
 log = logging.getLogger(__name__)
-
-# What PIL raises for a missing, truncated or non-image file.
-UNREADABLE = (OSError, ValueError, SyntaxError)
-MAX_REPLACEMENT_TRIES = 50
-
-
-def image_transform(image_size: int, train: bool) -> v2.Transform:
-    """Shorter side to ``image_size``, then a random (train) or centre (eval) square crop, flips in
-    training, and pixels scaled to [-1, 1] to match the generator's tanh output. Object masks given
-    as ``tv_tensors.Mask`` follow the same geometry."""
-    crop = v2.RandomCrop(image_size) if train else v2.CenterCrop(image_size)
-    steps: list[v2.Transform] = [v2.ToImage(), v2.Resize(image_size, antialias=True), crop]
-    if train:
-        steps.append(v2.RandomHorizontalFlip())
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5], [0.5])]
-    return v2.Compose(steps)
-
-
-def resized(image: Any, image_size: int) -> torch.Tensor:
-    """The image as a tensor with its shorter side resized to ``image_size`` (antialiased): the
-    deterministic first half of ``image_transform``."""
-    return F.resize(F.to_image(image), [image_size], antialias=True).as_subclass(torch.Tensor)
-
-
-def crop_view(image: Any, image_size: int, train: bool, already_resized: bool = False) -> torch.Tensor:
-    """``image_transform(image_size, train)(image)`` for an image alone, without the per-call dispatch
-    of ``v2.Compose`` (about 3/4 of the loader's time on Fashion-MNIST): the same kernels, and the same
-    random draws in the same order from the global generator, so the result is identical.
-    ``already_resized``: ``image`` is ``resized(image, image_size)`` (e.g. kept from an earlier epoch)."""
-    x = image if already_resized else resized(image, image_size)
-    height, width = x.shape[-2:]
-    if train:
-        top = int(torch.randint(0, height - image_size + 1, size=())) if height > image_size else 0
-        left = int(torch.randint(0, width - image_size + 1, size=())) if width > image_size else 0
-    else:  # CenterCrop's rounding
-        top, left = int(round((height - image_size) / 2.0)), int(round((width - image_size) / 2.0))
-    x = x[..., top : top + image_size, left : left + image_size]
-    if train and not torch.rand(1) >= 0.5:  # RandomHorizontalFlip(p=0.5)
-        x = F.horizontal_flip(x)
-    x = F.to_dtype(x, torch.float32, scale=True)
-    return F.normalize(x, [0.5], [0.5]).as_subclass(torch.Tensor)
-
+MAX_REPLACEMENT_TRIES = 50  # unreadable files skipped in a row before the dataset is called broken
 
 class PretextDataset(Dataset):
     """Items are dicts: ``image`` (C,H,W in [-1,1]), ``mask`` (1,H,W; 1 = hole), ``input``

@@ -1,4 +1,4 @@
-"""Hole generators for the inpainting pretext: one class per mask family, one factory.
+"""Hole generators for the inpainting pretext: one class per mask family, registered by name in ``MASKS``.
 
 Every generator is called as ``generator(height, width, rng, objects)`` and returns a float tensor of
 shape (1, H, W) with 1 inside the hole and 0 on known pixels. All randomness comes from the
@@ -20,12 +20,17 @@ from PIL import Image, ImageDraw
 
 from ssl_inpaint.config import option
 from ssl_inpaint.errors import UserError
+from ssl_inpaint.registry import Registry
 
 
 class MaskGenerator(Protocol):
     def __call__(
         self, height: int, width: int, rng: np.random.Generator, objects: Optional[torch.Tensor] = None
     ) -> torch.Tensor: ...
+
+
+# Where is the mask drawn? In the ``__call__`` of the family registered under the ``--mask`` name.
+MASKS: Registry[Callable[..., MaskGenerator]] = Registry("mask family", "--mask")
 
 
 def _box_mask(height: int, width: int, top: int, left: int, box_h: int, box_w: int) -> torch.Tensor:
@@ -35,6 +40,7 @@ def _box_mask(height: int, width: int, top: int, left: int, box_h: int, box_w: i
     return mask
 
 
+@MASKS.register("centre")
 @dataclass
 class CentreSquare:
     """A centred square hole whose side is ``size`` x the image side (seed 003: 64 px of 128)."""
@@ -46,6 +52,7 @@ class CentreSquare:
         return _box_mask(height, width, (height - box_h) // 2, (width - box_w) // 2, box_h, box_w)
 
 
+@MASKS.register("rect")
 @dataclass
 class RandomRectangles:
     """``count`` rectangles, sides uniform in [min_size, max_size] x image side, anywhere in the image.
@@ -68,6 +75,7 @@ class RandomRectangles:
         return mask
 
 
+@MASKS.register("gaussian_rect")
 @dataclass
 class GaussianRectangle:
     """Seed 001: top-left corner ~ N(mean, std), sides ~ U[min_side, max_side], on 64 px images.
@@ -88,6 +96,7 @@ class GaussianRectangle:
         return _box_mask(height, width, top, left, box_h, box_w)
 
 
+@MASKS.register("lower_half")
 @dataclass
 class LowerHalf:
     """Seed 002: the whole lower half is the hole (the model sees only the upper half)."""
@@ -96,6 +105,7 @@ class LowerHalf:
         return _box_mask(height, width, height // 2, 0, height - height // 2, width)
 
 
+@MASKS.register("region")
 @dataclass
 class RandomRegion:
     """Context-encoder style random regions: coarse uniform noise, upsampled, thresholded so the hole
@@ -114,6 +124,7 @@ class RandomRegion:
         return (field > threshold).float()
 
 
+@MASKS.register("brush")
 @dataclass
 class BrushStrokes:
     """Free-form holes: random-walk brush strokes (the DeepFill v2 / LaMa family)."""
@@ -145,6 +156,7 @@ class BrushStrokes:
         return torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0).round().unsqueeze(0)
 
 
+@MASKS.register("patches")
 @dataclass
 class RandomPatches:
     """MAE / SimMIM-style masking: the image is cut into ``patch_size`` x ``patch_size`` pixel patches
@@ -164,6 +176,7 @@ class RandomPatches:
         return full[:height, :width].unsqueeze(0).contiguous()
 
 
+@MASKS.register("coco_object")
 @dataclass
 class CocoObject:
     """Holes shaped like an annotated object of the image (pycocotools ``annToMask``, cropped with the
@@ -184,24 +197,11 @@ class CocoObject:
         return self.fallback(height, width, rng)
 
 
-MASK_KINDS: dict[str, Callable[..., MaskGenerator]] = {
-    "centre": CentreSquare,
-    "rect": RandomRectangles,
-    "gaussian_rect": GaussianRectangle,
-    "lower_half": LowerHalf,
-    "region": RandomRegion,
-    "brush": BrushStrokes,
-    "patches": RandomPatches,
-    "coco_object": CocoObject,
-}
-
-
 def create_mask_generator(kind: str, **params) -> MaskGenerator:
     """Build the generator for a mask family by name; ``params`` are that family's fields."""
-    if kind not in MASK_KINDS:
-        raise UserError(f"unknown mask kind {kind!r}; choose one of: {', '.join(MASK_KINDS)}")
+    family = MASKS.get(kind)
     try:
-        return MASK_KINDS[kind](**params)
+        return family(**params)
     except TypeError as exc:
         raise UserError(f"bad parameters for mask kind {kind!r}: {exc}") from None
 
@@ -224,7 +224,7 @@ class MaskOptions:
     """The hole family and its parameters as config fields (``--mask``, ``--rect-min``, ...), shared by
     every command that cuts holes, so a recipe's mask keys mean the same thing everywhere."""
 
-    mask: str = option("centre", f"Hole family: {', '.join(MASK_KINDS)}.")
+    mask: str = option("centre", f"Hole family: {MASKS.choices()}.")
     centre_size: float = option(0.5, "centre: hole side as a fraction of the image side.")
     rect_min: float = option(20 / 64, "rect: smallest hole side (fraction of the image side).")
     rect_max: float = option(25 / 64, "rect: largest hole side (fraction of the image side).")
@@ -252,8 +252,7 @@ class MaskOptions:
             "patches": dict(patch_size=self.patch_size, ratio=self.mask_ratio),
             "coco_object": dict(min_area=self.object_min_area, max_area=self.object_max_area),
         }
-        if self.mask not in params:
-            raise UserError(f"unknown mask kind {self.mask!r}; choose one of: {', '.join(MASK_KINDS)}")
+        MASKS.get(self.mask)  # an unknown name: one error line with the choices
         self._check_ranges()
         return create_mask_generator(self.mask, **params[self.mask])
 

@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from ssl_inpaint.errors import UserError
+from ssl_inpaint.registry import Registry
 
 Baseline = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -59,20 +60,16 @@ def mean_fill(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
     return out
 
 
-BASELINES = ("telea", "ns", "biharmonic", "mean")
+BASELINES: Registry[Callable[[int], Baseline]] = Registry("baseline", "--baselines")
+BASELINES.add("telea", lambda radius: _opencv("INPAINT_TELEA", "telea", radius))
+BASELINES.add("ns", lambda radius: _opencv("INPAINT_NS", "ns", radius))
+BASELINES.add("biharmonic", lambda radius: _biharmonic())
+BASELINES.add("mean", lambda radius: mean_fill)
 
 
 def create_baseline(name: str, radius: int = DEFAULT_RADIUS) -> Baseline:
     """The baseline behind a ``--baselines`` name; missing optional packages are a clear error."""
-    if name == "telea":
-        return _opencv("INPAINT_TELEA", name, radius)
-    if name == "ns":
-        return _opencv("INPAINT_NS", name, radius)
-    if name == "biharmonic":
-        return _biharmonic()
-    if name == "mean":
-        return mean_fill
-    raise UserError(f"unknown baseline {name!r}; choose from: {', '.join(BASELINES)}")
+    return BASELINES.get(name)(radius)
 
 
 def keep_known(image: np.ndarray, filled: np.ndarray, hole: np.ndarray) -> np.ndarray:

@@ -1,0 +1,27 @@
+"""Holes: the mask families (``families.py``, chosen by ``--mask``) and the pretext dataset that cuts
+them into images (``pretext.py``)."""
+
+from ssl_inpaint.masks.families import (
+    MASKS,
+    MaskGenerator,
+    MaskOptions,
+    RandomPatches,
+    apply_mask,
+    create_mask_generator,
+    degenerate_holes,
+    mask_seed,
+)
+from ssl_inpaint.masks.pretext import PretextDataset, channel_mean
+
+__all__ = [
+    "MASKS",
+    "MaskGenerator",
+    "MaskOptions",
+    "PretextDataset",
+    "RandomPatches",
+    "apply_mask",
+    "channel_mean",
+    "create_mask_generator",
+    "degenerate_holes",
+    "mask_seed",
+]
