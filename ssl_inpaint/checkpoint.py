@@ -22,6 +22,11 @@ ENCODER_FORMAT = "ssl_inpaint.encoder"
 PIXELCNN_FORMAT = "ssl_inpaint.pixelcnn"
 
 
+def last_checkpoint(run_dir: Path) -> Path:
+    """Where every training command keeps the checkpoint it resumes from."""
+    return run_dir / "checkpoints" / "last.pt"
+
+
 def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """``write`` a temporary file in the same folder, then rename it to ``path``: a crash mid-save never
     leaves a truncated file under the final name, and the previous file stays intact until the rename."""

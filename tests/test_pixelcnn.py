@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from ssl_inpaint.losses import mixture_channels, mixture_log_prob
+from ssl_inpaint.models.pixelcnn import mixture_channels, mixture_log_prob
 from ssl_inpaint.models.pixelcnn import PixelCNNPP, quantize, sample_lower_half
 
 GRID = torch.arange(256, dtype=torch.float64) * 2 / 255 - 1  # the 256 levels in [-1, 1]

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from ssl_inpaint.checkpoint import (
     ENCODER_FORMAT,
     FINETUNE_FORMAT,
+    last_checkpoint,
     load_checkpoint,
     load_weights_file,
     resolve_encoder_file,
@@ -434,7 +435,7 @@ def _finetune_once(config: FinetuneConfig, dist: Distributed) -> Path:
         if dist.is_main:
             console.print(f"{run_dir} is finished already: kept as it is")
         return run_dir
-    if (run_dir / "checkpoints" / "last.pt").exists() and not config.resume:
+    if last_checkpoint(run_dir).exists() and not config.resume:
         raise UserError(f"{run_dir} holds an interrupted run and --no-resume was given; pick another --name")
     check_precision(config.precision, dist.device)
     seed_everything(config.seed)
@@ -540,7 +541,7 @@ def _train_head_or_network(config, model, train, train_set, test, test_set, run_
     )
     result: dict[str, Any] = {}
     step, start_epoch = 0, 0
-    last = run_dir / "checkpoints" / "last.pt"
+    last = last_checkpoint(run_dir)
     trained = model if config.mode == "finetune" else model.head
     if last.exists():  # an interrupted run: continue after its last finished epoch
         state = load_checkpoint(last, FINETUNE_FORMAT)

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.utils import make_grid, save_image
 
-from ssl_inpaint.checkpoint import PIXELCNN_FORMAT, save_atomic
+from ssl_inpaint.checkpoint import PIXELCNN_FORMAT, last_checkpoint, save_atomic
 from ssl_inpaint.config import check_choices, option, save_config
 from ssl_inpaint.data import DATASETS, SubsetSource, create_source
 from ssl_inpaint.masks import PretextDataset
@@ -26,7 +26,7 @@ from ssl_inpaint.runs import RunLogger, run_folder_lock
 from ssl_inpaint.runtime import console, epoch_order, seed_everything
 from ssl_inpaint.runtime import NUM_WORKERS_HELP, configure_threads, resolve_workers
 from ssl_inpaint.errors import UserError
-from ssl_inpaint.losses import mixture_log_prob
+from ssl_inpaint.models.pixelcnn import mixture_log_prob
 from ssl_inpaint.masks import create_mask_generator
 from ssl_inpaint.metrics import to_unit
 from ssl_inpaint.models.pixelcnn import PixelCNNPP, quantize, sample_lower_half
@@ -115,7 +115,7 @@ def run_pixelcnn(config: PixelCNNConfig) -> Path:
 
 def _run_pixelcnn(config: PixelCNNConfig) -> Path:
     run_dir = Path(config.output_dir) / config.name
-    last = run_dir / "checkpoints" / "last.pt"
+    last = last_checkpoint(run_dir)
     if last.exists():
         raise UserError(f"{run_dir} already holds a PixelCNN++ run (ssl pixelcnn does not resume); pick another --name")
     device = select_device(config.device)

@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.utils import make_grid, save_image
 
-from ssl_inpaint.checkpoint import ENCODER_FORMAT, PRETRAIN_FORMAT, load_checkpoint, save_atomic, write_text_atomic
+from ssl_inpaint.checkpoint import ENCODER_FORMAT, PRETRAIN_FORMAT, last_checkpoint, load_checkpoint, save_atomic, write_text_atomic
 from ssl_inpaint.config import check_choices, option, save_config
 from ssl_inpaint.data import DATASETS, ImageSource, SubsetSource, create_source
 from ssl_inpaint.data.transforms import UNREADABLE
@@ -615,20 +615,68 @@ def run_pretrain(config: PretrainConfig) -> Path:
         teardown()
 
 
-def _run_pretrain(config: PretrainConfig, dist: Distributed) -> Path:
-    run_dir = Path(config.output_dir) / config.name
-    last = run_dir / "checkpoints" / "last.pt"
-    if last.exists() and not config.resume:
-        raise UserError(f"{run_dir} already holds a trained run and --no-resume was given; pick another --name")
-    device = dist.device
-    check_precision(config.precision, device)
-    config = dataclasses.replace(config, num_workers=resolve_workers(config.num_workers, device))
-    threads = configure_threads(config.num_workers, device)
-    seed_everything(config.seed)
-    data = prepare_data(config)
+@dataclass
+class PretrainRun:
+    """What one ``ssl pretrain`` process holds while it trains: built by ``setup_pretrain``, advanced by
+    ``train_one_epoch``, closed by ``finish``."""
 
-    global_batch = config.batch_size * dist.world_size * config.accumulate
-    sampler = ResumableSampler(data.train, dist, seed=config.seed)
+    config: PretrainConfig
+    dist: Distributed
+    data: PretextData
+    sampler: ResumableSampler
+    models: InpaintingModels
+    opts: Optimizers
+    schedulers: list[CosineLRScheduler]
+    weights: LossWeights
+    val_batch: dict[str, torch.Tensor]
+    global_batch: int
+    steps_per_epoch: int
+    total_steps: int
+    threads: int
+    step: int = 0
+    resume_changes: dict[str, tuple] = dataclasses.field(default_factory=dict)
+    probe: Optional[RepresentationProbe] = None
+    probe_seconds: float = 0.0
+    skipped_total: int = 0
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config.output_dir) / self.config.name
+
+    @property
+    def last(self) -> Path:
+        return last_checkpoint(self.run_dir)
+
+    def save(self, path: Path) -> None:
+        if self.dist.is_main:
+            save_atomic(
+                {
+                    "format": PRETRAIN_FORMAT,
+                    "version": 1,
+                    **self.models.state_dicts(),
+                    **self.opts.state_dict(),
+                    "step": self.step,
+                    "epoch": self.step // self.steps_per_epoch,
+                    "global_batch": self.global_batch,
+                    "rng": rng_state(),
+                    "fill": self.data.fill.tolist(),
+                    "image_channels": self.data.image_channels,
+                    "config": dataclasses.asdict(self.config),
+                },
+                path,
+            )
+
+    def run_probe(self, logger: RunLogger) -> None:
+        if self.probe is not None:
+            results = self.probe(unwrap(self.models.generator).encoder)
+            self.probe_seconds += results.pop("probe/seconds")
+            logger.scalars(results, self.step)
+
+
+def step_count(config: PretrainConfig, data: PretextData, sampler: ResumableSampler, world_size: int) -> tuple[int, int, int]:
+    """(global batch, steps per epoch, total steps)."""
+    global_batch = config.batch_size * world_size * config.accumulate
     steps_per_epoch = len(sampler) // (config.batch_size * config.accumulate)
     if steps_per_epoch == 0:
         raise UserError(
@@ -636,189 +684,234 @@ def _run_pretrain(config: PretrainConfig, dist: Distributed) -> Path:
             f"lower --batch-size or --accumulate"
         )
     total_steps = config.epochs * steps_per_epoch
-    if config.max_steps:
-        total_steps = min(total_steps, config.max_steps)
+    return global_batch, steps_per_epoch, min(total_steps, config.max_steps) if config.max_steps else total_steps
 
-    models = make_models(config, data.image_channels)
+
+def place_models(config: PretrainConfig, image_channels: int, dist: Distributed) -> InpaintingModels:
+    """The networks on the device, identical on every process, with the perceptual loss network."""
+    models = make_models(config, image_channels)
     models.generator = prepare_module(models.generator, dist, config.sync_bn, config.channels_last)
     models.global_d = prepare_module(models.global_d, dist, config.sync_bn, config.channels_last) if models.global_d else None
     models.local_d = prepare_module(models.local_d, dist, config.sync_bn, config.channels_last) if models.local_d else None
     for m in (models.generator, *models.discriminators):
         broadcast_module(m, dist.world_size)
     if config.w_perceptual or config.w_style:  # a loss network, not part of the model: never checkpointed
-        models.features = load_vgg16_features(config.vgg_weights).to(device)
-    opts = make_optimizers(config, models, device)
-    schedulers = [
-        CosineLRScheduler(opt, t_initial=total_steps, warmup_t=config.warmup_steps, warmup_lr_init=0.0, t_in_epochs=False)
-        for opt in (opts.g, opts.d)
-        if opt is not None and config.lr_schedule == "cosine"
-    ]
-    weights = LossWeights(
+        models.features = load_vgg16_features(config.vgg_weights).to(dist.device)
+    return models
+
+
+def loss_weights(config: PretrainConfig) -> LossWeights:
+    return LossWeights(
         config.w_known, config.w_hole, config.w_adv_global, config.w_adv_local, config.w_perceptual, config.w_style,
         norm_pix_patch=config.patch_size if config.norm_pix_loss else 0,
     )
 
-    step = 0
-    resume_changes: dict[str, tuple] = {}
+
+def resume_or_start(run: PretrainRun) -> None:
+    """Load the run's last checkpoint if there is one (a new vgg16 run loads the ImageNet trunk
+    instead), then compile the networks if asked."""
+    config, models, last = run.config, run.models, run.last
     if config.discriminator == "vgg16" and not last.exists():
         unwrap(models.global_d).load_trunk(read_vgg16_trunk(config.vgg_weights))
     if last.exists():
-        state, resume_changes = load_resume_state(config, last, global_batch)
+        state, run.resume_changes = load_resume_state(config, last, run.global_batch)
         models.load_state_dicts(state)
-        opts.load_state_dict(state)
+        run.opts.load_state_dict(state)
         set_rng_state(state["rng"])
-        step = state["step"]
-        if dist.is_main:
-            console.print(f"resuming {run_dir} from step {step}")
+        run.step = state["step"]
+        if run.dist.is_main:
+            console.print(f"resuming {run.run_dir} from step {run.step}")
     if config.compile:
         models.generator = torch.compile(models.generator)
         models.global_d = torch.compile(models.global_d) if models.global_d else None
         models.local_d = torch.compile(models.local_d) if models.local_d else None
 
-    if dist.is_main:
-        save_config(config, run_dir / "config.yaml")
-        (run_dir / "samples").mkdir(exist_ok=True)
-    val_batch = to_device(
-        next(iter(DataLoader(data.val, batch_size=len(data.val), num_workers=0))), device, config.channels_last
-    )
-    degenerate = int(degenerate_holes(val_batch["mask"]).sum())
+
+def validation_batch(config: PretrainConfig, data: PretextData, device: torch.device) -> dict[str, torch.Tensor]:
+    """The fixed validation batch on the device; refuses holes that cannot be scored."""
+    batch = to_device(next(iter(DataLoader(data.val, batch_size=len(data.val), num_workers=0))), device, config.channels_last)
+    degenerate = int(degenerate_holes(batch["mask"]).sum())
     if degenerate:
         raise UserError(
             f"{degenerate} of the {len(data.val)} validation holes of --mask {config.mask} at --image-size {config.image_size} "
             f"are empty or cover the whole image, so they cannot be scored; adjust the --mask options"
         )
+    return batch
 
-    def save(path: Path) -> None:
-        if dist.is_main:
-            save_atomic(
-                {
-                    "format": PRETRAIN_FORMAT,
-                    "version": 1,
-                    **models.state_dicts(),
-                    **opts.state_dict(),
-                    "step": step,
-                    "epoch": step // steps_per_epoch,
-                    "global_batch": global_batch,
-                    "rng": rng_state(),
-                    "fill": data.fill.tolist(),
-                    "image_channels": data.image_channels,
-                    "config": dataclasses.asdict(config),
-                },
-                path,
-            )
 
+def setup_pretrain(config: PretrainConfig, dist: Distributed) -> PretrainRun:
+    """Everything before the first step, in a fixed order: the order decides which random numbers
+    go where, so it is part of every seeded result."""
+    check_precision(config.precision, dist.device)
+    config = dataclasses.replace(config, num_workers=resolve_workers(config.num_workers, dist.device))
+    threads = configure_threads(config.num_workers, dist.device)
+    seed_everything(config.seed)
+    data = prepare_data(config)
+    sampler = ResumableSampler(data.train, dist, seed=config.seed)
+    global_batch, steps_per_epoch, total_steps = step_count(config, data, sampler, dist.world_size)
+    models = place_models(config, data.image_channels, dist)
+    opts = make_optimizers(config, models, dist.device)
+    schedulers = [
+        CosineLRScheduler(opt, t_initial=total_steps, warmup_t=config.warmup_steps, warmup_lr_init=0.0, t_in_epochs=False)
+        for opt in (opts.g, opts.d)
+        if opt is not None and config.lr_schedule == "cosine"
+    ]
+    run = PretrainRun(
+        config, dist, data, sampler, models, opts, schedulers, loss_weights(config), {}, global_batch,
+        steps_per_epoch, total_steps, threads,
+    )
+    resume_or_start(run)
+    if dist.is_main:
+        save_config(config, run.run_dir / "config.yaml")
+        (run.run_dir / "samples").mkdir(exist_ok=True)
+    run.val_batch = validation_batch(config, data, dist.device)
+    return run
+
+
+def describe(run: PretrainRun) -> str:
+    config = run.config
     discs = "+".join(n for n, on in (("global", config.global_d), ("local", config.local_d)) if on) or "none"
     if config.discriminator != "table2":
         discs = config.discriminator
-    if dist.is_main:
-        console.print(
-            f"pretrain {config.name}: {len(data.train)} images of {config.dataset} at {config.image_size}px, "
-            f"generator={config.generator}, mask={config.mask}, discriminators={discs}, schedule={config.schedule}; {total_steps} steps, "
-            f"global batch {global_batch} = {config.batch_size} per process x {dist.world_size} processes x "
-            f"{config.accumulate} accumulation, {config.precision} on {device.type} "
-            f"({threads} compute threads, {config.num_workers} loader workers per process)"
+    return (
+        f"pretrain {config.name}: {len(run.data.train)} images of {config.dataset} at {config.image_size}px, "
+        f"generator={config.generator}, mask={config.mask}, discriminators={discs}, schedule={config.schedule}; {run.total_steps} steps, "
+        f"global batch {run.global_batch} = {config.batch_size} per process x {run.dist.world_size} processes x "
+        f"{config.accumulate} accumulation, {config.precision} on {run.dist.device.type} "
+        f"({run.threads} compute threads, {config.num_workers} loader workers per process)"
+    )
+
+
+def start_logging(run: PretrainRun, logger: RunLogger, probe_note: str) -> None:
+    """The run's config and notes in TensorBoard and on the console; the probe of the random init."""
+    config = run.config
+    logger.config(dataclasses.asdict(config))
+    logger.text("global_batch", f"{run.global_batch} = {config.batch_size} x {run.dist.world_size} x {config.accumulate}")
+    if run.dist.is_main:
+        logger.print(probe_note)
+    if run.resume_changes and run.dist.is_main:
+        changes = record_resume_changes(run.run_dir, run.resume_changes, run.step)
+        logger.text("resume/changes", f"step {run.step}: {changes}", run.step)
+        logger.print(f"resumed with changed settings (recorded in {run.run_dir / 'resume_changes.yaml'}): {changes}")
+    if run.step == 0:  # the random-init encoder: where the probe curve starts
+        run.run_probe(logger)
+        if run.probe is not None:
+            logger.print(f"probe at step 0 took {run.probe_seconds:.1f} s")
+
+
+def log_step(run: PretrainRun, logger: RunLogger, stats: dict[str, float], phase: str, skipped: int) -> None:
+    config, opts = run.config, run.opts
+    if run.step % config.log_every == 0 or run.step == run.total_steps:
+        stats["perf/img_per_s"] = logger.throughput()
+        stats["lr/g"] = opts.g.param_groups[0]["lr"]
+        if opts.d is not None:
+            stats["lr/d"] = opts.d.param_groups[0]["lr"]
+        stats["data/skipped_images"] = skipped
+        logger.scalars(stats, run.step)
+        loss = stats.get("loss/g_total", stats.get("loss/d_global", stats.get("loss/d_local", 0.0)))
+        logger.advance(run.step, f"{phase[:5]} loss {loss:.4f} {stats['perf/img_per_s']:.1f} img/s")
+    else:
+        logger.advance(run.step, "")
+
+
+def validate_and_probe(run: PretrainRun, logger: RunLogger) -> None:
+    """Validation metrics and image grids every --sample-every steps, the probe every --probe-every."""
+    config, step = run.config, run.step
+    if step % config.sample_every == 0 or step == run.total_steps:
+        run.metrics, grid = validate(run.models.generator, run.val_batch, run.dist, config.precision)
+        logger.scalars({f"val/{k}": v for k, v in run.metrics.items()}, step)
+        if grid is not None:
+            logger.image("val/original|holed|completed", grid, step)
+            attention = attention_grid(run.models.generator, run.val_batch, config.precision)
+            if attention is not None:
+                logger.image("val/original|hole_attention", attention, step)
+            save_image(grid, run.run_dir / "samples" / f"step_{step:07d}.png")
+    if config.probe_every and (step % config.probe_every == 0 or step == run.total_steps):
+        run.run_probe(logger)
+
+
+def check_finite(stats: dict[str, float], step: int, last: Path, nonfinite: bool) -> None:
+    """Stop with one line when a loss is NaN or infinite (on any process), keeping the last checkpoint."""
+    if nonfinite:
+        kept = f"the last good checkpoint is kept: {last}" if last.exists() else "no checkpoint had been saved yet"
+        raise UserError(
+            f"non-finite loss at step {step + 1} ({', '.join(f'{k} {v:.3g}' for k, v in stats.items())}); "
+            f"lower the learning rates or use --precision fp32; {kept}"
         )
-    probe, probe_note = make_probe(config, data.image_channels) if dist.is_main else (None, "")
-    probe_seconds = 0.0
 
-    def run_probe(logger: RunLogger) -> None:
-        nonlocal probe_seconds
-        if probe is not None:
-            results = probe(unwrap(models.generator).encoder)
-            probe_seconds += results.pop("probe/seconds")
-            logger.scalars(results, step)
 
-    skipped_total = 0
-    metrics: dict[str, float] = {}
-    with RunLogger(run_dir, total_steps, f"pretrain {config.name}", enabled=dist.is_main, start=step, log_every=config.log_every) as logger, StopSignal() as stop:
-        logger.config(dataclasses.asdict(config))
-        logger.text("global_batch", f"{global_batch} = {config.batch_size} x {dist.world_size} x {config.accumulate}")
-        if dist.is_main:
-            logger.print(probe_note)
-        if resume_changes and dist.is_main:
-            changes = record_resume_changes(run_dir, resume_changes, step)
-            logger.text("resume/changes", f"step {step}: {changes}", step)
-            logger.print(f"resumed with changed settings (recorded in {run_dir / 'resume_changes.yaml'}): {changes}")
-        if step == 0:  # the random-init encoder: where the probe curve starts
-            run_probe(logger)
-            if probe is not None:
-                logger.print(f"probe at step 0 took {probe_seconds:.1f} s")
-        models.train()
-        while step < total_steps:
-            epoch, position = divmod(step, steps_per_epoch)
-            data.train.set_epoch(epoch)
-            sampler.start_at(epoch, position * config.batch_size * config.accumulate)
-            loader = DataLoader(
-                data.train,
-                batch_size=config.batch_size,
-                sampler=sampler,
-                num_workers=config.num_workers,
-                pin_memory=device.type == "cuda",
-                drop_last=True,
-            )
-            batches = iter(loader)
-            skipped_epoch = 0
-            while position < steps_per_epoch and step < total_steps:
-                micro = [next(batches) for _ in range(config.accumulate)]
-                phase = phase_for(config, step, position, steps_per_epoch, total_steps)
-                for scheduler in schedulers:
-                    scheduler.step_update(step)
-                skipped_epoch += sum(int(mb["skipped"].sum()) for mb in micro)
-                micro = [to_device(mb, device, config.channels_last) for mb in micro]
-                stats = train_step(models, micro, opts, weights, config.recon_loss, phase, config.precision, dist.world_size)
-                nonfinite = any(not math.isfinite(v) for v in stats.values())
-                stop_now, nonfinite = any_flag([stop.received is not None, nonfinite], dist.world_size, device)
-                if nonfinite:
-                    kept = f"the last good checkpoint is kept: {last}" if last.exists() else "no checkpoint had been saved yet"
-                    raise UserError(
-                        f"non-finite loss at step {step + 1} ({', '.join(f'{k} {v:.3g}' for k, v in stats.items())}); "
-                        f"lower the learning rates or use --precision fp32; {kept}"
-                    )
-                step += 1
-                position += 1
-                logger.count_images(global_batch)
-                if step % config.log_every == 0 or step == total_steps:
-                    stats["perf/img_per_s"] = logger.throughput()
-                    stats["lr/g"] = opts.g.param_groups[0]["lr"]
-                    if opts.d is not None:
-                        stats["lr/d"] = opts.d.param_groups[0]["lr"]
-                    stats["data/skipped_images"] = skipped_total + skipped_epoch
-                    logger.scalars(stats, step)
-                    loss = stats.get("loss/g_total", stats.get("loss/d_global", stats.get("loss/d_local", 0.0)))
-                    logger.advance(step, f"{phase[:5]} loss {loss:.4f} {stats['perf/img_per_s']:.1f} img/s")
-                else:
-                    logger.advance(step, "")
-                if step % config.sample_every == 0 or step == total_steps:
-                    metrics, grid = validate(models.generator, val_batch, dist, config.precision)
-                    logger.scalars({f"val/{k}": v for k, v in metrics.items()}, step)
-                    if grid is not None:
-                        logger.image("val/original|holed|completed", grid, step)
-                        attention = attention_grid(models.generator, val_batch, config.precision)
-                        if attention is not None:
-                            logger.image("val/original|hole_attention", attention, step)
-                        save_image(grid, run_dir / "samples" / f"step_{step:07d}.png")
-                if config.probe_every and (step % config.probe_every == 0 or step == total_steps):
-                    run_probe(logger)
-                if stop_now:
-                    save(last)
-                    logger.print(f"stopped at step {step} by a signal; {last} saved - rerun the same command to resume")
-                    return run_dir
-                if config.save_every_steps and step % config.save_every_steps == 0:
-                    save(last)
-            skipped_total += skipped_epoch
-            if skipped_epoch:
-                logger.print(f"warning: skipped {skipped_epoch} unreadable images in epoch {epoch} (see the log for their names)", style="yellow")
-            save(last)
-            epoch_done = step // steps_per_epoch
-            if position == steps_per_epoch and config.save_every_epochs and epoch_done % config.save_every_epochs == 0:
-                save(run_dir / "checkpoints" / f"epoch_{epoch_done:04d}.pt")
-        if not metrics:
-            metrics, _ = validate(models.generator, val_batch, dist, config.precision)
-        if dist.is_main:
-            save_atomic(encoder_payload(models.generator, config, data.image_channels, data.fill, step), run_dir / "encoder.pt")
+def train_one_epoch(run: PretrainRun, logger: RunLogger, stop: StopSignal) -> bool:
+    """Steps from ``run.step`` to the end of its epoch (or of the run); True when a signal stopped it."""
+    config, dist = run.config, run.dist
+    epoch, position = divmod(run.step, run.steps_per_epoch)
+    run.data.train.set_epoch(epoch)
+    run.sampler.start_at(epoch, position * config.batch_size * config.accumulate)
+    loader = DataLoader(
+        run.data.train,
+        batch_size=config.batch_size,
+        sampler=run.sampler,
+        num_workers=config.num_workers,
+        pin_memory=dist.device.type == "cuda",
+        drop_last=True,
+    )
+    batches = iter(loader)
+    skipped_epoch = 0
+    while position < run.steps_per_epoch and run.step < run.total_steps:
+        micro = [next(batches) for _ in range(config.accumulate)]
+        phase = phase_for(config, run.step, position, run.steps_per_epoch, run.total_steps)
+        for scheduler in run.schedulers:
+            scheduler.step_update(run.step)
+        skipped_epoch += sum(int(mb["skipped"].sum()) for mb in micro)
+        micro = [to_device(mb, dist.device, config.channels_last) for mb in micro]
+        stats = train_step(run.models, micro, run.opts, run.weights, config.recon_loss, phase, config.precision, dist.world_size)
+        nonfinite = any(not math.isfinite(v) for v in stats.values())
+        stop_now, nonfinite = any_flag([stop.received is not None, nonfinite], dist.world_size, dist.device)
+        check_finite(stats, run.step, run.last, nonfinite)
+        run.step += 1
+        position += 1
+        logger.count_images(run.global_batch)
+        log_step(run, logger, stats, phase, run.skipped_total + skipped_epoch)
+        validate_and_probe(run, logger)
+        if stop_now:
+            run.save(run.last)
+            logger.print(f"stopped at step {run.step} by a signal; {run.last} saved - rerun the same command to resume")
+            return True
+        if config.save_every_steps and run.step % config.save_every_steps == 0:
+            run.save(run.last)
+    run.skipped_total += skipped_epoch
+    if skipped_epoch:
+        logger.print(f"warning: skipped {skipped_epoch} unreadable images in epoch {epoch} (see the log for their names)", style="yellow")
+    run.save(run.last)
+    epoch_done = run.step // run.steps_per_epoch
+    if position == run.steps_per_epoch and config.save_every_epochs and epoch_done % config.save_every_epochs == 0:
+        run.save(run.run_dir / "checkpoints" / f"epoch_{epoch_done:04d}.pt")
+    return False
+
+
+def _run_pretrain(config: PretrainConfig, dist: Distributed) -> Path:
+    run_dir = Path(config.output_dir) / config.name
+    if last_checkpoint(run_dir).exists() and not config.resume:
+        raise UserError(f"{run_dir} already holds a trained run and --no-resume was given; pick another --name")
+    run = setup_pretrain(config, dist)
+    config = run.config
     if dist.is_main:
-        summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-        console.print(f"done: {step} steps; validation {summary}; encoder: {run_dir / 'encoder.pt'}")
-        if probe is not None:
-            console.print(f"representation probe: {probe_seconds:.1f} s in all, {100 * probe_seconds / logger.elapsed():.1f} % of the run")
+        console.print(describe(run))
+    run.probe, probe_note = make_probe(config, run.data.image_channels) if dist.is_main else (None, "")
+    logger = RunLogger(run_dir, run.total_steps, f"pretrain {config.name}", enabled=dist.is_main, start=run.step, log_every=config.log_every)
+    with logger, StopSignal() as stop:
+        start_logging(run, logger, probe_note)
+        run.models.train()
+        while run.step < run.total_steps:
+            if train_one_epoch(run, logger, stop):
+                return run_dir
+        if not run.metrics:
+            run.metrics, _ = validate(run.models.generator, run.val_batch, dist, config.precision)
+        if dist.is_main:
+            encoder = encoder_payload(run.models.generator, config, run.data.image_channels, run.data.fill, run.step)
+            save_atomic(encoder, run_dir / "encoder.pt")
+    if dist.is_main:
+        summary = ", ".join(f"{k} {v:.4g}" for k, v in run.metrics.items())
+        console.print(f"done: {run.step} steps; validation {summary}; encoder: {run_dir / 'encoder.pt'}")
+        if run.probe is not None:
+            console.print(f"representation probe: {run.probe_seconds:.1f} s in all, {100 * run.probe_seconds / logger.elapsed():.1f} % of the run")
     return run_dir

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from ssl_inpaint.checkpoint import PRETRAIN_FORMAT, load_checkpoint
+from ssl_inpaint.checkpoint import PRETRAIN_FORMAT, last_checkpoint, load_checkpoint
 from ssl_inpaint.config import option
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.models.approx_attention import ApproxAttentionGenerator
@@ -257,7 +257,7 @@ def generator_checkpoint(run: str | Path) -> Path:
     """A pretrain run folder (its ``checkpoints/last.pt``) or a pretrain checkpoint file."""
     path = Path(run)
     if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
+        path = last_checkpoint(path)
     if not path.is_file():
         raise UserError(
             f"no trained generator at {path}: pass a pretrain run folder (runs/NAME, with checkpoints/last.pt) "

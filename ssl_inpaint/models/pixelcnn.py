@@ -1,7 +1,7 @@
 """Seed 002's PixelCNN++ (Salimans et al. 2017) and its pixel-by-pixel sampler.
 
 The network predicts, for every pixel, the parameters of a discretised logistic mixture over its
-colour (see ``ssl_inpaint.losses``) from the pixels before it in raster order only. Causality comes
+colour (its likelihood is defined first, below) from the pixels before it in raster order only. Causality comes
 from shifted convolutions: the *u* stream sees the rows above (down-shifted 2x3 convs), the *ul*
 stream the rows above and the pixels to the left on the same row (down-right-shifted 2x2 convs);
 their first layers are shifted by one row / column so a pixel never sees itself. Three stages of
@@ -23,7 +23,79 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from ssl_inpaint.errors import UserError
-from ssl_inpaint.losses import LEVELS, coupled_means, mixture_channels, split_mixture
+
+
+
+# --- The likelihood: a discretised logistic mixture per pixel --------------------------------------------------------------
+#
+# Each pixel's colour is a mixture of K logistics, discretised to 256 levels (Salimans et al. 2017):
+# P(x) = sum_k pi_k [sigma((x + 1/255 - mu_k) / s_k) - sigma((x - 1/255 - mu_k) / s_k)] for x in
+# [-1, 1] on a 2/255 grid, with the lowest level taking all mass below it and the highest all mass
+# above. In RGB the green mean moves linearly with the pixel's red value and the blue mean with red
+# and green (coefficients per component), so the channels of a pixel are jointly modelled.
+
+LEVELS = 256
+
+
+def mixture_channels(image_channels: int, components: int) -> int:
+    """Output channels of a network parameterising the mixture: logits, means, log-scales and, for
+    more than one channel, the channel-coupling coefficients, each per component."""
+    coupling = image_channels * (image_channels - 1) // 2
+    return components * (1 + 2 * image_channels + coupling)
+
+
+def split_mixture(params: torch.Tensor, image_channels: int) -> tuple[torch.Tensor, ...]:
+    """(logits (B, K, H, W), means, log_scales, coefficients (B, C or C(C-1)/2, K, H, W)) from the
+    network's (B, mixture_channels, H, W) output. Log-scales are clamped at -7 as in PixelCNN++."""
+    batch, channels, height, width = params.shape
+    coupling = image_channels * (image_channels - 1) // 2
+    components = channels // (1 + 2 * image_channels + coupling)
+    logits, means, log_scales, coefficients = torch.split(
+        params, [components, image_channels * components, image_channels * components, coupling * components], dim=1
+    )
+    shape = (batch, -1, components, height, width)
+    return (
+        logits,
+        means.reshape(shape),
+        log_scales.reshape(shape).clamp_min(-7.0),
+        torch.tanh(coefficients.reshape(shape)),
+    )
+
+
+def coupled_means(means: torch.Tensor, coefficients: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Means of each channel given the earlier channels' values ``x`` (B, C, 1, H, W): channel c's
+    mean moves by sum_{j<c} coefficient_(c, j) * x_j."""
+    shifted = [means[:, 0]]
+    index = 0
+    for c in range(1, means.shape[1]):
+        mean = means[:, c]
+        for j in range(c):
+            mean = mean + coefficients[:, index] * x[:, j]
+            index += 1
+        shifted.append(mean)
+    return torch.stack(shifted, dim=1)
+
+
+def discretized_logistic_log_prob(x: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor) -> torch.Tensor:
+    """log P(x) of one discretised logistic, exact and stable everywhere: the bin mass
+    sigma(a) - sigma(b) with a > b is written sigma(a) sigma(-b) (1 - exp(b - a))."""
+    inv_scale = torch.exp(-log_scales)
+    half_bin = 1.0 / (LEVELS - 1)
+    upper = inv_scale * (x - means + half_bin)
+    lower = inv_scale * (x - means - half_bin)
+    bin_mass = F.logsigmoid(upper) + F.logsigmoid(-lower) + torch.log(-torch.expm1(lower - upper))
+    lowest = F.logsigmoid(upper)  # all mass below the first level's upper edge
+    highest = F.logsigmoid(-lower)  # all mass above the last level's lower edge
+    return torch.where(x < -1 + half_bin, lowest, torch.where(x > 1 - half_bin, highest, bin_mass))
+
+
+def mixture_log_prob(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """log P(x_i | x_<i) per pixel (B, H, W), summed over the pixel's channels, for images ``x`` in
+    [-1, 1] on the 256-level grid and the network output ``params``."""
+    logits, means, log_scales, coefficients = split_mixture(params.float(), x.shape[1])
+    x = x.float().unsqueeze(2)  # (B, C, 1, H, W): broadcast over the K components
+    per_component = discretized_logistic_log_prob(x, coupled_means(means, coefficients, x), log_scales).sum(1)
+    return torch.logsumexp(per_component + F.log_softmax(logits, dim=1), dim=1)
 
 
 def concat_elu(x: torch.Tensor) -> torch.Tensor:
