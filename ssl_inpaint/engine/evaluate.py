@@ -159,6 +159,80 @@ def evaluation_images(config: EvaluateConfig, inpainter: Inpainter) -> tuple[Ima
     return source, torch.utils.data.Subset(dataset, range(count))
 
 
+@dataclass
+class Scores:
+    """Per-image metrics of every method, and what was left out."""
+
+    per_image: dict[str, dict[str, list[float]]]
+    cases: Cases
+    scored: list[int] = dataclasses.field(default_factory=list)  # dataset index of every scored image, in order
+    skipped: int = 0  # unreadable files
+    unscored_holes: int = 0  # empty or whole-image holes
+
+
+def score_images(config: EvaluateConfig, loader: DataLoader, inpainter: Inpainter, baselines: dict, logger: RunLogger) -> Scores:
+    scores = Scores({m: {} for m in ["model", *baselines]}, Cases(config.show_cases))
+    seen = 0
+    for step, batch in enumerate(loader, start=1):
+        # An item whose own file is unreadable arrives as the next readable image (the training
+        # policy); here it is dropped, so no file is scored under another's name or twice.
+        readable = batch["skipped"] == 0
+        degenerate = degenerate_holes(batch["mask"]) & readable  # an empty hole would score PSNR inf
+        keep = readable & ~degenerate
+        indices = torch.arange(seen, seen + len(keep))[keep].tolist()
+        seen += len(keep)
+        scores.skipped += int((~readable).sum())
+        scores.unscored_holes += int(degenerate.sum())
+        if not indices:
+            continue
+        images, masks = _quantize(to_unit(batch["image"][keep])), batch["mask"][keep]
+        results = complete_batch(images, masks, inpainter, baselines)
+        for method, completed in results.items():
+            for metric, values in image_quality(completed, images, masks).items():
+                scores.per_image[method].setdefault(metric, []).extend(values.tolist())
+        if config.show_cases:
+            holed = images * (1 - masks) + 0.5 * masks
+            rows = torch.stack([images, holed, *results.values()], dim=1)
+            scores.cases.add(scores.per_image["model"]["psnr_hole"][len(scores.scored):], rows)
+        scores.scored += indices
+        logger.advance(step, f"{len(scores.scored)} images")
+    return scores
+
+
+def write_results(config: EvaluateConfig, run_dir: Path, scores: Scores, source: ImageSource, image_size: int, logger: RunLogger) -> str:
+    """results.md / results.json / per_image.csv / best.png / worst.png and TensorBoard; returns the table."""
+    methods = list(scores.per_image)
+    means = {m: {k: float(np.mean(v)) for k, v in scores.per_image[m].items()} for m in methods}
+    stds = {m: {k: float(np.std(v)) for k, v in scores.per_image[m].items()} for m in methods}
+    caption = f"`{config.name}`: mask {config.mask}, seed {config.seed}, {source.name}"
+    table = markdown_table(means, len(scores.scored), caption)
+    (run_dir / "results.md").write_text(table)
+    summary = {
+        "checkpoint": config.checkpoint,
+        "data": source.name,
+        "images": len(scores.scored),
+        "skipped_unreadable": scores.skipped,
+        "skipped_degenerate_holes": scores.unscored_holes,
+        "image_size": image_size,
+        "mask": config.mask,
+        "seed": config.seed,
+        "columns": ["original", "holed input", *methods],
+        "mean": means,
+        "std": stds,
+    }
+    (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    if config.per_image_csv:
+        _write_csv(run_dir / "per_image.csv", scores.per_image, source, scores.scored)
+    logger.text("results", table)
+    logger.scalars({f"eval/{m}/{k}": v for m, values in means.items() for k, v in values.items()}, 0)
+    if config.show_cases and scores.cases.worst:
+        for label, entries in (("worst", scores.cases.worst), ("best", scores.cases.best)):
+            grid = Cases.grid(entries)
+            save_image(grid, run_dir / f"{label}.png")
+            logger.image(f"cases/{label} (original | holed | {' | '.join(methods)})", grid, 0)
+    return table
+
+
 def _run_evaluate(config: EvaluateConfig) -> Path:
     run_dir = Path(config.output_dir) / config.name
     if (run_dir / "results.json").exists() and not config.overwrite:
@@ -171,80 +245,22 @@ def _run_evaluate(config: EvaluateConfig) -> Path:
     configure_threads(config.num_workers, inpainter.device)
     loader = DataLoader(subset, batch_size=config.batch_size, num_workers=config.num_workers)
     save_config(config, run_dir / "config.yaml")
-
-    methods = ["model", *baselines]
-    per_image: dict[str, dict[str, list[float]]] = {m: {} for m in methods}
-    cases = Cases(config.show_cases)
-    skipped = 0
     console.print(
         f"evaluate {config.checkpoint} on {count} images of {source.name} at {inpainter.image_size}px, "
-        f"mask={config.mask} (seed {config.seed}), methods: {', '.join(methods)}"
+        f"mask={config.mask} (seed {config.seed}), methods: {', '.join(['model', *baselines])}"
     )
-    scored: list[int] = []  # dataset index of every scored image, in order
-    unscored_holes = 0
     with RunLogger(run_dir, len(loader), f"evaluate {config.name}") as logger:
-        seen = 0
-        for step, batch in enumerate(loader, start=1):
-            # An item whose own file is unreadable arrives as the next readable image (the training
-            # policy); here it is dropped, so no file is scored under another's name or twice.
-            readable = batch["skipped"] == 0
-            degenerate = degenerate_holes(batch["mask"]) & readable  # an empty hole would score PSNR inf
-            keep = readable & ~degenerate
-            indices = torch.arange(seen, seen + len(keep))[keep].tolist()
-            seen += len(keep)
-            skipped += int((~readable).sum())
-            unscored_holes += int(degenerate.sum())
-            if not indices:
-                continue
-            images, masks = _quantize(to_unit(batch["image"][keep])), batch["mask"][keep]
-            results = complete_batch(images, masks, inpainter, baselines)
-            for method, completed in results.items():
-                for metric, values in image_quality(completed, images, masks).items():
-                    per_image[method].setdefault(metric, []).extend(values.tolist())
-            if config.show_cases:
-                holed = images * (1 - masks) + 0.5 * masks
-                rows = torch.stack([images, holed, *results.values()], dim=1)
-                cases.add(per_image["model"]["psnr_hole"][len(scored):], rows)
-            scored += indices
-            logger.advance(step, f"{len(scored)} images")
-        if not scored:
+        scores = score_images(config, loader, inpainter, baselines, logger)
+        if not scores.scored:
             raise UserError(
-                f"no image of {source.name} could be scored: {skipped} of {count} unreadable, {unscored_holes} with an "
-                f"empty or whole-image hole (check the dataset and the --mask options)"
+                f"no image of {source.name} could be scored: {scores.skipped} of {count} unreadable, {scores.unscored_holes} "
+                f"with an empty or whole-image hole (check the dataset and the --mask options)"
             )
-
-        means = {m: {k: float(np.mean(v)) for k, v in per_image[m].items()} for m in methods}
-        stds = {m: {k: float(np.std(v)) for k, v in per_image[m].items()} for m in methods}
-        caption = f"`{config.name}`: mask {config.mask}, seed {config.seed}, {source.name}"
-        table = markdown_table(means, len(scored), caption)
-        (run_dir / "results.md").write_text(table)
-        summary = {
-            "checkpoint": config.checkpoint,
-            "data": source.name,
-            "images": len(scored),
-            "skipped_unreadable": skipped,
-            "skipped_degenerate_holes": unscored_holes,
-            "image_size": inpainter.image_size,
-            "mask": config.mask,
-            "seed": config.seed,
-            "columns": ["original", "holed input", *methods],
-            "mean": means,
-            "std": stds,
-        }
-        (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
-        if config.per_image_csv:
-            _write_csv(run_dir / "per_image.csv", per_image, source, scored)
-        logger.text("results", table)
-        logger.scalars({f"eval/{m}/{k}": v for m, values in means.items() for k, v in values.items()}, 0)
-        if config.show_cases and cases.worst:
-            for label, entries in (("worst", cases.worst), ("best", cases.best)):
-                grid = Cases.grid(entries)
-                save_image(grid, run_dir / f"{label}.png")
-                logger.image(f"cases/{label} (original | holed | {' | '.join(methods)})", grid, 0)
-    if skipped:
-        console.print(f"warning: {skipped} unreadable images were left out of the scores (their names are in the log above)", style="yellow")
-    if unscored_holes:
-        console.print(f"warning: {unscored_holes} images whose hole was empty or the whole image were left out of the scores", style="yellow")
+        table = write_results(config, run_dir, scores, source, inpainter.image_size, logger)
+    if scores.skipped:
+        console.print(f"warning: {scores.skipped} unreadable images were left out of the scores (their names are in the log above)", style="yellow")
+    if scores.unscored_holes:
+        console.print(f"warning: {scores.unscored_holes} images whose hole was empty or the whole image were left out of the scores", style="yellow")
     console.print(table, markup=False, highlight=False, soft_wrap=True)
     console.print(f"results: {run_dir / 'results.md'}, {run_dir / 'results.json'}")
     return run_dir

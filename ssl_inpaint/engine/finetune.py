@@ -17,7 +17,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -482,136 +482,179 @@ def _finetune_once(config: FinetuneConfig, dist: Distributed) -> Path:
         result = _train_head_or_network(config, model, train, train_set, test, test_set, run_dir, dist, history)
 
     if dist.is_main:
-        metrics = {
-            "dataset": config.dataset,
-            "mode": config.mode,
-            "init": config.init_label,
-            "init_weights": config.init if config.init_label.startswith("weights-") else "",
-            "encoder": config.encoder,
-            "budget": config.budget,
-            "labels_per_class": config.labels_per_class,
-            "label_fraction": config.label_fraction,
-            "data_seed": config.data_seed,
-            "seed": config.seed,
-            "checkpoint": config.checkpoint,
-            "n_train": len(train),
-            "n_test": len(test),
-            "world_size": dist.world_size,
-            "run_prefix": run_prefix(config),
-            "protocol": protocol_settings(config),
-            "arch": dict(getattr(unwrap(model).encoder, "arch", {})) if hasattr(unwrap(model), "encoder") else {"timm": config.encoder},
-            **result,
-            "history": history,
-        }
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        console.print(f"{config.name}: {result['metric']} = {result['value']:.4f}")
-        if "per_class" in result:
-            console.print("  " + "  ".join(f"{k} {v:.3f}" for k, v in result["per_class"].items() if not math.isnan(v)))
+        write_metrics(config, model, result, history, len(train), len(test), run_dir, dist.world_size)
     return run_dir
 
 
-def _train_head_or_network(config, model, train, train_set, test, test_set, run_dir, dist: Distributed, history) -> dict[str, Any]:
-    """Finetune (all layers, augmented images) or linear probe (frozen encoder, cached features).
+def write_metrics(
+    config: FinetuneConfig, model: nn.Module, result: dict[str, Any], history: list[dict[str, Any]],
+    n_train: int, n_test: int, run_dir: Path, world_size: int,
+) -> None:
+    """RUN/metrics.json: the result with everything ``ssl compare`` pairs and groups runs by."""
+    metrics = {
+        "dataset": config.dataset,
+        "mode": config.mode,
+        "init": config.init_label,
+        "init_weights": config.init if config.init_label.startswith("weights-") else "",
+        "encoder": config.encoder,
+        "budget": config.budget,
+        "labels_per_class": config.labels_per_class,
+        "label_fraction": config.label_fraction,
+        "data_seed": config.data_seed,
+        "seed": config.seed,
+        "checkpoint": config.checkpoint,
+        "n_train": n_train,
+        "n_test": n_test,
+        "world_size": world_size,
+        "run_prefix": run_prefix(config),
+        "protocol": protocol_settings(config),
+        "arch": dict(getattr(unwrap(model).encoder, "arch", {})) if hasattr(unwrap(model), "encoder") else {"timm": config.encoder},
+        **result,
+        "history": history,
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    console.print(f"{config.name}: {result['metric']} = {result['value']:.4f}")
+    if "per_class" in result:
+        console.print("  " + "  ".join(f"{k} {v:.3f}" for k, v in result["per_class"].items() if not math.isnan(v)))
 
-    The linear probe's features are computed once, sharded over the processes and gathered, and
-    every process then trains the same small head on all of them (no further communication)."""
-    multilabel, device = train.multilabel, dist.device
+
+@dataclass
+class TransferTraining:
+    """What one fine-tuning or linear-probe run trains and how it is scored. The linear probe's
+    features are computed once, sharded over the processes and gathered, and every process then
+    trains the same small head on all of them (no further communication): ``shard`` is False."""
+
+    inputs: Any  # the training set: images (finetune) or a TensorDataset of features (linear)
+    trained: nn.Module  # the module whose state is checkpointed
+    params: list[nn.Parameter]
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    test_outputs: Callable[[], np.ndarray]
+    shard: bool
+
+
+def transfer_training(config: FinetuneConfig, model: nn.Module, train: LabelledImages, train_set, test_set, dist: Distributed) -> TransferTraining:
     if config.mode == "linear":
         train_x = torch.from_numpy(extract_features(model, train_set, config, dist))
         test_x = torch.from_numpy(extract_features(model, test_set, config, dist))
         train_ignore = torch.as_tensor(train.ignore) if train.ignore is not None else torch.zeros(len(train), 0, dtype=torch.bool)
-        loader_source = torch.utils.data.TensorDataset(train_x, torch.as_tensor(train.targets), train_ignore)
-        params, forward, shard = list(model.head.parameters()), model.head, False
-        evaluate_inputs = lambda: forward(test_x.to(device)).float().cpu().numpy()  # noqa: E731
-    else:
-        loader_source, params, forward, shard = train_set, list(model.parameters()), model, True
-        evaluate_inputs = lambda: predict(model, test_set, config, dist)  # noqa: E731
-    world = dist.world_size if shard else 1
-    batch_size = min(config.batch_size, len(loader_source) // world)
-    sampler = ResumableSampler(loader_source, dist, seed=config.seed) if shard else None
-    generator = torch.Generator().manual_seed(config.seed)
-    steps_per_epoch = (len(sampler) if shard else len(loader_source)) // batch_size
-    total_steps = steps_per_epoch * config.epochs
-    optimizer = make_optimizer(layerwise_param_groups(model, config) if shard else params, config)
-    scaler = grad_scaler(config.precision, device)
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
-        if config.lr_schedule == "cosine"
-        else None
-    )
-    result: dict[str, Any] = {}
-    step, start_epoch = 0, 0
-    last = last_checkpoint(run_dir)
-    trained = model if config.mode == "finetune" else model.head
-    if last.exists():  # an interrupted run: continue after its last finished epoch
+        features = torch.utils.data.TensorDataset(train_x, torch.as_tensor(train.targets), train_ignore)
+        head = model.head
+        return TransferTraining(
+            features, head, list(head.parameters()), head, lambda: head(test_x.to(dist.device)).float().cpu().numpy(), False
+        )
+    return TransferTraining(train_set, model, list(model.parameters()), model, lambda: predict(model, test_set, config, dist), True)
+
+
+@dataclass
+class TransferState:
+    """The optimisation state of a transfer run, all of it in its checkpoint."""
+
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    scheduler: Optional[torch.optim.lr_scheduler.LRScheduler]
+    generator: torch.Generator  # the shuffling of the unsharded loader
+    step: int = 0
+    epoch: int = 0
+    result: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def checkpoint(self, config: FinetuneConfig, trained: nn.Module, history: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "format": FINETUNE_FORMAT, "version": 1, "model": trained.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "generator": self.generator.get_state(), "rng": rng_state(), "step": self.step, "epoch": self.epoch,
+            "result": self.result, "history": list(history), "config": dataclasses.asdict(config),
+        }
+
+    def restore(self, config: FinetuneConfig, trained: nn.Module, last: Path, history: list[dict[str, Any]]) -> None:
+        """Continue an interrupted run after its last finished epoch; refuses changed options."""
         state = load_checkpoint(last, FINETUNE_FORMAT)
         if state["config"] != dataclasses.asdict(config):
             raise UserError(f"cannot resume {last}: the options differ from the interrupted run's; use them or a new --name")
         trained.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
         set_rng_state(state["rng"])
-        step, start_epoch, result = state["step"], state["epoch"], state["result"]
+        self.step, self.epoch, self.result = state["step"], state["epoch"], state["result"]
         history[:] = state["history"]
+
+
+def transfer_epoch(config: FinetuneConfig, model: nn.Module, job: TransferTraining, loader: DataLoader, state: TransferState,
+                   logger: RunLogger, dist: Distributed, multilabel: bool) -> list[float]:
+    """One pass over the labelled training data; returns the batch losses."""
+    world = dist.world_size if job.shard else 1
+    job.trained.train()
+    if config.head_warmup_epochs and config.mode == "finetune":
+        set_encoder_frozen(model, state.epoch < config.head_warmup_epochs)
+    losses = []
+    for inputs, target, ignore in loader:
+        with autocast(config.precision, dist.device):
+            logits = job.forward(inputs.to(dist.device))
+        loss = classification_loss(logits.float(), target.to(dist.device), ignore.to(dist.device), multilabel)
+        if not torch.isfinite(loss):
+            raise UserError(f"non-finite training loss at step {state.step}; lower --lr")
+        state.optimizer.zero_grad(set_to_none=True)
+        state.scaler.scale(loss).backward()
+        average_gradients(job.params, world)
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        if state.scheduler is not None:
+            state.scheduler.step()
+        state.step += 1
+        losses.append(loss.item())
+        logger.advance(state.step, f"loss {loss.item():.4f}")
+    return losses
+
+
+def _train_head_or_network(
+    config: FinetuneConfig, model: nn.Module, train: LabelledImages, train_set, test, test_set, run_dir: Path,
+    dist: Distributed, history: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Finetune (all layers, augmented images) or linear probe (frozen encoder, cached features)."""
+    job = transfer_training(config, model, train, train_set, test_set, dist)
+    world = dist.world_size if job.shard else 1
+    batch_size = min(config.batch_size, len(job.inputs) // world)
+    sampler = ResumableSampler(job.inputs, dist, seed=config.seed) if job.shard else None
+    generator = torch.Generator().manual_seed(config.seed)
+    total_steps = (len(sampler) if job.shard else len(job.inputs)) // batch_size * config.epochs
+    optimizer = make_optimizer(layerwise_param_groups(model, config) if job.shard else job.params, config)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1)) if config.lr_schedule == "cosine" else None
+    state = TransferState(optimizer, grad_scaler(config.precision, dist.device), scheduler, generator)
+    last = last_checkpoint(run_dir)
+    if last.exists():
+        state.restore(config, job.trained, last, history)
         if dist.is_main:
-            console.print(f"resuming {run_dir} after epoch {start_epoch}")
-    with RunLogger(run_dir, total_steps, f"{config.mode} {config.name}", enabled=dist.is_main, start=step, log_every=config.log_every) as logger, StopSignal() as stop:
+            console.print(f"resuming {run_dir} after epoch {state.epoch}")
+    with RunLogger(run_dir, total_steps, f"{config.mode} {config.name}", enabled=dist.is_main, start=state.step, log_every=config.log_every) as logger, StopSignal() as stop:
         logger.config(dataclasses.asdict(config))
-        for epoch in range(start_epoch, config.epochs):
+        for epoch in range(state.epoch, config.epochs):
             if sampler is not None:
                 sampler.start_at(epoch, 0)
             loader = DataLoader(
-                loader_source, batch_size=batch_size, sampler=sampler, shuffle=sampler is None, drop_last=True,
-                generator=generator, num_workers=config.num_workers if shard else 0,
+                job.inputs, batch_size=batch_size, sampler=sampler, shuffle=sampler is None, drop_last=True,
+                generator=generator, num_workers=config.num_workers if job.shard else 0,
             )
-            trained.train()
-            head_only = config.mode == "finetune" and epoch < config.head_warmup_epochs
-            if config.head_warmup_epochs and config.mode == "finetune":
-                set_encoder_frozen(model, head_only)
-            losses = []
-            for inputs, target, ignore in loader:
-                with autocast(config.precision, device):
-                    logits = forward(inputs.to(device))
-                loss = classification_loss(logits.float(), target.to(device), ignore.to(device), multilabel)
-                if not torch.isfinite(loss):
-                    raise UserError(f"non-finite training loss at step {step}; lower --lr")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                average_gradients(params, world)
-                scaler.step(optimizer)
-                scaler.update()
-                if scheduler is not None:
-                    scheduler.step()
-                step += 1
-                losses.append(loss.item())
-                logger.advance(step, f"loss {loss.item():.4f}")
+            state.epoch = epoch
+            losses = transfer_epoch(config, model, job, loader, state, logger, dist, train.multilabel)
+            state.epoch = epoch + 1
             logger.scalars({"train/loss": float(np.mean(losses)), "lr": optimizer.param_groups[0]["lr"]}, epoch + 1)
             if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
                 with torch.inference_mode():
                     model.eval()
-                    result = evaluate(evaluate_inputs(), test)
-                logger.scalars({f"val/{result['metric']}": result["value"]}, epoch + 1)
-                history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), result["metric"]: result["value"]})
-                logger.print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, {result['metric']} {result['value']:.4f}")
+                    state.result = evaluate(job.test_outputs(), test)
+                logger.scalars({f"val/{state.result['metric']}": state.result["value"]}, epoch + 1)
+                history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), state.result["metric"]: state.result["value"]})
+                logger.print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, {state.result['metric']} {state.result['value']:.4f}")
             if dist.is_main and epoch + 1 < config.epochs:
-                save_atomic(
-                    {
-                        "format": FINETUNE_FORMAT, "version": 1, "model": trained.state_dict(),
-                        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                        "generator": generator.get_state(), "rng": rng_state(), "step": step, "epoch": epoch + 1,
-                        "result": result, "history": list(history), "config": dataclasses.asdict(config),
-                    },
-                    last,
-                )
-            if any_flag([stop.received is not None], dist.world_size, device)[0] and epoch + 1 < config.epochs:
+                save_atomic(state.checkpoint(config, job.trained, history), last)
+            if any_flag([stop.received is not None], dist.world_size, dist.device)[0] and epoch + 1 < config.epochs:
                 raise UserError(f"stopped by a signal after epoch {epoch + 1}; rerun the same command to resume from {last}")
-        _log_final(logger, config, result)
+        _log_final(logger, config, state.result)
     last.unlink(missing_ok=True)  # finished: metrics.json is the result
-    return result
+    return state.result
 
 
 def set_encoder_frozen(model: nn.Module, frozen: bool) -> None:
