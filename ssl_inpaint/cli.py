@@ -14,7 +14,7 @@ import sys
 import typer
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 from ssl_inpaint.config import typer_command
 from ssl_inpaint.engine.compare import run_compare
@@ -25,6 +25,7 @@ from ssl_inpaint.engine.inpaint import run_inpaint
 from ssl_inpaint.engine.pixelcnn import PixelCNNConfig, run_pixelcnn
 from ssl_inpaint.engine.pretrain import PretrainConfig, run_pretrain
 from ssl_inpaint.errors import UserError
+from ssl_inpaint.runtime import PRECISIONS
 
 app = typer.Typer(
     name="ssl",
@@ -40,35 +41,33 @@ def root() -> None:
     """Self-supervised pretraining by image inpainting, and what it is worth downstream."""
 
 
-def _pretrain(config: PretrainConfig) -> None:
-    run_pretrain(config)
+def config_command(name: str, config_cls: type, run: Callable[[Any], Any], help: str, doc: str, default_name: Optional[str]) -> None:
+    """``ssl NAME``: one flag per field of ``config_cls`` plus ``--recipe`` (see ``config.typer_command``)."""
+    app.command(name, help=help)(typer_command(config_cls, run, doc, default_name=default_name))
 
 
-app.command(
-    "pretrain",
-    help="Inpainting pretext: U-Net generator + local/global discriminators; writes runs/NAME/.",
-)(typer_command(PretrainConfig, _pretrain, "Inpainting pretext pretraining.", default_name="pretrain"))
-
-
-def _finetune(config: FinetuneConfig) -> None:
-    run_finetune(config)
-
-
-app.command(
-    "finetune",
-    help="Transfer: train + evaluate a classifier on the pretext encoder (--init pretrained) or the same "
+config_command(
+    "pretrain", PretrainConfig, run_pretrain,
+    "Inpainting pretext: U-Net generator + local/global discriminators; writes runs/NAME/.",
+    "Inpainting pretext pretraining.", "pretrain",
+)
+config_command(
+    "finetune", FinetuneConfig, run_finetune,
+    "Transfer: train + evaluate a classifier on the pretext encoder (--init pretrained) or the same "
     "architecture from scratch (--init random); writes runs/NAME/metrics.json.",
-)(typer_command(FinetuneConfig, _finetune, "Transfer to a classification task.", default_name=None))
-
-
-def _pixelcnn(config: PixelCNNConfig) -> None:
-    run_pixelcnn(config)
-
-
-app.command(
-    "pixelcnn",
-    help="Seed 002's PixelCNN++: likelihood of the lower half given the upper half (bits/dim), sampled pixel by pixel.",
-)(typer_command(PixelCNNConfig, _pixelcnn, "PixelCNN++ lower-half completion.", default_name="pixelcnn"))
+    "Transfer to a classification task.", None,
+)
+config_command(
+    "pixelcnn", PixelCNNConfig, run_pixelcnn,
+    "Seed 002's PixelCNN++: likelihood of the lower half given the upper half (bits/dim), sampled pixel by pixel.",
+    "PixelCNN++ lower-half completion.", "pixelcnn",
+)
+config_command(
+    "evaluate", EvaluateConfig, run_evaluate,
+    "Completion quality (PSNR, SSIM, L1 over image and hole) of a trained generator next to classical "
+    "inpainting (OpenCV Telea / Navier-Stokes, biharmonic, mean fill) on the same images and seeded holes.",
+    "Evaluate completion quality against classical baselines.", None,
+)
 
 
 @app.command("compare")
@@ -105,22 +104,11 @@ def inpaint(
     box: List[str] = typer.Option([], "--box", help="Hole as x,y,w,h in pixels; repeat for several holes (instead of --mask)."),
     batch_size: int = typer.Option(16, help="Images loaded, and hole windows filled, per batch."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 (fp16: CUDA only)."),
+    precision: str = typer.Option("fp32", help=f"{', '.join(PRECISIONS)} (fp16: CUDA only)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace output files that exist already."),
 ) -> None:
     """Fill holes in your images with a trained generator, at any size; known pixels are kept byte for byte."""
     run_inpaint(source, checkpoint, output, mask, box, batch_size, device, precision, overwrite)
-
-
-def _evaluate(config: EvaluateConfig) -> None:
-    run_evaluate(config)
-
-
-app.command(
-    "evaluate",
-    help="Completion quality (PSNR, SSIM, L1 over image and hole) of a trained generator next to classical "
-    "inpainting (OpenCV Telea / Navier-Stokes, biharmonic, mean fill) on the same images and seeded holes.",
-)(typer_command(EvaluateConfig, _evaluate, "Evaluate completion quality against classical baselines.", default_name=None))
 
 
 def error_line(exc: BaseException) -> str:

@@ -1,4 +1,7 @@
 """Run configuration: one dataclass per command, filled from defaults <- recipe YAML <- CLI flags.
+A command's config is built from shared option groups (``RunOptions``, ``RuntimeOptions``,
+``PrecisionOptions``, ``DistributedOptions`` here; ``SourceOptions``, ``MaskOptions``, ``ModelOptions`` beside what they choose)
+plus its own fields, so a flag is declared once.
 
 Every field of a config dataclass is both a recipe key and a CLI flag (``lr_g`` <-> ``--lr-g``), so a
 recipe can never hold a key the CLI does not know, and ``--help`` documents every key. The resolved
@@ -18,6 +21,7 @@ import typer
 import yaml
 
 from ssl_inpaint.errors import UserError
+from ssl_inpaint.runtime import NUM_WORKERS_HELP, PRECISIONS
 
 ConfigT = TypeVar("ConfigT")
 
@@ -25,6 +29,40 @@ ConfigT = TypeVar("ConfigT")
 def option(default: Any, help: str) -> Any:
     """A config field with the help text shown by ``--help``."""
     return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """Where a run writes and how it is seeded: every command that writes a run folder has these."""
+
+    name: str = option("", "Run name: outputs go to OUTPUT_DIR/NAME (default: the recipe's file name).")
+    output_dir: str = option("runs", "Folder holding all runs (point TensorBoard here).")
+    seed: int = option(0, "Seed of everything random in the run (initialisation, shuffling, crops, holes, sampling).")
+
+
+@dataclasses.dataclass
+class RuntimeOptions:
+    """Where the work runs and how data reaches it."""
+
+    device: str = option("auto", "auto, cpu, cuda or cuda:N.")
+    num_workers: int = option(-1, NUM_WORKERS_HELP)
+
+
+@dataclasses.dataclass
+class DistributedOptions:
+    """Training on several processes (GPUs, nodes): torchrun's launch and BatchNorm across processes."""
+
+    nproc: int = option(1, "Launch this many processes on this machine with torchrun (one per GPU).")
+    sync_bn: bool = option(True, "SyncBatchNorm across processes when the world size is > 1 (CUDA only).")
+
+
+@dataclasses.dataclass
+class PrecisionOptions:
+    precision: str = option("fp32", f"{', '.join(PRECISIONS)} (autocast; fp16 adds a GradScaler, CUDA only).")
+
+    def check_precision_name(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 def _field_types(config_cls: type) -> dict[str, type]:

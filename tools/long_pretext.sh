@@ -8,10 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
-DATA=${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
-RUN=${RUN_DIR:-runs}
+source tools/study_env.sh
 OUT=$RUN/long
-SSL=.venv/bin/ssl
 FT=recipes/finetune_fashion_mnist_10_per_class.yaml
 LIN=recipes/linear_fashion_mnist_10_per_class.yaml
 PRE=$RUN/fmnist_long

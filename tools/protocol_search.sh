@@ -7,9 +7,7 @@
 # (bash tools/quickstart.sh). About 25 minutes on 2 CPU cores; finished runs are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
-RUN=${RUN_DIR:-runs}
-SSL=.venv/bin/ssl
+source tools/study_env.sh
 PRE=${PRETRAIN_RUN:-$RUN/quickstart_pretrain}
 [ -f "$PRE/encoder.pt" ] || { echo "error: $PRE/encoder.pt not found: run bash tools/quickstart.sh first" >&2; exit 2; }
 

@@ -15,11 +15,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/quickstart.sh
-DATA=${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
-RUN=${RUN_DIR:-runs}
+source tools/study_env.sh
 OUT=$RUN/study
 STEPS=${ABLATION_STEPS:-1000}
-SSL=.venv/bin/ssl
 PRE=recipes/pretrain_fashion_mnist.yaml
 FT=recipes/finetune_fashion_mnist_10_per_class.yaml
 LIN=recipes/linear_fashion_mnist_10_per_class.yaml

@@ -15,12 +15,14 @@ import io
 import math
 import shutil
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from ssl_inpaint.config import option
 from ssl_inpaint.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -330,6 +332,17 @@ class FashionMnistSource(ImageSource):
 
 
 DATASETS = ("coco", "voc", "folder", "fashion_mnist")
+
+
+@dataclass
+class SourceOptions:
+    """Which images a command reads: the dataset kind, its root folder and split."""
+
+    dataset: str = option("coco", f"Dataset kind: {', '.join(DATASETS)}.")
+    data: str = option("", "Dataset root (COCO root, VOCdevkit, image folder, Fashion-MNIST files).")
+    split: str = option("train2017", "Split (COCO train2017 / val2017, VOC train / val, Fashion-MNIST train / test, a folder's sub-folder).")
+    year: str = option("2012", "VOC year (with --dataset voc).")
+    strict: bool = option(False, "Stop on an unreadable image instead of skipping it.")
 
 
 def create_source(dataset: str, data: str | Path, split: str, year: str = "2012") -> ImageSource:

@@ -21,11 +21,11 @@ from torch.utils.data import DataLoader
 from torchvision.utils import make_grid, save_image
 
 from ssl_inpaint.models.baselines import BASELINES, create_baseline, keep_known
-from ssl_inpaint.config import option, save_config
-from ssl_inpaint.data import DATASETS, ImageSource, create_source
+from ssl_inpaint.config import PrecisionOptions, RunOptions, RuntimeOptions, option, save_config
+from ssl_inpaint.data import DATASETS, ImageSource, SourceOptions, create_source
 from ssl_inpaint.runs import RunLogger, run_folder_lock
 from ssl_inpaint.runtime import console
-from ssl_inpaint.runtime import NUM_WORKERS_HELP, configure_threads, resolve_workers
+from ssl_inpaint.runtime import configure_threads, resolve_workers
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.inpainter import Inpainter, load_inpainter
 from ssl_inpaint.masks import MaskOptions, PretextDataset, degenerate_holes
@@ -35,23 +35,14 @@ DEFAULT_SPLITS = {"coco": "val2017", "voc": "val", "fashion_mnist": "test", "fol
 
 
 @dataclass
-class EvaluateConfig(MaskOptions):
-    name: str = option("", "Run name: results go to OUTPUT_DIR/NAME (default: evaluate_<pretrain run>_<mask>).")
-    output_dir: str = option("runs", "Folder holding all runs (point TensorBoard here).")
+class EvaluateConfig(MaskOptions, SourceOptions, PrecisionOptions, RuntimeOptions, RunOptions):
     checkpoint: str = option("", "The generator: a pretrain run folder (runs/NAME) or one of its checkpoint files.")
     dataset: str = option("folder", f"Dataset kind: {', '.join(DATASETS)}.")
-    data: str = option("", "Dataset root (image folder, COCO root, VOCdevkit, Fashion-MNIST files).")
     split: str = option("", "Split (empty: COCO val2017, VOC val, Fashion-MNIST test).")
-    year: str = option("2012", "VOC year (with --dataset voc).")
     max_images: int = option(0, "Evaluate the first N images only (0: all).")
-    seed: int = option(0, "Seed of the holes: the same seed gives the same holes in the same images.")
     baselines: str = option(",".join(BASELINES), f"Classical methods to compare with, comma-separated ({', '.join(BASELINES)}; empty: none).")
     inpaint_radius: int = option(5, "telea / ns: neighbourhood radius in pixels.")
     batch_size: int = option(32, "Images per generator forward pass.")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N.")
-    precision: str = option("fp32", "fp32, bf16 or fp16 (fp16: CUDA only).")
-    num_workers: int = option(-1, NUM_WORKERS_HELP)
-    strict: bool = option(False, "Stop on an unreadable image instead of skipping it.")
     per_image_csv: bool = option(False, "Also write per_image.csv: one row per image and method.")
     show_cases: int = option(4, "Worst and best cases (by the model's hole PSNR) drawn into TensorBoard and worst.png / best.png.")
     overwrite: bool = option(False, "Replace the results of an earlier evaluation with the same --name.")
@@ -72,8 +63,7 @@ class EvaluateConfig(MaskOptions):
             raise UserError(f"unknown baseline {unknown[0]!r} in --baselines; choose from: {', '.join(BASELINES)}")
         if len(set(self.baseline_names)) != len(self.baseline_names):
             raise UserError(f"--baselines lists a method twice: {self.baselines}")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise UserError(f"--precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        self.check_precision_name()
         if self.batch_size < 1 or self.max_images < 0 or self.show_cases < 0:
             raise UserError("--batch-size must be >= 1, --max-images and --show-cases >= 0")
         if self.mask == "coco_object" and self.dataset != "coco":

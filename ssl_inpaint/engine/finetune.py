@@ -34,7 +34,7 @@ from ssl_inpaint.checkpoint import (
     resolve_encoder_file,
     save_atomic,
 )
-from ssl_inpaint.config import check_choices, option, save_config
+from ssl_inpaint.config import DistributedOptions, PrecisionOptions, RunOptions, RuntimeOptions, check_choices, option, save_config
 from ssl_inpaint.data.classification import (
     AUGMENTATIONS,
     CLASSIFICATION_DATASETS,
@@ -47,21 +47,8 @@ from ssl_inpaint.data.classification import (
 )
 from ssl_inpaint.distributed import Distributed, any_flag, average_gradients, broadcast_module, gather_rows, setup, teardown
 from ssl_inpaint.runs import RunLogger, run_folder_lock
-from ssl_inpaint.runtime import console, seed_everything
-from ssl_inpaint.runtime import (
-    ResumableSampler,
-    StopSignal,
-    autocast,
-    check_precision,
-    NUM_WORKERS_HELP,
-    configure_threads,
-    grad_scaler,
-    prepare_module,
-    resolve_workers,
-    rng_state,
-    set_rng_state,
-    unwrap,
-)
+from ssl_inpaint.runtime import PRECISIONS, console, seed_everything
+from ssl_inpaint.runtime import ResumableSampler, StopSignal, autocast, check_precision, configure_threads, grad_scaler, prepare_module, resolve_workers, rng_state, set_rng_state, unwrap
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.models.timm_unet import check_encoder_spec
 from ssl_inpaint.metrics import mean_average_precision, top1_accuracy
@@ -80,13 +67,10 @@ MODES = ("finetune", "linear", "svm")
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(DistributedOptions, PrecisionOptions, RuntimeOptions, RunOptions):
     # run
     name: str = option("", "Run name prefix: runs are NAME_<init>_s<seed> (default NAME: the recipe's file name, else <dataset>_<mode>_<budget>).")
-    output_dir: str = option("runs", "Folder holding all runs.")
-    seed: int = option(0, "Seed for the head's initialisation, shuffling and augmentation.")
     seeds: str = option("", "Comma-separated seeds: one run per seed (overrides --seed).")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N.")
     # data
     dataset: str = option("voc", f"Dataset: {', '.join(CLASSIFICATION_DATASETS)}.")
     data: str = option("", "Dataset root (VOCdevkit, Fashion-MNIST files, or an ImageFolder root).")
@@ -95,7 +79,6 @@ class FinetuneConfig:
     test_split: str = option("test", "Evaluation split.")
     voc_labels: str = option("xml", "VOC targets from the xml annotations or ImageSets/Main/<class>_<split>.txt (imagesets).")
     image_size: int = option(128, "Crop side in pixels; must equal the pretraining image size.")
-    num_workers: int = option(-1, NUM_WORKERS_HELP)
     # model
     encoder: str = option("unet", "unet (the seed-003 encoder + head) or timm:<name> (timm's own classifier, e.g. timm:resnet50).")
     init: str = option("pretrained", "pretrained (the encoder of --checkpoint), random (same architecture, default init), or a local weights file for a timm model (e.g. supervised ImageNet weights).")
@@ -125,9 +108,6 @@ class FinetuneConfig:
     eval_every: int = option(1, "Evaluate on the test split every N epochs (and at the end).")
     log_every: int = option(10, "Without a terminal (a log file), print a progress line every N steps.")
     # scale-out
-    nproc: int = option(1, "Launch this many processes on this machine with torchrun (one per GPU).")
-    precision: str = option("fp32", "fp32, bf16 or fp16 (autocast; fp16 adds a GradScaler, CUDA only).")
-    sync_bn: bool = option(True, "SyncBatchNorm across processes when the world size is > 1 (CUDA only).")
     resume: bool = option(True, "Continue an interrupted run from its checkpoints/last.pt (saved every epoch); --no-resume refuses.")
 
     def validate(self) -> None:
@@ -139,7 +119,7 @@ class FinetuneConfig:
         choices = {
             "dataset": CLASSIFICATION_DATASETS, "mode": MODES,
             "features": FEATURES, "optimizer": ("sgd", "adam"), "lr_schedule": ("constant", "cosine"),
-            "voc_labels": ("xml", "imagesets"), "precision": ("fp32", "bf16", "fp16"), "bn_stats": BN_STATS,
+            "voc_labels": ("xml", "imagesets"), "precision": tuple(PRECISIONS), "bn_stats": BN_STATS,
         }
         check_choices(self, choices)
         check_encoder_spec(self.encoder)

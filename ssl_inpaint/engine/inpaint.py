@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from ssl_inpaint.data.transforms import UNREADABLE
 from ssl_inpaint.data.sources import IMAGE_EXTENSIONS, open_image
-from ssl_inpaint.runtime import console
+from ssl_inpaint.runtime import PRECISIONS, console
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.inpainter import Inpainter, load_inpainter
 
@@ -311,8 +311,8 @@ def run_inpaint(
         raise UserError("give the hole as --mask or as --box, not both")
     if batch_size < 1:
         raise UserError("--batch-size must be at least 1")
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise UserError(f"--precision must be fp32, bf16 or fp16, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     parsed_boxes = [parse_box(b) for b in boxes]
     jobs = plan_jobs(source, mask, output)
     existing = [job.output for job in jobs if job.output.exists()]

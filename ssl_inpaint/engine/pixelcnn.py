@@ -18,13 +18,13 @@ from torch.utils.data import DataLoader
 from torchvision.utils import make_grid, save_image
 
 from ssl_inpaint.checkpoint import PIXELCNN_FORMAT, last_checkpoint, save_atomic
-from ssl_inpaint.config import check_choices, option, save_config
-from ssl_inpaint.data import DATASETS, SubsetSource, create_source
+from ssl_inpaint.config import RunOptions, RuntimeOptions, check_choices, option, save_config
+from ssl_inpaint.data import DATASETS, SourceOptions, SubsetSource, create_source
 from ssl_inpaint.masks import PretextDataset
 from ssl_inpaint.distributed import select_device
 from ssl_inpaint.runs import RunLogger, run_folder_lock
 from ssl_inpaint.runtime import console, epoch_order, seed_everything
-from ssl_inpaint.runtime import NUM_WORKERS_HELP, configure_threads, resolve_workers
+from ssl_inpaint.runtime import configure_threads, resolve_workers
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.models.pixelcnn import mixture_log_prob
 from ssl_inpaint.masks import create_mask_generator
@@ -33,19 +33,11 @@ from ssl_inpaint.models.pixelcnn import PixelCNNPP, quantize, sample_lower_half
 
 
 @dataclass
-class PixelCNNConfig:
-    name: str = option("", "Run name: outputs go to OUTPUT_DIR/NAME (default: the recipe's file name).")
-    output_dir: str = option("runs", "Folder holding all runs (point TensorBoard here).")
-    seed: int = option(0, "Seed for initialisation, shuffling, crops and sampling.")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N.")
+class PixelCNNConfig(SourceOptions, RuntimeOptions, RunOptions):
     dataset: str = option("folder", f"Dataset kind: {', '.join(DATASETS)}.")
-    data: str = option("", "Dataset root (COCO root, VOCdevkit, image folder, Fashion-MNIST files).")
     split: str = option("train", "Split to train on.")
-    year: str = option("2012", "VOC year (with --dataset voc).")
     val_images: int = option(16, "Held-out images for validation bits/dim and samples.")
     image_size: int = option(32, "Image side in pixels (a multiple of 4; seed 002: 32).")
-    strict: bool = option(False, "Stop on an unreadable image instead of skipping it.")
-    num_workers: int = option(-1, NUM_WORKERS_HELP)
     filters: int = option(160, "Channels of every convolution.")
     blocks: int = option(5, "Gated ResNet blocks per stage.")
     components: int = option(10, "Logistic mixture components per pixel.")

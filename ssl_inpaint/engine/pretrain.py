@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader
 from torchvision.utils import make_grid, save_image
 
 from ssl_inpaint.checkpoint import ENCODER_FORMAT, PRETRAIN_FORMAT, last_checkpoint, load_checkpoint, save_atomic, write_text_atomic
-from ssl_inpaint.config import check_choices, option, save_config
-from ssl_inpaint.data import DATASETS, ImageSource, SubsetSource, create_source
+from ssl_inpaint.config import DistributedOptions, PrecisionOptions, RunOptions, RuntimeOptions, check_choices, option, save_config
+from ssl_inpaint.data import DATASETS, ImageSource, SourceOptions, SubsetSource, create_source
 from ssl_inpaint.data.transforms import UNREADABLE
 from ssl_inpaint.data.classification import create_classification_dataset
 from ssl_inpaint.distributed import (
@@ -43,22 +43,8 @@ from ssl_inpaint.distributed import (
     teardown,
 )
 from ssl_inpaint.runs import RunLogger, run_folder_lock
-from ssl_inpaint.runtime import console, epoch_order, seed_everything
-from ssl_inpaint.runtime import (
-    ResumableSampler,
-    StopSignal,
-    autocast,
-    check_precision,
-    NUM_WORKERS_HELP,
-    configure_threads,
-    grad_scaler,
-    multi_tensor,
-    prepare_module,
-    resolve_workers,
-    rng_state,
-    set_rng_state,
-    unwrap,
-)
+from ssl_inpaint.runtime import PRECISIONS, console, epoch_order, seed_everything
+from ssl_inpaint.runtime import ResumableSampler, StopSignal, autocast, check_precision, configure_threads, grad_scaler, multi_tensor, prepare_module, resolve_workers, rng_state, set_rng_state, unwrap
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.losses import LossWeights, discriminator_loss, generator_loss
 from ssl_inpaint.masks import MASKS, MaskOptions, PretextDataset, channel_mean, degenerate_holes
@@ -80,21 +66,10 @@ APPROX_WEIGHTS = LossWeights(known=0.0, hole=1.0, adv_global=0.0, adv_local=0.0)
 
 
 @dataclass
-class PretrainConfig(MaskOptions, ModelOptions):
-    # run
-    name: str = option("", "Run name: outputs go to OUTPUT_DIR/NAME (default: the recipe's file name).")
-    output_dir: str = option("runs", "Folder holding all runs (point TensorBoard here).")
-    seed: int = option(0, "Seed for initialisation, shuffling, crops and masks.")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N.")
-    # data
-    dataset: str = option("coco", f"Dataset kind: {', '.join(DATASETS)}.")
-    data: str = option("", "Dataset root (COCO root, VOCdevkit, image folder, Fashion-MNIST files).")
-    split: str = option("train2017", "Split to train on (COCO train2017, VOC train, Fashion-MNIST train).")
-    year: str = option("2012", "VOC year (with --dataset voc).")
+class PretrainConfig(ModelOptions, MaskOptions, SourceOptions, DistributedOptions, PrecisionOptions, RuntimeOptions, RunOptions):
+    # data (the source: SourceOptions)
     val_split: str = option("", "Split for the fixed validation batch; empty: hold out --val-images training images.")
     val_images: int = option(16, "Size of the fixed validation batch (PSNR/SSIM/L1 and image grids).")
-    strict: bool = option(False, "Stop on an unreadable image instead of skipping it.")
-    num_workers: int = option(-1, NUM_WORKERS_HELP)
     reduced_decode: bool = option(True, "Decode JPEGs at 1/2, 1/4 or 1/8 size when the crop still fits (libjpeg DCT scaling, 2-4x faster loading of large photos); --no-reduced-decode decodes every pixel.")
     # masks (the hole family and its parameters come from MaskOptions)
     fill: str = option("zero", "Value in the hole of the input: zero (0 in the [-1,1] input, mid-grey) or mean (dataset mean).")
@@ -130,12 +105,9 @@ class PretrainConfig(MaskOptions, ModelOptions):
     phase_fractions: str = option("0.2,0.5,0.3", "glcic: fractions of the three phases, comma-separated.")
     phase_scope: str = option("run", "glcic: phases span the whole run, or repeat in every epoch (seed 000).")
     # scale-out
-    nproc: int = option(1, "Launch this many processes on this machine with torchrun (one per GPU).")
     accumulate: int = option(1, "Gradient accumulation: micro-batches of --batch-size per optimizer step.")
-    precision: str = option("fp32", "fp32, bf16 or fp16 (autocast; fp16 adds a GradScaler per optimizer, CUDA only).")
     channels_last: bool = option(False, "Use the channels_last memory format (faster convolutions on recent GPUs).")
     compile: bool = option(False, "torch.compile the generator and discriminators.")
-    sync_bn: bool = option(True, "SyncBatchNorm across processes when the world size is > 1 (CUDA only).")
     resume: bool = option(True, "Continue from checkpoints/last.pt if the run folder has one (--no-resume: refuse to touch it).")
     # online representation probe
     probe_every: int = option(500, "Probe the frozen encoder (kNN and linear top-1, or mAP) every N steps and at step 0; 0: off. Off when no labels are found (see --probe-data).")
@@ -164,7 +136,7 @@ class PretrainConfig(MaskOptions, ModelOptions):
             "phase_scope": ("run", "epoch"),
             "probe_features": FEATURES,
             "probe_bn_stats": BN_STATS,
-            "precision": ("fp32", "bf16", "fp16"),
+            "precision": tuple(PRECISIONS),
         }
         check_choices(self, {**choices, **self.model_choices()})
         self.check_model()
