@@ -148,6 +148,7 @@ def _fashion_files(folder: Path, train_images: bytes | None = None) -> None:
         (folder / "train-images-idx3-ubyte.gz").write_bytes(train_images)
 
 
+@pytest.mark.slow
 def test_corrupt_fashion_mnist_is_refused_and_a_good_replacement_is_used(tmp_path, monkeypatch, capsys):
     data = tmp_path / "fmnist"
     _fashion_files(data, train_images=b"this is not gzip")
@@ -174,6 +175,7 @@ def test_sixteen_bit_and_float_images_are_decoded_exactly_or_refused(tmp_path):
         read_image(tmp_path / "float.tif", "L")
 
 
+@pytest.mark.slow
 def test_unreadable_validation_candidates_are_passed_over(tiny_data, tmp_path, monkeypatch, capsys):
     """Two bad files among good ones never make the fixed validation batch, whatever the order."""
     folder = tmp_path / "photos"
@@ -224,6 +226,7 @@ def test_resume_refuses_other_data(tiny_data, trained, tmp_path, monkeypatch, ca
                    "--name", "run", "--max-steps", "2", keep=(trained,))
 
 
+@pytest.mark.slow
 def test_resume_records_the_changes_it_accepts(tiny_data, tmp_path, monkeypatch, capsys):
     args = [*PRETRAIN, *images_arg(tiny_data), "--output-dir", tmp_path, "--name", "r"]
     assert run_cli(monkeypatch, capsys, *args)[0] == 0
@@ -236,6 +239,7 @@ def test_resume_records_the_changes_it_accepts(tiny_data, tmp_path, monkeypatch,
     assert {"step": 1, "key": "log_every", "old": 10, "new": 1} in changes
 
 
+@pytest.mark.slow
 def test_nan_stop_before_any_checkpoint_says_so(tiny_data, tmp_path, monkeypatch, capsys):
     import ssl_inpaint.engine.pretrain as engine
 

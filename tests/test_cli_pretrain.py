@@ -8,22 +8,16 @@ import pytest
 import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from typer.testing import CliRunner
 
 from ssl_inpaint.checkpoint import ENCODER_FORMAT, PRETRAIN_FORMAT, load_checkpoint
-from ssl_inpaint.cli import app
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.models import build_encoder
+from tests.helpers import run_ssl
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--image-size", "64", "--bottleneck-channels", "64", "--batch-size", "4", "--val-images", "4"]
 
 
-def pretrain(*args: str) -> None:
-    result = CliRunner().invoke(app, ["pretrain", *args], catch_exceptions=True)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == 0, result.output
 
 
 def events(run_dir: Path) -> EventAccumulator:
@@ -34,7 +28,7 @@ def events(run_dir: Path) -> EventAccumulator:
 
 @pytest.mark.slow
 def test_m1_recipe_end_to_end_writes_checkpoints_encoder_and_tensorboard(tiny_data, tmp_path):
-    pretrain(
+    run_ssl("pretrain", 
         "--recipe", str(REPO / "recipes/pretrain_coco_m1.yaml"), "--data", str(tiny_data / "coco"),
         "--output-dir", str(tmp_path), "--max-steps", "6", "--log-every", "2", "--sample-every", "3",
         "--save-every-epochs", "1", "--num-workers", "2", *SMALL,
@@ -84,7 +78,7 @@ def test_m1_recipe_end_to_end_writes_checkpoints_encoder_and_tensorboard(tiny_da
     ids=["m2", "m3", "glcic-objects", "reconstruction-only"],
 )
 def test_other_recipes_run(tiny_data, tmp_path, recipe, extra):
-    pretrain(
+    run_ssl("pretrain", 
         "--recipe", str(REPO / "recipes" / recipe), "--data", str(tiny_data / "coco"), "--output-dir", str(tmp_path),
         "--name", "r", "--max-steps", "5", "--log-every", "1", "--num-workers", "0", *SMALL, *extra,
     )
@@ -108,7 +102,7 @@ def test_folder_with_a_corrupt_image_is_counted_not_fatal(tiny_data, tmp_path):
     for p in sorted((tiny_data / "images").rglob("*.*"))[:9]:
         (folder / f"{p.parent.name}_{p.name}").write_bytes(p.read_bytes())
     (folder / "a_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    pretrain("--dataset", "folder", "--data", str(folder), "--output-dir", str(tmp_path / "runs"), "--name", "f",
+    run_ssl("pretrain", "--dataset", "folder", "--data", str(folder), "--output-dir", str(tmp_path / "runs"), "--name", "f",
              "--epochs", "2", "--no-global-d", "--num-workers", "0", "--log-every", "1", *SMALL)
     skipped = events(tmp_path / "runs/f").Scalars("data/skipped_images")
     assert skipped[-1].value >= 1
@@ -131,20 +125,20 @@ def test_bad_input_is_one_clear_error_line(tiny_data, tmp_path):
 def test_an_existing_run_is_resumed_or_refused_never_overwritten(tiny_data, tmp_path):
     args = ["--dataset", "folder", "--data", str(tiny_data / "images"), "--output-dir", str(tmp_path), "--name", "x",
             "--max-steps", "1", "--no-global-d", "--no-local-d", "--num-workers", "0", *SMALL]
-    pretrain(*args)
+    run_ssl("pretrain", *args)
     before = (tmp_path / "x/checkpoints/last.pt").read_bytes()
     with pytest.raises(UserError, match="already holds a trained run and --no-resume"):
-        pretrain(*args, "--no-resume")
-    pretrain(*args)  # finished already: resuming does no step and rewrites nothing
+        run_ssl("pretrain", *args, "--no-resume")
+    run_ssl("pretrain", *args)  # finished already: resuming does no step and rewrites nothing
     assert (tmp_path / "x/checkpoints/last.pt").read_bytes() == before
     with pytest.raises(UserError, match="cannot resume .*--image-size 64 -> 96"):
-        pretrain(*args, "--image-size", "96")
+        run_ssl("pretrain", *args, "--image-size", "96")
     assert (tmp_path / "x/checkpoints/last.pt").read_bytes() == before
 
 
 @pytest.mark.slow
 def test_bf16_accumulation_channels_last_run(tiny_data, tmp_path):
-    pretrain("--dataset", "coco", "--data", str(tiny_data / "coco"), "--output-dir", str(tmp_path), "--name", "amp",
+    run_ssl("pretrain", "--dataset", "coco", "--data", str(tiny_data / "coco"), "--output-dir", str(tmp_path), "--name", "amp",
              "--max-steps", "2", "--accumulate", "2", "--precision", "bf16", "--channels-last", "--num-workers", "0",
              "--log-every", "1", *SMALL)
     acc = events(tmp_path / "amp")
@@ -168,6 +162,6 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_data, 
 
     monkeypatch.setattr(engine, "generator_loss", poisoned)
     with pytest.raises(UserError, match="non-finite loss at step 3.*last good checkpoint is kept"):
-        pretrain("--dataset", "coco", "--data", str(tiny_data / "coco"), "--output-dir", str(tmp_path), "--name", "nan",
+        run_ssl("pretrain", "--dataset", "coco", "--data", str(tiny_data / "coco"), "--output-dir", str(tmp_path), "--name", "nan",
                  "--max-steps", "5", "--save-every-steps", "1", "--num-workers", "0", *SMALL)
     assert load_checkpoint(tmp_path / "nan/checkpoints/last.pt", PRETRAIN_FORMAT)["step"] == 2

@@ -5,20 +5,14 @@ import json
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from typer.testing import CliRunner
 
-from ssl_inpaint.cli import app
 from ssl_inpaint.errors import UserError
+from tests.helpers import run_ssl
 
 pytest.importorskip("cv2")
 pytest.importorskip("skimage")
 
 
-def evaluate(*args: str) -> None:
-    result = CliRunner().invoke(app, ["evaluate", *args], catch_exceptions=True)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == 0, result.output
 
 
 def common(tiny_data, tiny_generator, tmp_path):
@@ -30,7 +24,7 @@ def common(tiny_data, tiny_generator, tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_writes_json_markdown_csv_and_tensorboard(tiny_data, tiny_generator, tmp_path):
-    evaluate(*common(tiny_data, tiny_generator, tmp_path), "--mask", "rect", "--rect-min", "0.25", "--rect-max", "0.4",
+    run_ssl("evaluate", *common(tiny_data, tiny_generator, tmp_path), "--mask", "rect", "--rect-min", "0.25", "--rect-max", "0.4",
              "--per-image-csv", "--show-cases", "2", "--name", "ev")
     run = tmp_path / "ev"
     results = json.loads((run / "results.json").read_text())
@@ -56,19 +50,20 @@ def test_evaluate_writes_json_markdown_csv_and_tensorboard(tiny_data, tiny_gener
 @pytest.mark.slow
 def test_same_seed_same_numbers_other_seed_other_holes(tiny_data, tiny_generator, tmp_path):
     args = [*common(tiny_data, tiny_generator, tmp_path), "--mask", "rect", "--baselines", "mean", "--max-images", "6"]
-    evaluate(*args, "--name", "a", "--seed", "3")
-    evaluate(*args, "--name", "b", "--seed", "3")
-    evaluate(*args, "--name", "c", "--seed", "4")
+    run_ssl("evaluate", *args, "--name", "a", "--seed", "3")
+    run_ssl("evaluate", *args, "--name", "b", "--seed", "3")
+    run_ssl("evaluate", *args, "--name", "c", "--seed", "4")
     means = {n: json.loads((tmp_path / n / "results.json").read_text())["mean"] for n in "abc"}
     assert means["a"] == means["b"]
     assert means["a"]["mean"] != means["c"]["mean"]
 
 
+@pytest.mark.slow
 def test_bad_options_are_clear_errors(tiny_data, tiny_generator, tmp_path):
     args = common(tiny_data, tiny_generator, tmp_path)
     with pytest.raises(UserError, match="unknown baseline 'lama'"):
-        evaluate(*args, "--baselines", "telea,lama")
+        run_ssl("evaluate", *args, "--baselines", "telea,lama")
     with pytest.raises(UserError, match="pass --checkpoint"):
-        evaluate("--data", str(tiny_data / "images"))
+        run_ssl("evaluate", "--data", str(tiny_data / "images"))
     with pytest.raises(UserError, match="dataset path does not exist"):
-        evaluate(*args, "--data", str(tmp_path / "nowhere"))
+        run_ssl("evaluate", *args, "--data", str(tmp_path / "nowhere"))

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_cli_pretrain import events, pretrain
-from tests.test_transfer import invoke
+from tests.helpers import run_ssl
+from tests.test_cli_pretrain import events
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_PRETEXT = ["--max-steps", "4", "--batch-size", "8", "--val-images", "8", "--num-workers", "0", "--sample-every", "4"]
@@ -16,7 +16,7 @@ TINY_PRETEXT = ["--max-steps", "4", "--batch-size", "8", "--val-images", "8", "-
 @pytest.mark.slow
 def test_quickstart_recipes_end_to_end_with_the_probe(tiny_data, tmp_path):
     data = str(tiny_data / "fashion-mnist")
-    pretrain(
+    run_ssl("pretrain", 
         "--recipe", str(REPO / "recipes/pretrain_fashion_mnist.yaml"), "--data", data, "--output-dir", str(tmp_path),
         "--name", "pre", "--probe-every", "2", "--probe-images", "50", *TINY_PRETEXT,
     )
@@ -32,7 +32,7 @@ def test_quickstart_recipes_end_to_end_with_the_probe(tiny_data, tmp_path):
 
     for recipe in ("finetune_fashion_mnist_10_per_class.yaml", "linear_fashion_mnist_10_per_class.yaml"):
         for init in ("pretrained", "random"):
-            invoke(
+            run_ssl(
                 "finetune", "--recipe", str(REPO / "recipes" / recipe), "--data", data, "--init", init,
                 "--checkpoint", str(run), "--seeds", "0", "--epochs", "3", "--eval-every", "3", "--num-workers", "0",
                 "--labels-per-class", "3", "--bn-images", "40", "--output-dir", str(tmp_path / "ft"),
@@ -42,7 +42,7 @@ def test_quickstart_recipes_end_to_end_with_the_probe(tiny_data, tmp_path):
     metrics = json.loads((tmp_path / "ft/linear_fashion_mnist_10_per_class_random_s0/metrics.json").read_text())
     assert metrics["protocol"]["features"] == "pooled" and metrics["arch"]["bottleneck_channels"] == 512
     assert metrics["run_prefix"] == "linear_fashion_mnist_10_per_class" and "seed" not in metrics["protocol"]
-    result = invoke("compare", str(tmp_path / "ft"), "--output", str(tmp_path / "compare.md"))
+    result = run_ssl("compare", str(tmp_path / "ft"), "--output", str(tmp_path / "compare.md"))
     table = (tmp_path / "compare.md").read_text()
     assert "| finetune |" in table and "| linear |" in table and "pre" in table
     assert "probe/linear_top1" in set(acc.Tags()["scalars"]) and "fashion_mnist" in result.output
@@ -50,7 +50,7 @@ def test_quickstart_recipes_end_to_end_with_the_probe(tiny_data, tmp_path):
 
 @pytest.mark.slow
 def test_probe_is_off_without_labels_and_says_so(tiny_data, tmp_path):
-    result = invoke(
+    result = run_ssl(
         "pretrain", "--dataset", "folder", "--data", str(tiny_data / "images"), "--image-size", "32",
         "--bottleneck-channels", "16", "--batch-size", "2", "--val-images", "2", "--max-steps", "1",
         "--no-global-d", "--no-local-d", "--num-workers", "0", "--output-dir", str(tmp_path), "--name", "nolabels",
@@ -61,7 +61,7 @@ def test_probe_is_off_without_labels_and_says_so(tiny_data, tmp_path):
 
 @pytest.mark.slow
 def test_probe_data_gives_labels_to_an_unlabelled_pretext(tiny_data, tmp_path):
-    invoke(
+    run_ssl(
         "pretrain", "--dataset", "folder", "--data", str(tiny_data / "images"), "--image-size", "32",
         "--bottleneck-channels", "16", "--batch-size", "2", "--val-images", "2", "--max-steps", "2",
         "--no-global-d", "--no-local-d", "--num-workers", "0", "--output-dir", str(tmp_path), "--name", "withprobe",

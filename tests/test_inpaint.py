@@ -40,6 +40,7 @@ def assert_known_pixels_kept(before: Image.Image, after: Image.Image, hole: np.n
     assert (a[hole] != b[hole]).any(), "the hole was not filled"
 
 
+@pytest.mark.slow
 def test_odd_size_rgb_with_a_mask_png(tiny_generator, tmp_path):
     image = photo(97, 131)  # odd sides, portrait: no multiple of the generator's 32 px
     image.save(tmp_path / "odd.jpg", quality=95)
@@ -52,6 +53,7 @@ def test_odd_size_rgb_with_a_mask_png(tiny_generator, tmp_path):
     assert_known_pixels_kept(decoded, Image.open(out), hole)
 
 
+@pytest.mark.slow
 def test_rgba_image_with_alpha_mask_keeps_alpha_and_known_pixels(tiny_generator, tmp_path):
     image = photo(70, 45, "RGBA", seed=1)
     image.save(tmp_path / "a.png")
@@ -67,6 +69,7 @@ def test_rgba_image_with_alpha_mask_keeps_alpha_and_known_pixels(tiny_generator,
     assert np.array_equal(np.asarray(result)[..., 3], np.asarray(image)[..., 3]), "alpha must be untouched"
 
 
+@pytest.mark.slow
 def test_grayscale_input_with_boxes(tiny_generator, tmp_path):
     image = photo(128, 40, "L", seed=2)
     image.save(tmp_path / "g.png")
@@ -76,6 +79,7 @@ def test_grayscale_input_with_boxes(tiny_generator, tmp_path):
     assert_known_pixels_kept(image, Image.open(out), hole)
 
 
+@pytest.mark.slow
 def test_large_hole_gets_a_resized_window(tiny_generator, tmp_path):
     inpainter = load_inpainter(tiny_generator, "cpu")
     hole = np.zeros((150, 200), bool)
@@ -89,6 +93,7 @@ def test_large_hole_gets_a_resized_window(tiny_generator, tmp_path):
     assert_known_pixels_kept(image, Image.open(out), hole)
 
 
+@pytest.mark.slow
 def test_small_image_smaller_than_the_window_is_mirrored(tiny_generator, tmp_path):
     image = photo(20, 13, seed=4)
     image.save(tmp_path / "tiny.png")
@@ -98,6 +103,7 @@ def test_small_image_smaller_than_the_window_is_mirrored(tiny_generator, tmp_pat
     assert_known_pixels_kept(image, Image.open(out), hole)
 
 
+@pytest.mark.slow
 def test_folder_with_mask_folder_in_batches(tiny_generator, tmp_path):
     (tmp_path / "in" / "sub").mkdir(parents=True)
     (tmp_path / "masks" / "sub").mkdir(parents=True)
@@ -112,6 +118,7 @@ def test_folder_with_mask_folder_in_batches(tiny_generator, tmp_path):
         assert_known_pixels_kept(Image.open(tmp_path / "in" / f"{name}.png"), Image.open(tmp_path / "out" / f"{name}.png"), hole)
 
 
+@pytest.mark.slow
 def test_mask_of_the_wrong_size_ends_in_one_error_line(tiny_generator, tmp_path):
     photo(97, 131).save(tmp_path / "odd.png")
     white_mask(128, 128, [(0, 0, 8, 8)]).save(tmp_path / "mask.png")
@@ -132,12 +139,14 @@ def test_mask_of_the_wrong_size_ends_in_one_error_line(tiny_generator, tmp_path)
         (["1,1,4,4"], "p.png", "would overwrite the input"),
     ],
 )
+@pytest.mark.slow
 def test_bad_options_are_clear_errors(tiny_generator, tmp_path, boxes, output, message):
     photo(40, 30).save(tmp_path / "p.png")
     with pytest.raises(UserError, match=message):
         run_inpaint(tmp_path / "p.png", str(tiny_generator), tmp_path / output, boxes=boxes)
 
 
+@pytest.mark.slow
 def test_encoder_file_or_empty_folder_is_refused(tiny_generator, tmp_path):
     photo(40, 30).save(tmp_path / "p.png")
     with pytest.raises(UserError, match="holds only the encoder"):

@@ -1,27 +1,22 @@
 """Every seed recipe runs two steps on the tiny generated data through the CLI (issue 7), and a
 non-default generator's encoder transfers with ``ssl finetune``."""
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 from torchvision.models.vgg import cfgs, make_layers
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from typer.testing import CliRunner
 
 from ssl_inpaint.checkpoint import ENCODER_FORMAT, PRETRAIN_FORMAT, load_checkpoint
-from ssl_inpaint.cli import app
 from ssl_inpaint.models import build_encoder
+from tests.helpers import run_ssl
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--max-steps", "2", "--batch-size", "2", "--val-images", "2", "--num-workers", "0", "--log-every", "1"]
 
 
-def invoke(*args: str) -> None:
-    result = CliRunner().invoke(app, list(args), catch_exceptions=True)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == 0, result.output
 
 
 def scalars_and_images(run: Path) -> tuple[set[str], set[str]]:
@@ -57,7 +52,7 @@ SEED_RUNS = {
 @pytest.mark.parametrize("recipe", sorted(SEED_RUNS), ids=lambda r: r.split("_")[0])
 def test_seed_recipe_runs_two_steps(tiny_data, tmp_path, vgg_file, recipe):
     extra, expected = SEED_RUNS[recipe]
-    invoke("pretrain", "--recipe", str(REPO / "recipes" / recipe), "--data", str(tiny_data / "images"),
+    run_ssl("pretrain", "--recipe", str(REPO / "recipes" / recipe), "--data", str(tiny_data / "images"),
            "--output-dir", str(tmp_path), "--base-channels", "8", "--vgg-weights", str(vgg_file), *TINY, *extra)
     run = tmp_path / Path(recipe).stem
     scalars, images = scalars_and_images(run)
@@ -74,7 +69,7 @@ def test_seed_recipe_runs_two_steps(tiny_data, tmp_path, vgg_file, recipe):
 
 @pytest.mark.slow
 def test_pixelcnn_recipe_runs_two_steps(tiny_data, tmp_path):
-    invoke("pixelcnn", "--recipe", str(REPO / "recipes/seed002_pixelcnnpp_lower_half.yaml"), "--data",
+    run_ssl("pixelcnn", "--recipe", str(REPO / "recipes/seed002_pixelcnnpp_lower_half.yaml"), "--data",
            str(tiny_data / "images"), "--output-dir", str(tmp_path), "--image-size", "8", "--filters", "8",
            "--blocks", "1", "--components", "2", "--sample-images", "1", *TINY)
     run = tmp_path / "seed002_pixelcnnpp_lower_half"
@@ -86,11 +81,12 @@ def test_pixelcnn_recipe_runs_two_steps(tiny_data, tmp_path):
 
 @pytest.mark.slow
 def test_a_non_default_encoder_transfers_with_finetune(tiny_data, tmp_path):
-    invoke("pretrain", "--recipe", str(REPO / "recipes/seed002_pix2pix_lower_half.yaml"), "--data",
+    run_ssl("pretrain", "--recipe", str(REPO / "recipes/seed002_pix2pix_lower_half.yaml"), "--data",
            str(tiny_data / "images"), "--output-dir", str(tmp_path), "--name", "p2p", "--image-size", "32",
            "--base-channels", "8", *TINY)
-    invoke("finetune", "--dataset", "voc", "--data", str(tiny_data / "VOCdevkit"), "--year", "2007",
+    run_ssl("finetune", "--dataset", "voc", "--data", str(tiny_data / "VOCdevkit"), "--year", "2007",
            "--train-split", "trainval", "--test-split", "test", "--image-size", "32", "--init", "pretrained",
            "--checkpoint", str(tmp_path / "p2p"), "--epochs", "1", "--batch-size", "8", "--labels-per-class", "1",
            "--seeds", "0", "--num-workers", "0", "--output-dir", str(tmp_path), "--name", "ft")
-    assert list(tmp_path.glob("ft*/metrics.json"))
+    (result,) = [json.loads(p.read_text()) for p in tmp_path.glob("ft*/metrics.json")]
+    assert result["init"] == "pretrained" and result["arch"]["arch"] == "pix2pix_unet"  # the seed-002 encoder, not a U-Net

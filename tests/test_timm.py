@@ -7,25 +7,19 @@ import numpy as np
 import pytest
 import timm
 import torch
-from typer.testing import CliRunner
 
-from ssl_inpaint.cli import app
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.models import build_encoder, create_generator
 from ssl_inpaint.models.timm_unet import check_encoder_spec
+from tests.helpers import run_ssl
 
 pytestmark = pytest.mark.slow
 
 
-def invoke(*args: str) -> None:
-    result = CliRunner().invoke(app, list(args), catch_exceptions=True)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == 0, result.output
 
 
 def pretrain_timm(data: Path, out: Path, name: str, *extra: str) -> Path:
-    invoke("pretrain", "--data", str(data), "--output-dir", str(out), "--name", name.replace(":", "_"), "--encoder", name,
+    run_ssl("pretrain", "--data", str(data), "--output-dir", str(out), "--name", name.replace(":", "_"), "--encoder", name,
            "--batch-size", "4", "--val-images", "4", "--max-steps", "2", "--num-workers", "0", *extra)
     return out / name.replace(":", "_")
 
@@ -35,7 +29,7 @@ def check_export_round_trip(run: Path, tmp_path: Path, fmt: str, in_chans: int, 
     arch = encoder_file["arch"]
     suffix = ".safetensors" if fmt == "safetensors" else ".pth"
     out = tmp_path / f"exported{suffix}"
-    invoke("export", str(run), "--format", fmt, "-o", str(out), "--num-classes", "7")
+    run_ssl("export", str(run), "--format", fmt, "-o", str(out), "--num-classes", "7")
     if fmt == "safetensors":
         from safetensors.torch import load_file
 
@@ -81,12 +75,12 @@ def test_one_channel_images(tmp_path):
 def test_finetune_timm_classifier_with_every_init(tiny_data, tmp_path):
     run = pretrain_timm(tiny_data / "coco", tmp_path, "timm:resnet18", "--image-size", "64", "--no-global-d")
     weights = tmp_path / "weights.safetensors"
-    invoke("export", str(run), "--format", "safetensors", "-o", str(weights))
+    run_ssl("export", str(run), "--format", "safetensors", "-o", str(weights))
     common = ["finetune", "--dataset", "voc", "--data", str(tiny_data / "VOCdevkit"), "--image-size", "64",
               "--encoder", "timm:resnet18", "--checkpoint", str(run), "--epochs", "1", "--batch-size", "8",
               "--num-workers", "0", "--output-dir", str(tmp_path / "ft")]
     for init in ("pretrained", "random", str(weights)):
-        invoke(*common, "--init", init)
+        run_ssl(*common, "--init", init)
     names = sorted(p.name for p in (tmp_path / "ft").iterdir())
     assert names == ["voc_finetune_all_pretrained_s0", "voc_finetune_all_random_s0", "voc_finetune_all_weights-weights_s0"]
     metrics = json.loads((tmp_path / "ft/voc_finetune_all_weights-weights_s0/metrics.json").read_text())

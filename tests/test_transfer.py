@@ -7,10 +7,8 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import average_precision_score, precision_recall_curve
-from typer.testing import CliRunner
 
 from ssl_inpaint.checkpoint import save_atomic
-from ssl_inpaint.cli import app
 from ssl_inpaint.config import resolve_config
 from ssl_inpaint.data.classification import (
     VOC_CLASSES,
@@ -21,16 +19,11 @@ from ssl_inpaint.engine.compare import collect, find_runs
 from ssl_inpaint.engine.finetune import FinetuneConfig, build_classifier
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.metrics import mean_average_precision, voc_average_precision
+from tests.helpers import run_ssl
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def invoke(*args: str):
-    result = CliRunner().invoke(app, list(args), catch_exceptions=True)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == 0, result.output
-    return result
 
 
 # --- VOC parsing -------------------------------------------------------------------------------
@@ -129,7 +122,7 @@ def test_multiclass_budget_takes_exactly_n_per_class(tmp_path):
 @pytest.fixture(scope="module")
 def pretrain_run(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("pre")
-    invoke("pretrain", "--dataset", "coco", "--data", str(tiny_data / "coco"), "--output-dir", str(out), "--name", "p",
+    run_ssl("pretrain", "--dataset", "coco", "--data", str(tiny_data / "coco"), "--output-dir", str(out), "--name", "p",
            "--image-size", "64", "--bottleneck-channels", "64", "--batch-size", "4", "--val-images", "4",
            "--max-steps", "3", "--num-workers", "0", "--no-global-d")
     return out / "p"
@@ -182,7 +175,7 @@ def test_mismatched_or_foreign_encoders_are_clear_errors(tiny_data, pretrain_run
 @pytest.mark.parametrize("mode", ["finetune", "linear", "svm"])
 def test_finetune_both_inits_then_compare(tiny_data, pretrain_run, tmp_path, mode):
     for init in ("pretrained", "random"):
-        invoke("finetune", "--dataset", "voc", "--data", str(tiny_data / "VOCdevkit"), "--year", "2007",
+        run_ssl("finetune", "--dataset", "voc", "--data", str(tiny_data / "VOCdevkit"), "--year", "2007",
                "--train-split", "trainval", "--test-split", "test", "--image-size", "64", "--init", init,
                "--checkpoint", str(pretrain_run), "--mode", mode, "--epochs", "2", "--batch-size", "8",
                "--labels-per-class", "2", "--seeds", "0,1", "--num-workers", "0", "--output-dir", str(tmp_path))
@@ -197,7 +190,7 @@ def test_finetune_both_inits_then_compare(tiny_data, pretrain_run, tmp_path, mod
     (row,) = collect(runs)
     assert row.pretrain == pretrain_run.name
     assert set(row.values) == {"pretrained", "random"} and set(row.values["random"]) == {0, 1}
-    result = invoke("compare", str(tmp_path / "voc_*"), "--output", str(tmp_path / "cmp/table.md"),
+    result = run_ssl("compare", str(tmp_path / "voc_*"), "--output", str(tmp_path / "cmp/table.md"),
                     "--logdir", str(tmp_path / "cmp"))
     table = (tmp_path / "cmp/table.md").read_text()
     mean_pre = np.mean(list(row.values["pretrained"].values())) * 100
@@ -213,7 +206,7 @@ def test_fashion_mnist_multiclass_top1(tmp_path):
     for prefix, n in (("train", 60), ("t10k", 30)):
         write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
-    invoke("finetune", "--dataset", "fashion_mnist", "--data", str(tmp_path), "--train-split", "train",
+    run_ssl("finetune", "--dataset", "fashion_mnist", "--data", str(tmp_path), "--train-split", "train",
            "--test-split", "test", "--image-size", "32", "--init", "random", "--bottleneck-channels", "32",
            "--labels-per-class", "3", "--epochs", "1", "--batch-size", "10", "--num-workers", "0",
            "--output-dir", str(tmp_path / "runs"))
@@ -273,7 +266,7 @@ def test_interrupted_finetune_resumes_to_the_same_result(tiny_data, tmp_path, mo
     args = ["finetune", "--dataset", "voc", "--data", str(tiny_data / "VOCdevkit"), "--image-size", "64", "--init", "random",
             "--bottleneck-channels", "32", "--epochs", "3", "--batch-size", "8", "--num-workers", "0", "--mode", mode,
             "--lr-schedule", "cosine"]
-    invoke(*args, "--output-dir", str(tmp_path / "straight"))
+    run_ssl(*args, "--output-dir", str(tmp_path / "straight"))
 
     real_evaluate, calls = engine.evaluate, []
 
@@ -285,13 +278,13 @@ def test_interrupted_finetune_resumes_to_the_same_result(tiny_data, tmp_path, mo
 
     monkeypatch.setattr(engine, "evaluate", crash_in_second_epoch)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        invoke(*args, "--output-dir", str(tmp_path / "broken"))
+        run_ssl(*args, "--output-dir", str(tmp_path / "broken"))
     run = tmp_path / f"broken/voc_{mode}_all_random_s0"
     assert torch.load(run / "checkpoints/last.pt", weights_only=True)["epoch"] == 1
     monkeypatch.setattr(engine, "evaluate", real_evaluate)
     with pytest.raises(UserError, match="interrupted run and --no-resume"):
-        invoke(*args, "--output-dir", str(tmp_path / "broken"), "--no-resume")
-    invoke(*args, "--output-dir", str(tmp_path / "broken"))
+        run_ssl(*args, "--output-dir", str(tmp_path / "broken"), "--no-resume")
+    run_ssl(*args, "--output-dir", str(tmp_path / "broken"))
     straight = json.loads((tmp_path / f"straight/voc_{mode}_all_random_s0/metrics.json").read_text())
     resumed = json.loads((run / "metrics.json").read_text())
     assert resumed["history"] == straight["history"] and resumed["value"] == straight["value"]
@@ -303,10 +296,10 @@ def test_rerunning_finished_seeds_keeps_them(tiny_data, tmp_path):
     args = ["finetune", "--dataset", "voc", "--data", str(tiny_data / "VOCdevkit"), "--image-size", "64", "--init", "random",
             "--bottleneck-channels", "32", "--epochs", "1", "--batch-size", "8", "--num-workers", "0", "--mode", "svm",
             "--output-dir", str(tmp_path)]
-    invoke(*args, "--seeds", "0")
+    run_ssl(*args, "--seeds", "0")
     first = (tmp_path / "voc_svm_all_random_s0/metrics.json").read_text()
-    invoke(*args, "--seeds", "0,1")
+    run_ssl(*args, "--seeds", "0,1")
     assert (tmp_path / "voc_svm_all_random_s0/metrics.json").read_text() == first
     assert (tmp_path / "voc_svm_all_random_s1/metrics.json").is_file()
     with pytest.raises(UserError, match="finished run and --no-resume"):
-        invoke(*args, "--seeds", "0", "--no-resume")
+        run_ssl(*args, "--seeds", "0", "--no-resume")
