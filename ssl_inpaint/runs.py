@@ -4,10 +4,11 @@ logger (TensorBoard scalars, images and text, with a progress bar or plain progr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Collection, Iterator, Optional
 
 import torch
 import yaml
@@ -158,3 +159,26 @@ def _clock(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def changed_settings(saved: dict[str, Any], config: Any) -> dict[str, tuple]:
+    """{key: (saved value, value now)} for every field of ``config`` that differs from a run's saved
+    config; a key the run did not save (an older version) counts as its default."""
+    changes = {}
+    for field in dataclasses.fields(config):
+        before, now = saved.get(field.name, field.default), getattr(config, field.name)
+        if before != now:
+            changes[field.name] = (before, now)
+    return changes
+
+
+def refuse_changes(path: Path, changes: dict[str, tuple], may_change: Collection[str] = ()) -> None:
+    """The one resume policy of every training command: a resumed run keeps its settings, except
+    those in ``may_change``; any other change is refused with each key named."""
+    refused = {k: v for k, v in changes.items() if k not in may_change}
+    if refused:
+        details = ", ".join(f"--{k.replace('_', '-')} {old!r} -> {new!r}" for k, (old, new) in refused.items())
+        raise UserError(
+            f"cannot resume {path} with changed settings ({details}): the checkpoint's state would override them "
+            f"or the run would change meaning half-way; use the original settings or a new --name"
+        )

@@ -45,3 +45,20 @@ def test_help_documents_every_option():
     assert result.exit_code == 0
     for field in dataclasses.fields(PretrainConfig):
         assert "--" + field.name.replace("_", "-") in result.output
+
+
+def test_one_resume_policy_names_each_changed_setting(tmp_path):
+    from ssl_inpaint.engine.finetune import FinetuneConfig
+    from ssl_inpaint.runs import changed_settings, refuse_changes
+
+    saved = dataclasses.asdict(FinetuneConfig())
+    config = dataclasses.replace(FinetuneConfig(), lr=0.1, epochs=3)
+    changes = changed_settings(saved, config)
+    assert changes == {"epochs": (14, 3), "lr": (0.005, 0.1)}
+    with pytest.raises(UserError, match=r"cannot resume .*--epochs 14 -> 3, --lr 0.005 -> 0.1\)"):
+        refuse_changes(tmp_path, changes)
+    with pytest.raises(UserError, match=r"--epochs 14 -> 3\)"):
+        refuse_changes(tmp_path, changes, may_change={"lr"})
+    refuse_changes(tmp_path, changes, may_change={"lr", "epochs"})  # accepted
+    del saved["bn_images"]  # a key an older version did not save counts as its default
+    assert changed_settings(saved, config) == changes

@@ -46,7 +46,7 @@ from ssl_inpaint.data.classification import (
     parse_augment,
 )
 from ssl_inpaint.distributed import Distributed, any_flag, average_gradients, broadcast_module, gather_rows, setup, teardown
-from ssl_inpaint.runs import RunLogger, run_folder_lock
+from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, run_folder_lock
 from ssl_inpaint.runtime import PRECISIONS, console, seed_everything
 from ssl_inpaint.runtime import ResumableSampler, StopSignal, autocast, check_precision, configure_threads, grad_scaler, prepare_module, resolve_workers, rng_state, set_rng_state, unwrap
 from ssl_inpaint.errors import UserError
@@ -549,8 +549,7 @@ class TransferState:
     def restore(self, config: FinetuneConfig, trained: nn.Module, last: Path, history: list[dict[str, Any]]) -> None:
         """Continue an interrupted run after its last finished epoch; refuses changed options."""
         state = load_checkpoint(last, FINETUNE_FORMAT)
-        if state["config"] != dataclasses.asdict(config):
-            raise UserError(f"cannot resume {last}: the options differ from the interrupted run's; use them or a new --name")
+        refuse_changes(last, changed_settings(state["config"], config))
         trained.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])

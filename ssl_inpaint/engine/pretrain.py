@@ -42,7 +42,7 @@ from ssl_inpaint.distributed import (
     setup,
     teardown,
 )
-from ssl_inpaint.runs import RunLogger, run_folder_lock
+from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, run_folder_lock
 from ssl_inpaint.runtime import PRECISIONS, console, epoch_order, seed_everything
 from ssl_inpaint.runtime import ResumableSampler, StopSignal, autocast, check_precision, configure_threads, grad_scaler, multi_tensor, prepare_module, resolve_workers, rng_state, set_rng_state, unwrap
 from ssl_inpaint.errors import UserError
@@ -519,20 +519,8 @@ def load_resume_state(config: PretrainConfig, path: Path, global_batch: int) -> 
     """The checkpoint to resume from and the accepted setting changes {key: (old, new)}; refuses
     every other change, naming each key."""
     state = load_checkpoint(path, PRETRAIN_FORMAT)
-    saved = PretrainConfig.saved_values(state["config"])
-    defaults = {f.name: f.default for f in dataclasses.fields(PretrainConfig)}  # keys older runs did not save
-    differing = {
-        key: (saved.get(key, default), getattr(config, key))
-        for key, default in defaults.items()
-        if saved.get(key, default) != getattr(config, key)
-    }
-    refused = {k: v for k, v in differing.items() if k not in RESUME_MAY_CHANGE}
-    if refused:
-        details = ", ".join(f"--{k.replace('_', '-')} {old!r} -> {new!r}" for k, (old, new) in refused.items())
-        raise UserError(
-            f"cannot resume {path} with changed settings ({details}): the checkpoint's state would override them "
-            f"or the run would change meaning half-way; use the original settings or a new --name"
-        )
+    differing = changed_settings(PretrainConfig.saved_values(state["config"]), config)
+    refuse_changes(path, differing, RESUME_MAY_CHANGE)
     if state.get("global_batch") != global_batch:
         raise UserError(
             f"cannot resume {path} exactly: its global batch was {state.get('global_batch')}, now {global_batch} "
