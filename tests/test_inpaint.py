@@ -10,7 +10,7 @@ from PIL import Image
 
 from ssl_inpaint.engine.inpaint import plan_windows, read_mask, run_inpaint
 from ssl_inpaint.errors import UserError
-from ssl_inpaint.inpainter import load_inpainter
+from ssl_inpaint.completion import load_inpainter
 
 REPO = Path(__file__).resolve().parents[1]
 

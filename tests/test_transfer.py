@@ -268,20 +268,20 @@ def test_interrupted_finetune_resumes_to_the_same_result(tiny_data, tmp_path, mo
             "--lr-schedule", "cosine"]
     run_ssl(*args, "--output-dir", str(tmp_path / "straight"))
 
-    real_evaluate, calls = engine.evaluate, []
+    real_score, calls = engine.score_predictions, []
 
     def crash_in_second_epoch(*a, **k):
         calls.append(1)
         if len(calls) == 2:
             raise RuntimeError("simulated crash")
-        return real_evaluate(*a, **k)
+        return real_score(*a, **k)
 
-    monkeypatch.setattr(engine, "evaluate", crash_in_second_epoch)
+    monkeypatch.setattr(engine, "score_predictions", crash_in_second_epoch)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_ssl(*args, "--output-dir", str(tmp_path / "broken"))
     run = tmp_path / f"broken/voc_{mode}_all_random_s0"
     assert torch.load(run / "checkpoints/last.pt", weights_only=True)["epoch"] == 1
-    monkeypatch.setattr(engine, "evaluate", real_evaluate)
+    monkeypatch.setattr(engine, "score_predictions", real_score)
     with pytest.raises(UserError, match="interrupted run and --no-resume"):
         run_ssl(*args, "--output-dir", str(tmp_path / "broken"), "--no-resume")
     run_ssl(*args, "--output-dir", str(tmp_path / "broken"))

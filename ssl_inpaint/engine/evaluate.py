@@ -27,7 +27,7 @@ from ssl_inpaint.runs import RunLogger, run_folder_lock
 from ssl_inpaint.runtime import console
 from ssl_inpaint.runtime import configure_threads, resolve_workers
 from ssl_inpaint.errors import UserError
-from ssl_inpaint.inpainter import Inpainter, load_inpainter
+from ssl_inpaint.completion import Inpainter, load_inpainter
 from ssl_inpaint.masks import MaskOptions, PretextDataset, degenerate_holes
 from ssl_inpaint.metrics import HIGHER_IS_BETTER, image_quality, to_unit
 

@@ -270,7 +270,7 @@ def predict(model: nn.Module, dataset: ClassificationDataset, config: FinetuneCo
     return per_sample_outputs(model, dataset, config, dist)
 
 
-def evaluate(scores: np.ndarray, labelled: LabelledImages) -> dict[str, Any]:
+def score_predictions(scores: np.ndarray, labelled: LabelledImages) -> dict[str, Any]:
     """VOC mAP + per-class AP (difficult excluded) for multi-label data, top-1 accuracy otherwise."""
     if labelled.multilabel:
         value, per_class = mean_average_precision(scores, labelled.targets, labelled.ignore)
@@ -454,7 +454,7 @@ def _finetune_once(config: FinetuneConfig, dist: Distributed) -> Path:
             logger.advance(1, "features")
             test_x = extract_features(model, test_set, config, dist)
             scores, costs = train_svm(train_x, train.targets, test_x, train, train.ignore, config.cost_grid, config.seed)
-            result = evaluate(scores, test)
+            result = score_predictions(scores, test)
             result["svm_costs"] = dict(zip(train.classes, costs))
             logger.advance(2, f"{result['metric']} {result['value']:.4f}")
             _log_final(logger, config, result)
@@ -623,7 +623,7 @@ def _train_head_or_network(
             if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
                 with torch.inference_mode():
                     model.eval()
-                    state.result = evaluate(job.test_outputs(), test)
+                    state.result = score_predictions(job.test_outputs(), test)
                 logger.scalars({f"val/{state.result['metric']}": state.result["value"]}, epoch + 1)
                 history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), state.result["metric"]: state.result["value"]})
                 logger.print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, {state.result['metric']} {state.result['value']:.4f}")

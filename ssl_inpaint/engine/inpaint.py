@@ -26,7 +26,7 @@ from ssl_inpaint.data.transforms import UNREADABLE
 from ssl_inpaint.data.sources import IMAGE_EXTENSIONS, open_image
 from ssl_inpaint.runtime import PRECISIONS, console
 from ssl_inpaint.errors import UserError
-from ssl_inpaint.inpainter import Inpainter, load_inpainter
+from ssl_inpaint.completion import Inpainter, load_inpainter
 
 
 def open_upright(path: Path, what: str) -> Image.Image:
@@ -57,7 +57,7 @@ class PixelImage:
         return Image.fromarray(np.dstack([colour, self.alpha]))  # (H, W, 2) is LA, (H, W, 4) RGBA
 
 
-def read_image(path: Path) -> PixelImage:
+def read_pixel_image(path: Path) -> PixelImage:
     """Decode to 8-bit grey or RGB (plus alpha), upright."""
     image = open_upright(path, "image")
     if image.mode == "P":
@@ -323,7 +323,7 @@ def run_inpaint(
     written: list[Path] = []
     holes_filled = 0
     for chunk in _chunks(jobs, batch_size):
-        images = [read_image(job.image) for job in chunk]
+        images = [read_pixel_image(job.image) for job in chunk]
         holes = [
             read_mask(job.mask, image.size, job.image) if job.mask is not None else box_mask(parsed_boxes, image.size, job.image)
             for job, image in zip(chunk, images)

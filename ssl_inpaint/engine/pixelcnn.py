@@ -86,7 +86,7 @@ def _datasets(config: PixelCNNConfig) -> tuple[PretextDataset, PretextDataset, i
 
 
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, images: torch.Tensor, config: PixelCNNConfig, seed: int) -> tuple[float, torch.Tensor]:
+def validation_bits(model: torch.nn.Module, images: torch.Tensor, config: PixelCNNConfig, seed: int) -> tuple[float, torch.Tensor]:
     """(mean bits/dim of the lower half, a grid of original | upper half | sampled rows)."""
     model.eval()
     bpd = float(bits_per_dim(lower_half_nll(model, images), images).mean())
@@ -156,7 +156,7 @@ def _run_pixelcnn(config: PixelCNNConfig) -> Path:
                 else:
                     logger.advance(step, "")
                 if step % config.sample_every == 0 or step == total_steps:
-                    val_bpd, grid = evaluate(model, val_images, config, config.seed + step)
+                    val_bpd, grid = validation_bits(model, val_images, config, config.seed + step)
                     logger.scalars({"val/bits_per_dim": val_bpd}, step)
                     logger.image("val/original|upper_half|sampled", grid, step)
                     save_image(grid, run_dir / "samples" / f"step_{step:07d}.png")
