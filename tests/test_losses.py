@@ -3,7 +3,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ssl_inpaint.engine.pretrain import Optimizers, composite, frozen, train_step
+from ssl_inpaint.gan_step import Optimizers, composite, frozen, train_step
 from ssl_inpaint.models import InpaintingModels
 from ssl_inpaint.losses import LossWeights, discriminator_loss, generator_loss
 from ssl_inpaint.masks import apply_mask

@@ -20,8 +20,8 @@ from ssl_inpaint.engine.pretrain import (
     PretrainConfig,
     make_optimizers,
     to_device,
-    train_step,
 )
+from ssl_inpaint.gan_step import train_step
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.losses import LossWeights
 from ssl_inpaint.masks import apply_mask

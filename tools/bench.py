@@ -53,8 +53,8 @@ from ssl_inpaint.engine.pretrain import (  # noqa: E402
     prepare_data,
     run_pretrain,
     to_device,
-    train_step,
 )
+from ssl_inpaint.gan_step import train_step  # noqa: E402
 from ssl_inpaint.runtime import (  # noqa: E402
     configure_threads,
     prepare_module,
