@@ -241,7 +241,7 @@ def test_resume_records_the_changes_it_accepts(tiny_data, tmp_path, monkeypatch,
 
 @pytest.mark.slow
 def test_nan_stop_before_any_checkpoint_says_so(tiny_data, tmp_path, monkeypatch, capsys):
-    import ssl_inpaint.engine.pretrain as engine
+    import ssl_inpaint.gan_step as engine
 
     real = engine.generator_loss
     monkeypatch.setattr(engine, "generator_loss", lambda *a, **k: {**real(*a, **k), "total": torch.tensor(float("nan"), requires_grad=True)})

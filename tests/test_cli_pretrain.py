@@ -149,7 +149,7 @@ def test_bf16_accumulation_channels_last_run(tiny_data, tmp_path):
 
 @pytest.mark.slow
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
-    import ssl_inpaint.engine.pretrain as engine
+    import ssl_inpaint.gan_step as engine
 
     real_loss, calls = engine.generator_loss, []
 
