@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import time
 from pathlib import Path
@@ -182,3 +183,15 @@ def refuse_changes(path: Path, changes: dict[str, tuple], may_change: Collection
             f"cannot resume {path} with changed settings ({details}): the checkpoint's state would override them "
             f"or the run would change meaning half-way; use the original settings or a new --name"
         )
+
+
+def stop_if_not_finite(losses: dict[str, float], step: int, last: Path, fix: str, nonfinite: Optional[bool] = None) -> None:
+    """The NaN stop of every training command: one line naming the step (counted from 1) and the
+    losses, the fix, and whether a checkpoint survives. ``nonfinite`` overrides the test on
+    ``losses`` (a multi-process run decides for all processes at once)."""
+    if nonfinite is None:
+        nonfinite = not all(math.isfinite(v) for v in losses.values())
+    if nonfinite:
+        kept = f"the last good checkpoint is kept: {last}" if last.exists() else "no checkpoint had been saved yet"
+        values = ", ".join(f"{k} {v:.3g}" for k, v in losses.items())
+        raise UserError(f"non-finite loss at step {step} ({values}); {fix}; {kept}")

@@ -46,7 +46,7 @@ from ssl_inpaint.data.classification import (
     parse_augment,
 )
 from ssl_inpaint.distributed import Distributed, any_flag, average_gradients, broadcast_module, gather_rows, setup, teardown
-from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, run_folder_lock
+from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, run_folder_lock, stop_if_not_finite
 from ssl_inpaint.runtime import PRECISIONS, console, seed_everything
 from ssl_inpaint.runtime import ResumableSampler, StopSignal, autocast, check_precision, configure_threads, grad_scaler, prepare_module, resolve_workers, rng_state, set_rng_state, unwrap
 from ssl_inpaint.errors import UserError
@@ -562,8 +562,9 @@ class TransferState:
 
 
 def transfer_epoch(config: FinetuneConfig, model: nn.Module, job: TransferTraining, loader: DataLoader, state: TransferState,
-                   logger: RunLogger, dist: Distributed, multilabel: bool) -> list[float]:
-    """One pass over the labelled training data; returns the batch losses."""
+                   logger: RunLogger, dist: Distributed, multilabel: bool, last: Path) -> list[float]:
+    """One pass over the labelled training data; returns the batch losses. ``last``: the checkpoint
+    that a NaN stop keeps."""
     world = dist.world_size if job.shard else 1
     job.trained.train()
     if config.head_warmup_epochs and config.mode == "finetune":
@@ -573,8 +574,8 @@ def transfer_epoch(config: FinetuneConfig, model: nn.Module, job: TransferTraini
         with autocast(config.precision, dist.device):
             logits = job.forward(inputs.to(dist.device))
         loss = classification_loss(logits.float(), target.to(dist.device), ignore.to(dist.device), multilabel)
-        if not torch.isfinite(loss):
-            raise UserError(f"non-finite training loss at step {state.step}; lower --lr")
+        value = loss.item()
+        stop_if_not_finite({"loss": value}, state.step + 1, last, "lower --lr")
         state.optimizer.zero_grad(set_to_none=True)
         state.scaler.scale(loss).backward()
         average_gradients(job.params, world)
@@ -583,8 +584,8 @@ def transfer_epoch(config: FinetuneConfig, model: nn.Module, job: TransferTraini
         if state.scheduler is not None:
             state.scheduler.step()
         state.step += 1
-        losses.append(loss.item())
-        logger.advance(state.step, f"loss {loss.item():.4f}")
+        losses.append(value)
+        logger.advance(state.step, f"loss {value:.4f}")
     return losses
 
 
@@ -617,7 +618,7 @@ def _train_head_or_network(
                 generator=generator, num_workers=config.num_workers if job.shard else 0,
             )
             state.epoch = epoch
-            losses = transfer_epoch(config, model, job, loader, state, logger, dist, train.multilabel)
+            losses = transfer_epoch(config, model, job, loader, state, logger, dist, train.multilabel, last)
             state.epoch = epoch + 1
             logger.scalars({"train/loss": float(np.mean(losses)), "lr": optimizer.param_groups[0]["lr"]}, epoch + 1)
             if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:

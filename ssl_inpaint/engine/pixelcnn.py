@@ -22,7 +22,7 @@ from ssl_inpaint.config import RunOptions, RuntimeOptions, check_choices, option
 from ssl_inpaint.data import DATASETS, SourceOptions, SubsetSource, create_source
 from ssl_inpaint.masks import PretextDataset
 from ssl_inpaint.distributed import select_device
-from ssl_inpaint.runs import RunLogger, run_folder_lock
+from ssl_inpaint.runs import RunLogger, run_folder_lock, stop_if_not_finite
 from ssl_inpaint.runtime import console, epoch_order, seed_everything
 from ssl_inpaint.runtime import configure_threads, resolve_workers
 from ssl_inpaint.errors import UserError
@@ -142,8 +142,7 @@ def _run_pixelcnn(config: PixelCNNConfig) -> Path:
             for batch in loader:
                 images = quantize(batch["image"].to(device))
                 bpd = bits_per_dim(lower_half_nll(model, images), images).mean()
-                if not torch.isfinite(bpd):
-                    raise UserError(f"non-finite loss at step {step + 1}; lower --lr")
+                stop_if_not_finite({"bits_per_dim": bpd.item()}, step + 1, last, "lower --lr")
                 optimizer.zero_grad(set_to_none=True)
                 bpd.backward()
                 optimizer.step()

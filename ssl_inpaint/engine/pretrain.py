@@ -36,7 +36,7 @@ from ssl_inpaint.distributed import (
     setup,
     teardown,
 )
-from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, run_folder_lock
+from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, run_folder_lock, stop_if_not_finite
 from ssl_inpaint.runtime import PRECISIONS, console, epoch_order, seed_everything
 from ssl_inpaint.runtime import ResumableSampler, StopSignal, autocast, check_precision, configure_threads, grad_scaler, multi_tensor, prepare_module, resolve_workers, rng_state, set_rng_state, unwrap
 from ssl_inpaint.errors import UserError
@@ -633,16 +633,6 @@ def validate_and_probe(run: PretrainRun, logger: RunLogger) -> None:
         run.run_probe(logger)
 
 
-def check_finite(stats: dict[str, float], step: int, last: Path, nonfinite: bool) -> None:
-    """Stop with one line when a loss is NaN or infinite (on any process), keeping the last checkpoint."""
-    if nonfinite:
-        kept = f"the last good checkpoint is kept: {last}" if last.exists() else "no checkpoint had been saved yet"
-        raise UserError(
-            f"non-finite loss at step {step + 1} ({', '.join(f'{k} {v:.3g}' for k, v in stats.items())}); "
-            f"lower the learning rates or use --precision fp32; {kept}"
-        )
-
-
 def train_one_epoch(run: PretrainRun, logger: RunLogger, stop: StopSignal) -> bool:
     """Steps from ``run.step`` to the end of its epoch (or of the run); True when a signal stopped it."""
     config, dist = run.config, run.dist
@@ -669,7 +659,7 @@ def train_one_epoch(run: PretrainRun, logger: RunLogger, stop: StopSignal) -> bo
         stats = train_step(run.models, micro, run.opts, run.weights, config.recon_loss, phase, config.precision, dist.world_size)
         nonfinite = any(not math.isfinite(v) for v in stats.values())
         stop_now, nonfinite = any_flag([stop.received is not None, nonfinite], dist.world_size, dist.device)
-        check_finite(stats, run.step, run.last, nonfinite)
+        stop_if_not_finite(stats, run.step + 1, run.last, "lower the learning rates or use --precision fp32", nonfinite)
         run.step += 1
         position += 1
         logger.count_images(run.global_batch)
