@@ -100,3 +100,25 @@ def test_sampling_fills_the_lower_half_on_the_grid_and_keeps_the_upper_half():
     assert not torch.equal(sampled[:, :, 4:], images[:, :, 4:])
     again = sample_lower_half(model, images, torch.Generator().manual_seed(1))
     assert torch.equal(sampled, again)  # seeded
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_exactly_and_refuses_changed_settings(tiny_data, tmp_path):
+    from ssl_inpaint.checkpoint import PIXELCNN_FORMAT, load_checkpoint
+    from ssl_inpaint.errors import UserError
+    from tests.helpers import run_ssl
+
+    small = ["pixelcnn", "--dataset", "folder", "--data", str(tiny_data / "images"), "--image-size", "16", "--filters", "8",
+             "--blocks", "1", "--components", "2", "--batch-size", "2", "--val-images", "2", "--sample-images", "1",
+             "--sample-every", "100", "--num-workers", "0", "--output-dir", str(tmp_path)]
+    run_ssl(*small, "--name", "straight", "--max-steps", "4")
+    run_ssl(*small, "--name", "resumed", "--max-steps", "2")  # stops mid-epoch, as a preempted run would
+    run_ssl(*small, "--name", "resumed", "--max-steps", "4")
+    straight, resumed = (load_checkpoint(tmp_path / name / "checkpoints/last.pt", PIXELCNN_FORMAT) for name in ("straight", "resumed"))
+    assert straight["step"] == resumed["step"] == 4
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    with pytest.raises(UserError, match=r"cannot resume .*--lr 0.001 -> 0.01"):
+        run_ssl(*small, "--name", "resumed", "--max-steps", "4", "--lr", "0.01")
+    with pytest.raises(UserError, match="--no-resume was given"):
+        run_ssl(*small, "--name", "resumed", "--no-resume")

@@ -9,6 +9,7 @@ validation images get their lower half sampled pixel by pixel.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,14 +18,14 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.utils import make_grid, save_image
 
-from ssl_inpaint.checkpoint import PIXELCNN_FORMAT, last_checkpoint, save_atomic
+from ssl_inpaint.checkpoint import PIXELCNN_FORMAT, last_checkpoint, load_checkpoint, save_atomic
 from ssl_inpaint.config import RunOptions, RuntimeOptions, check_choices, option, save_config
 from ssl_inpaint.data import DATASETS, SourceOptions, SubsetSource, create_source
 from ssl_inpaint.masks import PretextDataset
 from ssl_inpaint.distributed import select_device
-from ssl_inpaint.runs import RunLogger, run_folder_lock, stop_if_not_finite
+from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, run_folder_lock, stop_if_not_finite
 from ssl_inpaint.runtime import console, epoch_order, seed_everything
-from ssl_inpaint.runtime import configure_threads, resolve_workers
+from ssl_inpaint.runtime import StopSignal, configure_threads, resolve_workers, rng_state, set_rng_state
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.models.pixelcnn import mixture_log_prob
 from ssl_inpaint.masks import create_mask_generator
@@ -50,6 +51,7 @@ class PixelCNNConfig(SourceOptions, RuntimeOptions, RunOptions):
     log_every: int = option(10, "Log the training bits/dim every N steps.")
     sample_every: int = option(1000, "Validation bits/dim and sampled lower halves every N steps (and at the end).")
     sample_images: int = option(4, "Validation images whose lower half is sampled (one forward pass per pixel each time).")
+    resume: bool = option(True, "Continue from checkpoints/last.pt (saved at the end, or when a signal stops the run); --no-resume refuses to touch it.")
 
     def validate(self) -> None:
         check_choices(self, {"dataset": DATASETS})
@@ -105,11 +107,92 @@ def run_pixelcnn(config: PixelCNNConfig) -> Path:
         return _run_pixelcnn(config)
 
 
-def _run_pixelcnn(config: PixelCNNConfig) -> Path:
-    run_dir = Path(config.output_dir) / config.name
-    last = last_checkpoint(run_dir)
-    if last.exists():
-        raise UserError(f"{run_dir} already holds a PixelCNN++ run (ssl pixelcnn does not resume); pick another --name")
+# What a resumed ssl pixelcnn run may change: how long it runs, how often it logs, and where.
+RESUME_MAY_CHANGE = ("epochs", "max_steps", "log_every", "sample_every", "device", "num_workers")
+
+
+@dataclass
+class PixelCNNRun:
+    """What one ``ssl pixelcnn`` run holds while it trains; ``checkpoint()`` is all of its state."""
+
+    config: PixelCNNConfig
+    run_dir: Path
+    model: PixelCNNPP
+    optimizer: torch.optim.Optimizer
+    decay: torch.optim.lr_scheduler.ExponentialLR
+    val_images: torch.Tensor
+    channels: int
+    steps_per_epoch: int
+    total_steps: int
+    step: int = 0
+    val_bpd: float = float("nan")
+
+    @property
+    def last(self) -> Path:
+        return last_checkpoint(self.run_dir)
+
+    def checkpoint(self) -> dict:
+        return {
+            "format": PIXELCNN_FORMAT, "version": 2, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "decay": self.decay.state_dict(), "rng": rng_state(), "step": self.step, "image_channels": self.channels,
+            "config": dataclasses.asdict(self.config),
+        }
+
+    def resume(self) -> None:
+        """Continue from RUN/checkpoints/last.pt under the one resume policy (only RESUME_MAY_CHANGE may differ)."""
+        state = load_checkpoint(self.last, PIXELCNN_FORMAT)
+        if "rng" not in state:
+            raise UserError(f"{self.last} was written by an older ssl pixelcnn that could not resume; pick another --name")
+        refuse_changes(self.last, changed_settings(state["config"], self.config), RESUME_MAY_CHANGE)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.decay.load_state_dict(state["decay"])
+        set_rng_state(state["rng"])
+        self.step = state["step"]
+
+
+def log_validation(run: PixelCNNRun, logger: RunLogger) -> None:
+    run.val_bpd, grid = validation_bits(run.model, run.val_images, run.config, run.config.seed + run.step)
+    logger.scalars({"val/bits_per_dim": run.val_bpd}, run.step)
+    logger.image("val/original|upper_half|sampled", grid, run.step)
+    save_image(grid, run.run_dir / "samples" / f"step_{run.step:07d}.png")
+    logger.print(f"step {run.step}: validation {run.val_bpd:.3f} bits/dim (lower half given the upper half)")
+
+
+def pixelcnn_epoch(run: PixelCNNRun, train: PretextDataset, logger: RunLogger, stop: StopSignal) -> bool:
+    """Steps from ``run.step`` to the end of its epoch or of the run; True when a signal stopped it.
+    A resumed epoch skips the batches it had done, so every later batch is the one an uninterrupted
+    run draws (the shuffling is seeded by epoch, crops and holes by image)."""
+    config, device = run.config, run.val_images.device
+    epoch, position = divmod(run.step, run.steps_per_epoch)
+    train.set_epoch(epoch)
+    order = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+    loader = DataLoader(train, config.batch_size, shuffle=True, generator=order, drop_last=True, num_workers=config.num_workers)
+    for batch in itertools.islice(loader, position, None):
+        images = quantize(batch["image"].to(device))
+        bpd = bits_per_dim(lower_half_nll(run.model, images), images).mean()
+        stop_if_not_finite({"bits_per_dim": bpd.item()}, run.step + 1, run.last, "lower --lr")
+        run.optimizer.zero_grad(set_to_none=True)
+        bpd.backward()
+        run.optimizer.step()
+        run.decay.step()
+        run.step += 1
+        logger.count_images(config.batch_size)
+        if run.step % config.log_every == 0 or run.step == run.total_steps:
+            logger.scalars({"loss/bits_per_dim": bpd.item(), "lr": run.optimizer.param_groups[0]["lr"], "perf/img_per_s": logger.throughput()}, run.step)
+            logger.advance(run.step, f"{bpd.item():.3f} bits/dim")
+        else:
+            logger.advance(run.step, "")
+        if run.step % config.sample_every == 0 or run.step == run.total_steps:
+            log_validation(run, logger)
+        if run.step == run.total_steps:
+            return False
+        if stop.received is not None:
+            return True
+    return False
+
+
+def setup_pixelcnn(config: PixelCNNConfig, run_dir: Path) -> tuple[PixelCNNRun, PretextDataset]:
     device = select_device(config.device)
     config = dataclasses.replace(config, num_workers=resolve_workers(config.num_workers, device))
     configure_threads(config.num_workers, device)
@@ -120,52 +203,36 @@ def _run_pixelcnn(config: PixelCNNConfig) -> Path:
         raise UserError(f"{len(train)} training images are fewer than one batch of {config.batch_size}; lower --batch-size")
     total_steps = config.epochs * steps_per_epoch
     total_steps = min(total_steps, config.max_steps) if config.max_steps else total_steps
-
     model = PixelCNNPP(channels, config.filters, config.blocks, config.components, config.dropout).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     decay = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
     val_images = quantize(next(iter(DataLoader(val, batch_size=len(val))))["image"].to(device))
+    run = PixelCNNRun(config, run_dir, model, optimizer, decay, val_images, channels, steps_per_epoch, total_steps)
+    if run.last.exists():
+        run.resume()
+        console.print(f"resuming {run_dir} from step {run.step}")
     save_config(config, run_dir / "config.yaml")
     (run_dir / "samples").mkdir(exist_ok=True)
     console.print(
         f"pixelcnn {config.name}: {len(train)} images of {config.dataset} at {config.image_size}px, lower half; "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters; {total_steps} steps on {device.type}"
     )
-    step, val_bpd = 0, float("nan")
-    with RunLogger(run_dir, total_steps, f"pixelcnn {config.name}", log_every=config.log_every) as logger:
-        logger.config(dataclasses.asdict(config))
-        model.train()
-        while step < total_steps:
-            train.set_epoch(step // steps_per_epoch)
-            order = torch.Generator().manual_seed(config.seed * 100_003 + step // steps_per_epoch)
-            loader = DataLoader(train, config.batch_size, shuffle=True, generator=order, drop_last=True, num_workers=config.num_workers)
-            for batch in loader:
-                images = quantize(batch["image"].to(device))
-                bpd = bits_per_dim(lower_half_nll(model, images), images).mean()
-                stop_if_not_finite({"bits_per_dim": bpd.item()}, step + 1, last, "lower --lr")
-                optimizer.zero_grad(set_to_none=True)
-                bpd.backward()
-                optimizer.step()
-                decay.step()
-                step += 1
-                logger.count_images(config.batch_size)
-                if step % config.log_every == 0 or step == total_steps:
-                    logger.scalars({"loss/bits_per_dim": bpd.item(), "lr": optimizer.param_groups[0]["lr"], "perf/img_per_s": logger.throughput()}, step)
-                    logger.advance(step, f"{bpd.item():.3f} bits/dim")
-                else:
-                    logger.advance(step, "")
-                if step % config.sample_every == 0 or step == total_steps:
-                    val_bpd, grid = validation_bits(model, val_images, config, config.seed + step)
-                    logger.scalars({"val/bits_per_dim": val_bpd}, step)
-                    logger.image("val/original|upper_half|sampled", grid, step)
-                    save_image(grid, run_dir / "samples" / f"step_{step:07d}.png")
-                    logger.print(f"step {step}: validation {val_bpd:.3f} bits/dim (lower half given the upper half)")
-                if step == total_steps:
-                    break
-        save_atomic(
-            {"format": PIXELCNN_FORMAT, "version": 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "step": step, "image_channels": channels, "config": dataclasses.asdict(config)},
-            last,
-        )
-    console.print(f"done: {step} steps; validation {val_bpd:.4f} bits/dim; checkpoint: {last}")
+    return run, train
+
+
+def _run_pixelcnn(config: PixelCNNConfig) -> Path:
+    run_dir = Path(config.output_dir) / config.name
+    if last_checkpoint(run_dir).exists() and not config.resume:
+        raise UserError(f"{run_dir} already holds a PixelCNN++ run and --no-resume was given; pick another --name")
+    run, train = setup_pixelcnn(config, run_dir)
+    with RunLogger(run_dir, run.total_steps, f"pixelcnn {config.name}", start=run.step, log_every=config.log_every) as logger, StopSignal() as stop:
+        logger.config(dataclasses.asdict(run.config))
+        run.model.train()
+        while run.step < run.total_steps:
+            if pixelcnn_epoch(run, train, logger, stop):
+                save_atomic(run.checkpoint(), run.last)
+                logger.print(f"stopped at step {run.step} by a signal; {run.last} saved - rerun the same command to resume")
+                return run_dir
+        save_atomic(run.checkpoint(), run.last)
+    console.print(f"done: {run.step} steps; validation {run.val_bpd:.4f} bits/dim; checkpoint: {run.last}")
     return run_dir
