@@ -16,6 +16,7 @@ import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.utils.tensorboard import SummaryWriter
 
+from ssl_inpaint.checkpoint import last_checkpoint
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.runtime import console
 
@@ -160,6 +161,12 @@ def _clock(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def refuse_without_resume(run_dir: Path, resume: bool, what: str = "a trained run") -> None:
+    """--no-resume: a run folder that holds a checkpoint is never touched."""
+    if last_checkpoint(run_dir).exists() and not resume:
+        raise UserError(f"{run_dir} already holds {what} and --no-resume was given; pick another --name")
 
 
 def changed_settings(saved: dict[str, Any], config: Any) -> dict[str, tuple]:

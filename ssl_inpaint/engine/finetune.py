@@ -46,7 +46,7 @@ from ssl_inpaint.data.classification import (
     parse_augment,
 )
 from ssl_inpaint.distributed import Distributed, any_flag, average_gradients, broadcast_module, gather_rows, setup, teardown
-from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, run_folder_lock, stop_if_not_finite
+from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, refuse_without_resume, run_folder_lock, stop_if_not_finite
 from ssl_inpaint.runtime import PRECISIONS, console, seed_everything
 from ssl_inpaint.runtime import ResumableSampler, StopSignal, autocast, check_precision, configure_threads, grad_scaler, prepare_module, resolve_workers, rng_state, set_rng_state, unwrap
 from ssl_inpaint.errors import UserError
@@ -415,8 +415,7 @@ def _finetune_once(config: FinetuneConfig, dist: Distributed) -> Path:
         if dist.is_main:
             console.print(f"{run_dir} is finished already: kept as it is")
         return run_dir
-    if last_checkpoint(run_dir).exists() and not config.resume:
-        raise UserError(f"{run_dir} holds an interrupted run and --no-resume was given; pick another --name")
+    refuse_without_resume(run_dir, config.resume, "an interrupted run")
     check_precision(config.precision, dist.device)
     seed_everything(config.seed)
 

@@ -23,7 +23,7 @@ from ssl_inpaint.config import RunOptions, RuntimeOptions, check_choices, option
 from ssl_inpaint.data import DATASETS, SourceOptions, SubsetSource, create_source
 from ssl_inpaint.masks import PretextDataset
 from ssl_inpaint.distributed import select_device
-from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, run_folder_lock, stop_if_not_finite
+from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, refuse_without_resume, run_folder_lock, stop_if_not_finite
 from ssl_inpaint.runtime import console, epoch_order, seed_everything
 from ssl_inpaint.runtime import StopSignal, configure_threads, resolve_workers, rng_state, set_rng_state
 from ssl_inpaint.errors import UserError
@@ -222,8 +222,7 @@ def setup_pixelcnn(config: PixelCNNConfig, run_dir: Path) -> tuple[PixelCNNRun, 
 
 def _run_pixelcnn(config: PixelCNNConfig) -> Path:
     run_dir = Path(config.output_dir) / config.name
-    if last_checkpoint(run_dir).exists() and not config.resume:
-        raise UserError(f"{run_dir} already holds a PixelCNN++ run and --no-resume was given; pick another --name")
+    refuse_without_resume(run_dir, config.resume, "a PixelCNN++ run")
     run, train = setup_pixelcnn(config, run_dir)
     with RunLogger(run_dir, run.total_steps, f"pixelcnn {config.name}", start=run.step, log_every=config.log_every) as logger, StopSignal() as stop:
         logger.config(dataclasses.asdict(run.config))

@@ -36,7 +36,7 @@ from ssl_inpaint.distributed import (
     setup,
     teardown,
 )
-from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, run_folder_lock, stop_if_not_finite
+from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, refuse_without_resume, run_folder_lock, stop_if_not_finite
 from ssl_inpaint.runtime import PRECISIONS, console, epoch_order, seed_everything
 from ssl_inpaint.runtime import ResumableSampler, StopSignal, autocast, check_precision, configure_threads, grad_scaler, multi_tensor, prepare_module, resolve_workers, rng_state, set_rng_state, unwrap
 from ssl_inpaint.errors import UserError
@@ -683,8 +683,7 @@ def train_one_epoch(run: PretrainRun, logger: RunLogger, stop: StopSignal) -> bo
 
 def _run_pretrain(config: PretrainConfig, dist: Distributed) -> Path:
     run_dir = Path(config.output_dir) / config.name
-    if last_checkpoint(run_dir).exists() and not config.resume:
-        raise UserError(f"{run_dir} already holds a trained run and --no-resume was given; pick another --name")
+    refuse_without_resume(run_dir, config.resume)
     run = setup_pretrain(config, dist)
     config = run.config
     if dist.is_main:
