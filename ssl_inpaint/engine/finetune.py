@@ -47,8 +47,8 @@ from ssl_inpaint.data.classification import (
 )
 from ssl_inpaint.distributed import Distributed, any_flag, average_gradients, broadcast_module, gather_rows, setup, teardown
 from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, refuse_without_resume, run_folder_lock, stop_if_not_finite
-from ssl_inpaint.runtime import PRECISIONS, console, seed_everything
-from ssl_inpaint.runtime import ResumableSampler, StopSignal, autocast, check_precision, configure_threads, grad_scaler, prepare_module, resolve_workers, rng_state, set_rng_state, unwrap
+from ssl_inpaint.runtime import autocast, check_precision, configure_threads, console, grad_scaler, PRECISIONS, resolve_workers, seed_everything
+from ssl_inpaint.runtime import prepare_module, ResumableSampler, rng_state, set_rng_state, StopSignal, unwrap
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.models.timm_unet import check_encoder_spec
 from ssl_inpaint.metrics import mean_average_precision, top1_accuracy

@@ -37,8 +37,8 @@ from ssl_inpaint.distributed import (
     teardown,
 )
 from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, refuse_without_resume, run_folder_lock, stop_if_not_finite
-from ssl_inpaint.runtime import PRECISIONS, console, epoch_order, seed_everything
-from ssl_inpaint.runtime import ResumableSampler, StopSignal, autocast, check_precision, configure_threads, grad_scaler, multi_tensor, prepare_module, resolve_workers, rng_state, set_rng_state, unwrap
+from ssl_inpaint.runtime import autocast, check_precision, configure_threads, console, epoch_order, grad_scaler, multi_tensor, PRECISIONS, resolve_workers, seed_everything
+from ssl_inpaint.runtime import prepare_module, ResumableSampler, rng_state, set_rng_state, StopSignal, unwrap
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.losses import LossWeights
 from ssl_inpaint.masks import MASKS, MaskOptions, PretextDataset, channel_mean, degenerate_holes
