@@ -1,5 +1,8 @@
-"""A run folder while a command writes into it: the lock that keeps a second process out, and the run's
-logger (TensorBoard scalars, images and text, with a progress bar or plain progress lines)."""
+"""What every command that trains shares while it writes a run folder: the lock that keeps a second
+process out, the run's logger (TensorBoard scalars, images and text, with a progress bar or plain
+progress lines), the one resume policy (``refuse_without_resume``, ``changed_settings``,
+``refuse_changes``) and the NaN stop (``stop_if_not_finite``). Seeding and preemption signals are
+in ``runtime.py``; where ``last.pt`` lives and how it is written atomically, in ``checkpoint.py``."""
 
 from __future__ import annotations
 
