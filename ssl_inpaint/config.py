@@ -61,8 +61,7 @@ class PrecisionOptions:
     precision: str = option("fp32", f"{', '.join(PRECISIONS)} (autocast; fp16 adds a GradScaler, CUDA only).")
 
     def check_precision_name(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_choices(self, {"precision": tuple(PRECISIONS)})
 
 
 def _field_types(config_cls: type) -> dict[str, type]:

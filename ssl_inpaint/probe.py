@@ -13,16 +13,19 @@ import copy
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ssl_inpaint.data.classification import ClassificationDataset, LabelledImages, label_budget
+from ssl_inpaint.config import check_choices, option
+from ssl_inpaint.data.classification import ClassificationDataset, LabelledImages, create_classification_dataset, label_budget
+from ssl_inpaint.data.sources import SourceOptions
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.metrics import mean_average_precision, top1_accuracy
-from ssl_inpaint.models.classifier import BN_STATS, encoder_features, reestimate_batchnorm
+from ssl_inpaint.models.classifier import BN_STATS, FEATURES, encoder_features, reestimate_batchnorm
 
 KNN_K = 20
 
@@ -167,3 +170,55 @@ class RepresentationProbe:
             f"probe/linear_{self.metric}": self._score(linear, self.test_labels),
             "probe/seconds": time.perf_counter() - start,
         }
+
+
+# Default (train, test) splits of the probe's labelled data, by dataset kind.
+PROBE_SPLITS = {"fashion_mnist": ("train", "test"), "voc": ("train", "val"), "folder": ("train", "val")}
+
+
+@dataclass
+class ProbeOptions:
+    """The online representation probe of ``ssl pretrain`` as config fields."""
+
+    probe_every: int = option(500, "Probe the frozen encoder (kNN and linear top-1, or mAP) every N steps and at step 0; 0: off. Off when no labels are found (see --probe-data).")
+    probe_data: str = option("", "Labelled dataset for the probe (default: --data when --dataset is fashion_mnist or voc).")
+    probe_dataset: str = option("", f"Kind of --probe-data: {', '.join(PROBE_SPLITS)} (default: --dataset).")
+    probe_train_split: str = option("", "Probe training split (default: train).")
+    probe_test_split: str = option("", "Probe test split (default: test for fashion_mnist, val otherwise).")
+    probe_images: int = option(1000, "Images in each probe split (the training ones stratified by class).")
+    probe_features: str = option("pooled", f"Features probed: {', '.join(FEATURES)} (as ssl finetune --features).")
+    probe_bn_stats: str = option("running", f"BatchNorm statistics for the probe: {', '.join(BN_STATS)} (re-estimated on the clean probe images).")
+
+    def check_probe(self) -> None:
+        check_choices(self, {"probe_features": FEATURES, "probe_bn_stats": BN_STATS})
+        if self.probe_every < 0 or self.probe_images < 1:
+            raise UserError("--probe-every must be >= 0 (0: off) and --probe-images >= 1")
+        if self.probe_dataset and self.probe_dataset not in PROBE_SPLITS:
+            raise UserError(f"--probe-dataset must be one of {', '.join(PROBE_SPLITS)}, got {self.probe_dataset!r}")
+
+
+def make_probe(options: ProbeOptions, source: SourceOptions, image_size: int, image_channels: int) -> tuple[Optional[RepresentationProbe], str]:
+    """The probe that ``options`` ask for beside the pretext's ``source`` (its labels by default),
+    and a line saying what it measures; or None and why it is off."""
+    if not options.probe_every:
+        return None, "representation probe off (--probe-every 0)"
+    kind = options.probe_dataset or source.dataset
+    data = options.probe_data or (source.data if kind == source.dataset else "")
+    if kind not in PROBE_SPLITS or not data or (kind == "folder" and not options.probe_data):
+        return None, f"representation probe off: --dataset {source.dataset} has no class labels; pass --probe-data (and --probe-dataset)"
+    train_split, test_split = PROBE_SPLITS[kind]
+    train_split, test_split = options.probe_train_split or train_split, options.probe_test_split or test_split
+    train = create_classification_dataset(kind, data, train_split, source.year)
+    test = create_classification_dataset(kind, data, test_split, source.year)
+    if train.source.channels != image_channels:
+        raise UserError(
+            f"--probe-data has {train.source.channels}-channel images but the pretext sees {image_channels}; "
+            f"probe with a dataset of the same colour mode"
+        )
+    probe = RepresentationProbe.from_datasets(
+        train, test, image_size, options.probe_images, options.probe_features, options.probe_bn_stats
+    )
+    return probe, (
+        f"representation probe: {kind} {train_split} ({len(probe.train_labels)} images) -> {test_split} "
+        f"({len(probe.test_labels)}), {options.probe_features} features, every {options.probe_every} steps"
+    )

@@ -75,7 +75,8 @@ def test_probe_data_gives_labels_to_an_unlabelled_pretext(tiny_data, tmp_path):
 
 def test_probe_images_must_have_the_pretext_channels(tiny_data, tmp_path):
     from ssl_inpaint.config import resolve_config
-    from ssl_inpaint.engine.pretrain import PretrainConfig, make_probe
+    from ssl_inpaint.engine.pretrain import PretrainConfig
+    from ssl_inpaint.probe import make_probe
     from ssl_inpaint.errors import UserError
 
     config = resolve_config(PretrainConfig, {
@@ -83,4 +84,4 @@ def test_probe_images_must_have_the_pretext_channels(tiny_data, tmp_path):
         "probe_dataset": "fashion_mnist", "image_size": 32, "probe_images": 20, "local_d": False,
     }, {})
     with pytest.raises(UserError, match="1-channel images but the pretext sees 3"):
-        make_probe(config, image_channels=3)
+        make_probe(config, config, config.image_size, image_channels=3)

@@ -47,7 +47,7 @@ from ssl_inpaint.data.classification import (
 )
 from ssl_inpaint.distributed import Distributed, any_flag, average_gradients, broadcast_module, gather_rows, setup, teardown
 from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, refuse_without_resume, run_folder_lock, stop_if_not_finite
-from ssl_inpaint.runtime import autocast, check_precision, configure_threads, console, grad_scaler, PRECISIONS, resolve_workers, seed_everything
+from ssl_inpaint.runtime import autocast, check_precision, configure_threads, console, grad_scaler, resolve_workers, seed_everything
 from ssl_inpaint.runtime import prepare_module, ResumableSampler, rng_state, set_rng_state, StopSignal, unwrap
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.models.timm_unet import check_encoder_spec
@@ -119,9 +119,10 @@ class FinetuneConfig(DistributedOptions, PrecisionOptions, RuntimeOptions, RunOp
         choices = {
             "dataset": CLASSIFICATION_DATASETS, "mode": MODES,
             "features": FEATURES, "optimizer": ("sgd", "adam"), "lr_schedule": ("constant", "cosine"),
-            "voc_labels": ("xml", "imagesets"), "precision": tuple(PRECISIONS), "bn_stats": BN_STATS,
+            "voc_labels": ("xml", "imagesets"), "bn_stats": BN_STATS,
         }
         check_choices(self, choices)
+        self.check_precision_name()
         check_encoder_spec(self.encoder)
         _ = self.augmentations  # parses --augment
         if not 0 < self.layer_decay <= 1:

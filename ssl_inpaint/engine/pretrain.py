@@ -27,7 +27,6 @@ from ssl_inpaint.checkpoint import ENCODER_FORMAT, PRETRAIN_FORMAT, last_checkpo
 from ssl_inpaint.config import DistributedOptions, PrecisionOptions, RunOptions, RuntimeOptions, check_choices, option, save_config
 from ssl_inpaint.data import DATASETS, ImageSource, SourceOptions, SubsetSource, create_source
 from ssl_inpaint.data.transforms import UNREADABLE
-from ssl_inpaint.data.classification import create_classification_dataset
 from ssl_inpaint.distributed import (
     Distributed,
     any_flag,
@@ -37,24 +36,21 @@ from ssl_inpaint.distributed import (
     teardown,
 )
 from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, refuse_without_resume, run_folder_lock, stop_if_not_finite
-from ssl_inpaint.runtime import autocast, check_precision, configure_threads, console, epoch_order, grad_scaler, multi_tensor, PRECISIONS, resolve_workers, seed_everything
+from ssl_inpaint.runtime import autocast, check_precision, configure_threads, console, epoch_order, grad_scaler, multi_tensor, resolve_workers, seed_everything
 from ssl_inpaint.runtime import prepare_module, ResumableSampler, rng_state, set_rng_state, StopSignal, unwrap
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.losses import LossWeights
 from ssl_inpaint.masks import MASKS, MaskOptions, PretextDataset, channel_mean, degenerate_holes
 from ssl_inpaint.metrics import completion_metrics, ssim, to_unit
-from ssl_inpaint.models.classifier import BN_STATS, FEATURES
-from ssl_inpaint.probe import RepresentationProbe
+from ssl_inpaint.probe import ProbeOptions, RepresentationProbe, make_probe
 from ssl_inpaint.gan_step import SCHEDULES, STAGES, Optimizers, composite, phase_at, train_step
 from ssl_inpaint.models.vgg import load_vgg16_features, read_vgg16_trunk
 from ssl_inpaint.models import InpaintingModels, ModelOptions, make_models
 
-# Default (train, test) splits of the probe's labelled data, by dataset kind.
-PROBE_SPLITS = {"fashion_mnist": ("train", "test"), "voc": ("train", "val"), "folder": ("train", "val")}
 
 
 @dataclass
-class PretrainConfig(ModelOptions, MaskOptions, SourceOptions, DistributedOptions, PrecisionOptions, RuntimeOptions, RunOptions):
+class PretrainConfig(ProbeOptions, ModelOptions, MaskOptions, SourceOptions, DistributedOptions, PrecisionOptions, RuntimeOptions, RunOptions):
     # data (the source: SourceOptions)
     val_split: str = option("", "Split for the fixed validation batch; empty: hold out --val-images training images.")
     val_images: int = option(16, "Size of the fixed validation batch (PSNR/SSIM/L1 and image grids).")
@@ -97,15 +93,6 @@ class PretrainConfig(ModelOptions, MaskOptions, SourceOptions, DistributedOption
     channels_last: bool = option(False, "Use the channels_last memory format (faster convolutions on recent GPUs).")
     compile: bool = option(False, "torch.compile the generator and discriminators.")
     resume: bool = option(True, "Continue from checkpoints/last.pt if the run folder has one (--no-resume: refuse to touch it).")
-    # online representation probe
-    probe_every: int = option(500, "Probe the frozen encoder (kNN and linear top-1, or mAP) every N steps and at step 0; 0: off. Off when no labels are found (see --probe-data).")
-    probe_data: str = option("", "Labelled dataset for the probe (default: --data when --dataset is fashion_mnist or voc).")
-    probe_dataset: str = option("", f"Kind of --probe-data: {', '.join(PROBE_SPLITS)} (default: --dataset).")
-    probe_train_split: str = option("", "Probe training split (default: train).")
-    probe_test_split: str = option("", "Probe test split (default: test for fashion_mnist, val otherwise).")
-    probe_images: int = option(1000, "Images in each probe split (the training ones stratified by class).")
-    probe_features: str = option("pooled", f"Features probed: {', '.join(FEATURES)} (as ssl finetune --features).")
-    probe_bn_stats: str = option("running", f"BatchNorm statistics for the probe: {', '.join(BN_STATS)} (re-estimated on the clean probe images).")
     # outputs
     log_every: int = option(10, "Log scalars (and, without a terminal, a progress line) every N steps.")
     sample_every: int = option(200, "Validation metrics and an image grid every N steps (and at the end).")
@@ -122,11 +109,9 @@ class PretrainConfig(ModelOptions, MaskOptions, SourceOptions, DistributedOption
             "lr_schedule": ("constant", "cosine"),
             "schedule": SCHEDULES,
             "phase_scope": ("run", "epoch"),
-            "probe_features": FEATURES,
-            "probe_bn_stats": BN_STATS,
-            "precision": tuple(PRECISIONS),
         }
         check_choices(self, {**choices, **self.model_choices()})
+        self.check_precision_name()
         self.check_model()
         if self.batch_size < 2:
             raise UserError("--batch-size must be at least 2 (BatchNorm needs two samples per step)")
@@ -159,10 +144,7 @@ class PretrainConfig(ModelOptions, MaskOptions, SourceOptions, DistributedOption
             raise UserError("--val-images must be >= 1, --warmup-steps >= 0 and --num-workers >= -1 (-1: auto)")
         if self.log_every < 1 or self.sample_every < 1 or self.save_every_steps < 0 or self.save_every_epochs < 0:
             raise UserError("--log-every and --sample-every must be >= 1, --save-every-steps and --save-every-epochs >= 0")
-        if self.probe_every < 0 or self.probe_images < 1:
-            raise UserError("--probe-every must be >= 0 (0: off) and --probe-images >= 1")
-        if self.probe_dataset and self.probe_dataset not in PROBE_SPLITS:
-            raise UserError(f"--probe-dataset must be one of {', '.join(PROBE_SPLITS)}, got {self.probe_dataset!r}")
+        self.check_probe()
 
     def _validate_other_systems(self) -> None:
         """The combinations the seed-000/001/002/004 models and schedules need."""
@@ -379,33 +361,6 @@ def record_resume_changes(run_dir: Path, changes: dict[str, tuple], step: int) -
     history = (yaml.safe_load(path.read_text()) or []) if path.exists() else []
     write_text_atomic(yaml.safe_dump(history + entries, sort_keys=False), path)
     return "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
-
-
-def make_probe(config: PretrainConfig, image_channels: int) -> tuple[Optional[RepresentationProbe], str]:
-    """The online representation probe of ``config`` and a line saying what it measures, or None and
-    why it is off."""
-    if not config.probe_every:
-        return None, "representation probe off (--probe-every 0)"
-    kind = config.probe_dataset or config.dataset
-    data = config.probe_data or (config.data if kind == config.dataset else "")
-    if kind not in PROBE_SPLITS or not data or (kind == "folder" and not config.probe_data):
-        return None, f"representation probe off: --dataset {config.dataset} has no class labels; pass --probe-data (and --probe-dataset)"
-    train_split, test_split = PROBE_SPLITS[kind]
-    train_split, test_split = config.probe_train_split or train_split, config.probe_test_split or test_split
-    train = create_classification_dataset(kind, data, train_split, config.year)
-    test = create_classification_dataset(kind, data, test_split, config.year)
-    if train.source.channels != image_channels:
-        raise UserError(
-            f"--probe-data has {train.source.channels}-channel images but the pretext sees {image_channels}; "
-            f"probe with a dataset of the same colour mode"
-        )
-    probe = RepresentationProbe.from_datasets(
-        train, test, config.image_size, config.probe_images, config.probe_features, config.probe_bn_stats
-    )
-    return probe, (
-        f"representation probe: {kind} {train_split} ({len(probe.train_labels)} images) -> {test_split} "
-        f"({len(probe.test_labels)}), {config.probe_features} features, every {config.probe_every} steps"
-    )
 
 
 def run_pretrain(config: PretrainConfig) -> Path:
@@ -688,7 +643,7 @@ def _run_pretrain(config: PretrainConfig, dist: Distributed) -> Path:
     config = run.config
     if dist.is_main:
         console.print(describe(run))
-    run.probe, probe_note = make_probe(config, run.data.image_channels) if dist.is_main else (None, "")
+    run.probe, probe_note = make_probe(config, config, config.image_size, run.data.image_channels) if dist.is_main else (None, "")
     logger = RunLogger(run_dir, run.total_steps, f"pretrain {config.name}", enabled=dist.is_main, start=run.step, log_every=config.log_every)
     with logger, StopSignal() as stop:
         start_logging(run, logger, probe_note)
