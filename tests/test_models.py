@@ -10,6 +10,7 @@ from ssl_inpaint.models import (
     hole_boxes,
     local_discriminator,
 )
+from ssl_inpaint.models.unet import WholeMapConv2d, WholeMapConvTranspose2d
 
 
 def n_params(module):
@@ -113,3 +114,39 @@ def test_generator_initialisation_does_not_depend_on_the_discriminators():
         seed_everything(0)
         weights.append(make_models(config, 3).generator.state_dict())
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_whole_map_convolutions_are_the_table_layers_as_matrix_products(bias, channels_last):
+    """The bottleneck pair computes what nn.Conv2d / nn.ConvTranspose2d compute, with the same
+    state-dict (checkpoints load either way), and gives the same gradients; other shapes run the conv."""
+    torch.manual_seed(0)
+    fast = (WholeMapConv2d(24, 40, 4, 1, 0, bias=bias), WholeMapConvTranspose2d(40, 24, 4, 1, 0, bias=bias))
+    plain = (torch.nn.Conv2d(24, 40, 4, 1, 0, bias=bias), torch.nn.ConvTranspose2d(40, 24, 4, 1, 0, bias=bias))
+    for ours, table in zip(fast, plain):
+        table.load_state_dict(ours.state_dict())
+    x = torch.randn(5, 24, 4, 4)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    outputs, grads = [], []
+    for down, up in (fast, plain):
+        y = up(down(x))
+        assert y.shape == (5, 24, 4, 4)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        outputs.append(y)
+        grads.append([p.grad for p in (*down.parameters(), *up.parameters())])
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
+    for ours, table in zip(*grads):
+        torch.testing.assert_close(ours, table, rtol=1e-4, atol=1e-5)
+    wider, latent_map = torch.randn(2, 24, 6, 6), torch.randn(2, 40, 2, 2)  # not whole-map: the convolutions run
+    with torch.no_grad():
+        torch.testing.assert_close(fast[0](wider), plain[0](wider))
+        torch.testing.assert_close(fast[1](latent_map), plain[1](latent_map))
+
+
+def test_the_generator_bottleneck_is_a_whole_map_convolution():
+    generator = UNetGenerator(3, 128)
+    assert type(generator.encoder.bottleneck[0]) is WholeMapConv2d
+    assert type(generator.from_bottleneck[0]) is WholeMapConvTranspose2d
+    assert generator.encoder.bottleneck[0].weight.shape == (4000, 512, 4, 4)  # Table 1's layer, unchanged

@@ -4,7 +4,8 @@ One interleaved run that times, with the same shapes and batches:
   (a) our pretext step exactly as `ssl pretrain` runs it (``train_step``: joint G+D, or G only), with
       the engine's optimizer and memory-format settings;
   (b) a plain eager reference of the same generator and discriminators with the same losses, written
-      as a user would (``torch.optim.Adam``, contiguous tensors, discriminators not frozen in the G step);
+      as a user would (the architecture table's nn.Conv2d / nn.ConvTranspose2d layers, ``torch.optim.Adam``
+      with its defaults, contiguous tensors, discriminators not frozen in the G step);
   (c) the pretext data pipeline alone (images/s out of the DataLoader) for COCO-layout JPEGs, an image
       folder and Fashion-MNIST;
   (d) the achieved GFLOP/s of the step (``torch.utils.flop_counter``) against a measured convolution
@@ -62,6 +63,7 @@ from ssl_inpaint.runtime import (  # noqa: E402
 )
 from ssl_inpaint.losses import LossWeights  # noqa: E402
 from ssl_inpaint.models.discriminators import crop_boxes, hole_boxes  # noqa: E402
+from ssl_inpaint.models.unet import WholeMapConv2d, WholeMapConvTranspose2d  # noqa: E402
 
 Step = Callable[[dict[str, torch.Tensor]], None]
 
@@ -109,10 +111,24 @@ def ours(config: PretrainConfig, channels: int, device: torch.device, phase: str
     return step, models.generator
 
 
+def as_table_layers(module: torch.nn.Module) -> torch.nn.Module:
+    """The network as its architecture table writes it, with plain nn.Conv2d / nn.ConvTranspose2d
+    layers where ours computes a whole-map convolution as the matrix product it is
+    (``WholeMapConv2d``): what a user's own implementation of Table 1 runs. Same weights, same
+    function; only the kernels differ."""
+    for layer in module.modules():
+        if type(layer) is WholeMapConv2d:
+            layer.__class__ = torch.nn.Conv2d
+        elif type(layer) is WholeMapConvTranspose2d:
+            layer.__class__ = torch.nn.ConvTranspose2d
+    return module
+
+
 def plain(config: PretrainConfig, channels: int, device: torch.device, phase: str) -> Step:
-    """The same networks and losses in the loop a user would write first."""
+    """The same networks and losses in the loop a user would write first: the table's layers,
+    ``torch.optim.Adam`` with its defaults, the discriminators not frozen in the generator step."""
     torch.manual_seed(0)
-    generator = make_generator(config, channels).to(device)
+    generator = as_table_layers(make_generator(config, channels)).to(device)
     global_d, local_d = (d.to(device) if d is not None else None for d in make_discriminators(config, channels))
     discriminators = [d for d in (global_d, local_d) if d is not None]
     betas = (config.beta1, config.beta2)

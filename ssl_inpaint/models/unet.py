@@ -11,7 +11,7 @@ where SyncBatchNorm is unavailable.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,18 +29,54 @@ def _norm(channels: int, norm: str) -> nn.Module:
     return nn.BatchNorm2d(channels) if norm == "batch" else nn.Identity()
 
 
-def conv_block(in_ch: int, out_ch: int, kernel: int = 4, stride: int = 2, padding: int = 1, norm: str = "batch") -> nn.Sequential:
-    """Conv, BatchNorm (``norm='none'``: no normalisation, the conv gets a bias), LeakyReLU(0.2)."""
+class WholeMapConv2d(nn.Conv2d):
+    """A convolution whose kernel covers its whole input map, so it has one output position: Table 1's
+    bottleneck (a 4x4 kernel on the 4x4 map at 128 px, 512 -> 4000 channels). That is one matrix
+    product, and it runs as one: oneDNN's convolution runs this shape at about 5 GFLOP/s on CPU, 40 %
+    of the whole M1 step (tools/bench.py). The weights and state-dict are nn.Conv2d's, so checkpoints
+    and exports are unchanged; any other input size runs the convolution."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != self.kernel_size or self.padding != (0, 0) or self.dilation != (1, 1) or self.groups != 1:
+            return super().forward(x)
+        return F.linear(x.flatten(1), self.weight.flatten(1), self.bias)[:, :, None, None]
+
+
+class WholeMapConvTranspose2d(nn.ConvTranspose2d):
+    """The decoder's way back from the 1x1 latent to the kernel-sized map (Table 1's first T.Conv2d):
+    each output pixel is a weighted sum of the latent, one matrix product; see ``WholeMapConv2d``."""
+
+    def forward(self, x: torch.Tensor, output_size: Optional[list[int]] = None) -> torch.Tensor:
+        unusual = self.padding != (0, 0) or self.dilation != (1, 1) or self.output_padding != (0, 0) or self.groups != 1
+        if tuple(x.shape[-2:]) != (1, 1) or unusual or output_size is not None:
+            return super().forward(x, output_size)
+        kh, kw = self.kernel_size
+        bias = self.bias.repeat_interleave(kh * kw) if self.bias is not None else None
+        return F.linear(x.flatten(1), self.weight.flatten(1).t(), bias).view(len(x), self.out_channels, kh, kw)
+
+
+def conv_block(
+    in_ch: int, out_ch: int, kernel: int = 4, stride: int = 2, padding: int = 1, norm: str = "batch", whole_map: bool = False
+) -> nn.Sequential:
+    """Conv, BatchNorm (``norm='none'``: no normalisation, the conv gets a bias), LeakyReLU(0.2).
+    ``whole_map``: the kernel covers the whole input map (``WholeMapConv2d``)."""
+    conv = WholeMapConv2d if whole_map else nn.Conv2d
     return nn.Sequential(
-        nn.Conv2d(in_ch, out_ch, kernel, stride, padding, bias=norm == "none"),
+        conv(in_ch, out_ch, kernel, stride, padding, bias=norm == "none"),
         _norm(out_ch, norm),
         nn.LeakyReLU(0.2, inplace=True),
     )
 
 
-def up_block(in_ch: int, out_ch: int, kernel: int = 4, stride: int = 2, padding: int = 1, leaky: bool = True, norm: str = "batch"):
+def up_block(
+    in_ch: int, out_ch: int, kernel: int = 4, stride: int = 2, padding: int = 1, leaky: bool = True, norm: str = "batch",
+    whole_map: bool = False,
+) -> nn.Sequential:
+    """Transposed conv, BatchNorm, LeakyReLU(0.2) (ReLU with ``leaky=False``); ``whole_map``: from a
+    1x1 map to the kernel's size (``WholeMapConvTranspose2d``)."""
+    conv = WholeMapConvTranspose2d if whole_map else nn.ConvTranspose2d
     return nn.Sequential(
-        nn.ConvTranspose2d(in_ch, out_ch, kernel, stride, padding, bias=norm == "none"),
+        conv(in_ch, out_ch, kernel, stride, padding, bias=norm == "none"),
         _norm(out_ch, norm),
         nn.LeakyReLU(0.2, inplace=True) if leaky else nn.ReLU(inplace=True),
     )
@@ -107,7 +143,7 @@ class UNetEncoder(StagedEncoder):
         side = deepest_size(image_size, len(self.widths))
         channels = [in_channels, *self.widths]
         self.stages = nn.ModuleList(conv_block(channels[i], channels[i + 1], norm=norm) for i in range(len(self.widths)))
-        self.bottleneck = conv_block(self.widths[-1], bottleneck_channels, kernel=side, stride=1, padding=0, norm=norm)
+        self.bottleneck = conv_block(self.widths[-1], bottleneck_channels, kernel=side, stride=1, padding=0, norm=norm, whole_map=True)
         self.out_channels = [*self.widths, bottleneck_channels]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -159,7 +195,7 @@ class UNetGenerator(nn.Module):
         def with_skip(channels: int, skip: int) -> int:
             return channels + (skip if with_skips else 0)
 
-        self.from_bottleneck = up_block(bottleneck_channels, widths[-1], kernel=side, stride=1, padding=0, leaky=False, norm=norm)
+        self.from_bottleneck = up_block(bottleneck_channels, widths[-1], kernel=side, stride=1, padding=0, leaky=False, norm=norm, whole_map=True)
         # Decoder stages go from the deepest encoder width back to the shallowest one.
         depth = len(widths) - 1 if predict == "image" else len(widths) - 2
         self.up_stages = nn.ModuleList(
