@@ -267,3 +267,73 @@ def test_in_memory_images_are_resized_once_and_give_the_same_items(tiny_data):
             a, b = kept[index], redone[index]
             assert all(torch.equal(a[k], b[k]) for k in ("image", "mask", "input"))
     assert len(kept._resized) == len(source)
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("mask", ["patches", "centre", "rect"])
+def test_an_in_memory_batch_is_its_items_exactly(tiny_data, train, mask):
+    """``__getitems__`` (what the DataLoader calls) assembles the batch on whole tensors; every
+    sample is the one ``__getitem__`` gives, and the DataLoader's batch is their stack."""
+    from torch.utils.data import DataLoader
+
+    from ssl_inpaint.data.sources import FashionMnistSource
+    from ssl_inpaint.masks import PretextDataset, create_mask_generator
+
+    source = FashionMnistSource(tiny_data / "fashion-mnist", "train")
+    dataset = PretextDataset(source, 32, create_mask_generator(mask), torch.full((1,), 0.25), seed=3, train=train)
+    dataset.set_epoch(2)
+    indices = [7, 0, 7, 11, 3, 5, 2, 9]
+    batch, items = dataset.__getitems__(indices), [dataset[i] for i in indices]
+    assert len(batch) == len(items)
+    for ours, single in zip(batch, items):
+        assert ours.keys() == single.keys()
+        assert all(torch.equal(ours[k], single[k]) for k in ("image", "mask", "input")), ours["skipped"]
+    if train:
+        assert any(not torch.equal(a["image"], b["image"]) for a, b in zip(batch, batch[1:]))
+    loaded = next(iter(DataLoader(dataset, batch_size=4, sampler=indices)))
+    assert torch.equal(loaded["input"], torch.stack([item["input"] for item in items[:4]]))
+
+
+def test_kept_photos_give_the_decoded_pixels_and_respect_the_budget(tiny_data):
+    """--cache-mb keeps resized photos so a later epoch skips decoding: the same samples as decoding
+    every time, in every epoch and through the batched path, and no more than the budget kept."""
+    from ssl_inpaint.data.sources import CocoSource
+    from ssl_inpaint.masks import PretextDataset, create_mask_generator
+
+    source = CocoSource(tiny_data / "coco", "train2017")
+    masks = create_mask_generator("rect")
+    kept, decoded = (PretextDataset(source, 32, masks, torch.zeros(3), seed=1, cache_mb=mb) for mb in (64, 0))
+    assert decoded._resized is None and kept._resized == {}
+    indices = list(range(len(source)))
+    for epoch in (0, 1):
+        kept.set_epoch(epoch), decoded.set_epoch(epoch)
+        for ours, reference in zip(kept.__getitems__(indices), [decoded[i] for i in indices]):
+            assert all(torch.equal(ours[k], reference[k]) for k in ("image", "mask", "input"))
+    assert len(kept._resized) == len(source)
+    one_image = next(iter(kept._resized.values())).nbytes
+    small = PretextDataset(source, 32, masks, torch.zeros(3), seed=1, cache_mb=1)
+    small._cache_bytes = 3 * one_image  # room for three of them
+    for index in indices:
+        small[index]
+    assert len(small._resized) == 3 and small._cached_bytes <= small._cache_bytes
+    assert PretextDataset(source, 32, masks, torch.zeros(3), seed=1, cache_mb=64, use_objects=True)._resized is None
+
+
+def test_persistent_loader_workers_follow_the_epoch(tiny_data):
+    """Workers that live across epochs draw each epoch's samples, the ones the main process draws."""
+    from torch.utils.data import DataLoader
+
+    from ssl_inpaint.data.sources import CocoSource
+    from ssl_inpaint.masks import PretextDataset, create_mask_generator
+
+    dataset = PretextDataset(CocoSource(tiny_data / "coco", "train2017"), 32, create_mask_generator("rect"), torch.zeros(3), seed=1, cache_mb=8)
+    order = list(range(8))
+    epochs = {}
+    for workers in (0, 2):
+        loader = DataLoader(dataset, batch_size=4, sampler=order, num_workers=workers, persistent_workers=workers > 0)
+        for epoch in (0, 1, 2):
+            dataset.set_epoch(epoch)
+            epochs[workers, epoch] = torch.cat([batch["input"] for batch in loader])
+    for epoch in (0, 1, 2):
+        assert torch.equal(epochs[2, epoch], epochs[0, epoch])
+    assert not torch.equal(epochs[0, 1], epochs[0, 2])

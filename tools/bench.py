@@ -171,19 +171,26 @@ def plain(config: PretrainConfig, channels: int, device: torch.device, phase: st
 # --- (c) the data pipeline, (d) FLOPs and the convolution peak -----------------------------------
 
 
-def loader_rate(config: PretrainConfig, batches: int) -> float:
-    """Images/s out of the pretext DataLoader alone, over ``batches`` batches (epochs repeat as needed)."""
+def loader_rates(config: PretrainConfig, batches: int) -> tuple[float, float]:
+    """Images/s out of the pretext DataLoader alone over ``batches`` batches of a fixed random set of
+    images: (first pass, second pass). The second pass shows what an in-memory source keeps between
+    epochs (Fashion-MNIST's resized images); files are decoded again."""
     data = prepare_data(config)
-    loader = DataLoader(data.train, batch_size=config.batch_size, shuffle=True, num_workers=config.num_workers,
+    batches = min(batches, len(data.train) // config.batch_size)
+    if batches == 0:
+        return float("nan"), float("nan")
+    chosen = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[: batches * config.batch_size]
+    loader = DataLoader(data.train, batch_size=config.batch_size, sampler=chosen.tolist(), num_workers=config.num_workers,
                         drop_last=True, persistent_workers=config.num_workers > 0)
-    next(iter(loader))  # worker start-up is not throughput
-    start, n = time.perf_counter(), 0
-    while n < batches * config.batch_size:
+    if config.num_workers:
+        next(iter(loader))  # worker start-up is not throughput
+    rates = []
+    for _ in range(2):
+        start, n = time.perf_counter(), 0
         for batch in loader:
             n += len(batch["image"])
-            if n >= batches * config.batch_size:
-                break
-    return n / (time.perf_counter() - start)
+        rates.append(n / (time.perf_counter() - start))
+    return rates[0], rates[1]
 
 
 def step_flops(step: Step, batch: dict) -> int:
@@ -207,6 +214,12 @@ def conv_peak(device: torch.device, dtype: torch.dtype, repeats: int = 10) -> fl
             conv(x)
         sync(device)
     return flops * repeats / (time.perf_counter() - start) / 1e9
+
+
+def ours_rate(results: dict, recipe: str, size: int) -> float:
+    """Our default fp32 step's img/s for a recipe and size (its first phase timed), 0 when not timed."""
+    rows = [r for r in results["steps"] if r["recipe"] == recipe and r["size"] == size and r["precision"] == "fp32" and r["variant"] == "default"]
+    return rows[0]["ours_img_s"] if rows else 0.0
 
 
 # --- (e) ssl pretrain end to end -------------------------------------------------------------------
@@ -328,8 +341,9 @@ def main() -> None:
     device = torch.device(args.device)
     threads = configure_threads(0, device)
     work = Path(tempfile.mkdtemp(prefix="ssl_bench_"))
-    # Enough photos that the end-to-end run stays inside one epoch (an epoch end saves a checkpoint).
-    coco = Path(args.coco) if args.coco else generated_photos(work / "coco", max(96, (args.e2e_steps + 2) * args.batch + 8))
+    # Enough photos for four loader batches of 128, and that the end-to-end run stays inside one epoch
+    # (an epoch end saves a checkpoint).
+    coco = Path(args.coco) if args.coco else generated_photos(work / "coco", max(4 * 128 + 16, (args.e2e_steps + 2) * args.batch + 8))
     folder = Path(args.folder) if args.folder else coco / "train2017"
     fashion = Path(args.fashion_mnist, "train-images-idx3-ubyte.gz").exists()
     results: dict = {"device": str(device), "threads": threads, "torch": torch.__version__, "recipe": args.recipe,
@@ -349,20 +363,26 @@ def main() -> None:
     if fashion:
         time_steps(results, "recipes/pretrain_fashion_mnist.yaml", quickstart, [32], ["reconstruction"], args, device)
 
-    print(f"{'loader':<13} {'size':>4} {'batch':>5} {'workers':>7} {'img/s':>8}")
-    # (kind, path, split, size, batch): M1's COCO and folder settings; the quickstart's for Fashion-MNIST.
-    kinds = [("coco", str(coco), "train2017", 128, args.batch), ("folder", str(folder), "", 128, args.batch)]
+    print(f"{'loader':<13} {'size':>4} {'batch':>5} {'workers':>7} {'img/s':>8} {'again':>8} {'x the step it feeds':>20}")
+    # (kind, path, split, size, batch, the step it feeds): JPEGs at M1's settings, and every kind at the
+    # quickstart's (32 px, batch 128, whose step is the quickstart's pretext).
+    m1_step = ours_rate(results, Path(args.recipe).stem, max(sizes))
+    quick_step = ours_rate(results, "pretrain_fashion_mnist", 32) if fashion else ours_rate(results, Path(args.recipe).stem, 32)
+    kinds = [("coco", str(coco), "train2017", 128, args.batch, m1_step), ("folder", str(folder), "", 128, args.batch, m1_step),
+             ("coco", str(coco), "train2017", 32, 128, quick_step), ("folder", str(folder), "", 32, 128, quick_step)]
     if fashion:
-        kinds.append(("fashion_mnist", args.fashion_mnist, "train", 32, 128))
-    for kind, path, split, size, batch in kinds:
+        kinds.append(("fashion_mnist", args.fashion_mnist, "train", 32, 128, quick_step))
+    for kind, path, split, size, batch, step_rate in kinds:
         for workers in sorted({0, min(2, os.cpu_count() or 1)}):
             config = resolve_config(PretrainConfig, load_recipe(args.recipe), {
                 "dataset": kind, "data": path, "split": split, "image_size": size, "batch_size": batch, "local_size": 32,
                 "num_workers": workers, "val_images": 8, "mask": "centre" if kind != "fashion_mnist" else "patches",
             })
-            rate = loader_rate(config, batches=max(4, 512 // batch))
-            results["loader"].append({"dataset": kind, "size": size, "batch": batch, "workers": workers, "img_s": round(rate, 1)})
-            print(f"{kind:<13} {size:>4} {batch:>5} {workers:>7} {rate:>8.1f}", flush=True)
+            rate, again = loader_rates(config, batches=max(4, 512 // batch))
+            ratio = rate / step_rate if step_rate else float("nan")
+            results["loader"].append({"dataset": kind, "size": size, "batch": batch, "workers": workers, "img_s": round(rate, 1),
+                                      "second_pass_img_s": round(again, 1), "step_img_s": step_rate, "ratio": round(ratio, 2)})
+            print(f"{kind:<13} {size:>4} {batch:>5} {workers:>7} {rate:>8.1f} {again:>8.1f} {ratio:>20.1f}", flush=True)
 
     if args.e2e_steps:
         time_end_to_end(results, args.recipe, {**photos, "image_size": max(sizes), "local_size": max(32, max(sizes) // 2)},

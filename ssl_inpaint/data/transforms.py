@@ -3,7 +3,7 @@ scaling to [-1, 1] that matches the generator's tanh output."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torchvision.transforms import v2
@@ -31,20 +31,34 @@ def resized(image: Any, image_size: int) -> torch.Tensor:
     return F.resize(F.to_image(image), [image_size], antialias=True).as_subclass(torch.Tensor)
 
 
-def crop_view(image: Any, image_size: int, train: bool, already_resized: bool = False) -> torch.Tensor:
+def crop_position(
+    height: int, width: int, image_size: int, train: bool, generator: Optional[torch.Generator] = None
+) -> tuple[int, int, bool]:
+    """(top, left, flip) of ``image_transform``'s crop and flip for an image already resized to
+    ``height`` x ``width``: RandomCrop's and RandomHorizontalFlip's draws, in their order, from
+    ``generator`` (the global one when None); CenterCrop's rounding and no flip in evaluation."""
+    if not train:
+        return int(round((height - image_size) / 2.0)), int(round((width - image_size) / 2.0)), False
+    top = int(torch.randint(0, height - image_size + 1, size=(), generator=generator)) if height > image_size else 0
+    left = int(torch.randint(0, width - image_size + 1, size=(), generator=generator)) if width > image_size else 0
+    flip = not torch.rand(1, generator=generator) >= 0.5  # RandomHorizontalFlip(p=0.5)
+    return top, left, flip
+
+
+def to_unit_range(x: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (any leading dims) to float in [-1, 1], as ``image_transform``'s last two steps."""
+    return F.normalize(F.to_dtype(x, torch.float32, scale=True), [0.5], [0.5]).as_subclass(torch.Tensor)
+
+
+def crop_view(
+    image: Any, image_size: int, train: bool, already_resized: bool = False, generator: Optional[torch.Generator] = None
+) -> torch.Tensor:
     """``image_transform(image_size, train)(image)`` for an image alone, without the per-call dispatch
     of ``v2.Compose`` (about 3/4 of the loader's time on Fashion-MNIST): the same kernels, and the same
-    random draws in the same order from the global generator, so the result is identical.
-    ``already_resized``: ``image`` is ``resized(image, image_size)`` (e.g. kept from an earlier epoch)."""
+    random draws in the same order (from ``generator``, else the global one), so the result is
+    identical. ``already_resized``: ``image`` is ``resized(image, image_size)`` (e.g. kept from an
+    earlier epoch)."""
     x = image if already_resized else resized(image, image_size)
-    height, width = x.shape[-2:]
-    if train:
-        top = int(torch.randint(0, height - image_size + 1, size=())) if height > image_size else 0
-        left = int(torch.randint(0, width - image_size + 1, size=())) if width > image_size else 0
-    else:  # CenterCrop's rounding
-        top, left = int(round((height - image_size) / 2.0)), int(round((width - image_size) / 2.0))
+    top, left, flip = crop_position(*x.shape[-2:], image_size, train, generator)
     x = x[..., top : top + image_size, left : left + image_size]
-    if train and not torch.rand(1) >= 0.5:  # RandomHorizontalFlip(p=0.5)
-        x = F.horizontal_flip(x)
-    x = F.to_dtype(x, torch.float32, scale=True)
-    return F.normalize(x, [0.5], [0.5]).as_subclass(torch.Tensor)
+    return to_unit_range(F.horizontal_flip(x) if flip else x)

@@ -55,6 +55,7 @@ class PretrainConfig(ProbeOptions, ModelOptions, MaskOptions, SourceOptions, Dis
     val_split: str = option("", "Split for the fixed validation batch; empty: hold out --val-images training images.")
     val_images: int = option(16, "Size of the fixed validation batch (PSNR/SSIM/L1 and image grids).")
     reduced_decode: bool = option(True, "Decode JPEGs at 1/2, 1/4 or 1/8 size when the crop still fits (libjpeg DCT scaling, 2-4x faster loading of large photos); --no-reduced-decode decodes every pixel.")
+    cache_mb: int = option(1024, "Keep decoded, resized training images in RAM, up to this many MB per loading process, so later epochs skip decoding them (identical pixels); 0: decode every time. In-memory datasets (Fashion-MNIST) are always kept.")
     # masks (the hole family and its parameters come from MaskOptions)
     fill: str = option("zero", "Value in the hole of the input: zero (0 in the [-1,1] input, mid-grey) or mean (dataset mean).")
     # losses
@@ -273,7 +274,7 @@ def to_device(batch: dict, device: torch.device, channels_last: bool = False) ->
 # means half-way, so resuming refuses it and names the keys. The batch settings may change only as
 # long as the global batch stays the same (checked separately). Accepted changes are recorded.
 RESUME_MAY_CHANGE = (
-    "name", "output_dir", "device", "num_workers", "reduced_decode", "strict", "epochs", "max_steps", "nproc",
+    "name", "output_dir", "device", "num_workers", "reduced_decode", "cache_mb", "strict", "epochs", "max_steps", "nproc",
     "batch_size", "accumulate", "precision", "channels_last", "compile", "sync_bn", "resume", "probe_every",
     "probe_data", "probe_dataset", "probe_train_split", "probe_test_split", "probe_images", "probe_features",
     "probe_bn_stats", "log_every", "sample_every", "save_every_steps", "save_every_epochs",
@@ -322,7 +323,7 @@ def prepare_data(config: PretrainConfig) -> PretextData:
     channels = source.channels
     fill = channel_mean(train_source, config.image_size) if config.fill == "mean" else torch.zeros(channels)
     use_objects = config.mask == "coco_object"
-    common = dict(strict=config.strict, use_objects=use_objects, reduced_decode=config.reduced_decode)
+    common = dict(strict=config.strict, use_objects=use_objects, reduced_decode=config.reduced_decode, cache_mb=config.cache_mb)
     train = PretextDataset(train_source, config.image_size, mask_generator, fill, config.seed, True, **common)
     val = PretextDataset(val_source, config.image_size, mask_generator, fill, config.seed + 1, False, **common)
     return PretextData(train, val, channels, fill)
@@ -382,6 +383,7 @@ class PretrainRun:
     dist: Distributed
     data: PretextData
     sampler: ResumableSampler
+    loader: DataLoader
     models: InpaintingModels
     opts: Optimizers
     schedulers: list[CosineLRScheduler]
@@ -506,6 +508,17 @@ def setup_pretrain(config: PretrainConfig, dist: Distributed) -> PretrainRun:
     seed_everything(config.seed)
     data = prepare_data(config)
     sampler = ResumableSampler(data.train, dist, seed=config.seed)
+    # One loader for the whole run: its workers (and the images they keep, --cache-mb) live across
+    # epochs; the dataset's epoch reaches them through shared memory (PretextDataset.set_epoch).
+    loader = DataLoader(
+        data.train,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        pin_memory=dist.device.type == "cuda",
+        drop_last=True,
+        persistent_workers=config.num_workers > 0,
+    )
     global_batch, steps_per_epoch, total_steps = step_count(config, data, sampler, dist.world_size)
     models = place_models(config, data.image_channels, dist)
     opts = make_optimizers(config, models, dist.device)
@@ -515,7 +528,7 @@ def setup_pretrain(config: PretrainConfig, dist: Distributed) -> PretrainRun:
         if opt is not None and config.lr_schedule == "cosine"
     ]
     run = PretrainRun(
-        config, dist, data, sampler, models, opts, schedulers, loss_weights(config), {}, global_batch,
+        config, dist, data, sampler, loader, models, opts, schedulers, loss_weights(config), {}, global_batch,
         steps_per_epoch, total_steps, threads,
     )
     resume_or_start(run)
@@ -594,15 +607,7 @@ def train_one_epoch(run: PretrainRun, logger: RunLogger, stop: StopSignal) -> bo
     epoch, position = divmod(run.step, run.steps_per_epoch)
     run.data.train.set_epoch(epoch)
     run.sampler.start_at(epoch, position * config.batch_size * config.accumulate)
-    loader = DataLoader(
-        run.data.train,
-        batch_size=config.batch_size,
-        sampler=run.sampler,
-        num_workers=config.num_workers,
-        pin_memory=dist.device.type == "cuda",
-        drop_last=True,
-    )
-    batches = iter(loader)
+    batches = iter(run.loader)
     skipped_epoch = 0
     while position < run.steps_per_epoch and run.step < run.total_steps:
         micro = [next(batches) for _ in range(config.accumulate)]
