@@ -280,10 +280,14 @@ def test_an_in_memory_batch_is_its_items_exactly(tiny_data, train, mask):
     from ssl_inpaint.masks import PretextDataset, create_mask_generator
 
     source = FashionMnistSource(tiny_data / "fashion-mnist", "train")
-    dataset = PretextDataset(source, 32, create_mask_generator(mask), torch.full((1,), 0.25), seed=3, train=train)
-    dataset.set_epoch(2)
+    dataset, reference = (
+        PretextDataset(source, 32, create_mask_generator(mask), torch.full((1,), 0.25), seed=3, train=train) for _ in range(2)
+    )
+    reference._resized = None  # one image at a time through PIL, nothing kept
+    dataset.set_epoch(2), reference.set_epoch(2)
     indices = [7, 0, 7, 11, 3, 5, 2, 9]
-    batch, items = dataset.__getitems__(indices), [dataset[i] for i in indices]
+    batch, items = dataset.__getitems__(indices), [reference[i] for i in indices]
+    assert sorted(dataset._resized) == [0, 2, 3, 5, 7, 9, 11]  # resized together, kept
     assert len(batch) == len(items)
     for ours, single in zip(batch, items):
         assert ours.keys() == single.keys()

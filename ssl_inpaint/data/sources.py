@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
 
 from ssl_inpaint.config import option
@@ -105,6 +106,11 @@ class ImageSource:
         """Binary object masks (K, H, W) at the image's native size, or None if the source has none."""
         return None
 
+    def pixels(self, indices: Sequence[int]) -> Optional[torch.Tensor]:
+        """The images at ``indices`` as one uint8 (N, C, H, W) tensor, the pixels ``load`` gives, when
+        the source holds them as an array of same-sized images; None otherwise (files)."""
+        return None
+
     @property
     def channels(self) -> int:
         return 1 if self.mode == "L" else 3
@@ -144,6 +150,9 @@ class SubsetSource(ImageSource):
 
     def objects(self, index: int) -> Optional[np.ndarray]:
         return self.source.objects(self.indices[index])
+
+    def pixels(self, indices: Sequence[int]) -> Optional[torch.Tensor]:
+        return self.source.pixels([self.indices[i] for i in indices])
 
 
 def _require_dir(path: Path, what: str, fix: str) -> Path:
@@ -325,6 +334,9 @@ class FashionMnistSource(ImageSource):
 
     def load(self, index: int, min_side: int = 0) -> Image.Image:
         return self.dataset[index][0]
+
+    def pixels(self, indices: Sequence[int]) -> Optional[torch.Tensor]:
+        return self.dataset.data[list(indices)].unsqueeze(1)  # what load's PIL 'L' image holds
 
     @property
     def labels(self) -> np.ndarray:

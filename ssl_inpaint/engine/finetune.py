@@ -252,7 +252,8 @@ def per_sample_outputs(fn, dataset: ClassificationDataset, config: FinetuneConfi
     repeats, so the result equals a single process's."""
     sampler = ResumableSampler(dataset, dist, seed=0, shuffle=False, drop_last=False)
     indices = np.asarray(list(iter(sampler)), dtype=np.int64)
-    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=indices.tolist(), num_workers=config.num_workers)
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=indices.tolist(), num_workers=config.num_workers,
+                        pin_memory=dist.device.type == "cuda")
     rows = []
     for images, _, _ in loader:
         with autocast(config.precision, dist.device):
@@ -615,7 +616,7 @@ def _train_head_or_network(
                 sampler.start_at(epoch, 0)
             loader = DataLoader(
                 job.inputs, batch_size=batch_size, sampler=sampler, shuffle=sampler is None, drop_last=True,
-                generator=generator, num_workers=config.num_workers if job.shard else 0,
+                generator=generator, num_workers=config.num_workers if job.shard else 0, pin_memory=dist.device.type == "cuda",
             )
             state.epoch = epoch
             losses = transfer_epoch(config, model, job, loader, state, logger, dist, train.multilabel, last)

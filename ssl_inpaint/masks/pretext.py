@@ -103,6 +103,15 @@ class PretextDataset(Dataset):
         what = f"none of the {tries} images" if tries == len(self.source) else f"{tries} consecutive images"
         raise UserError(f"{what} of {self.source.name} could be read (e.g. {self.source.describe(index)}); check the dataset")
 
+    def _resize_together(self, indices: list[int]) -> None:
+        """Keep the not yet kept images of an in-memory array source, resized in one call (the same
+        pixels as one at a time: the kernel works image by image), instead of each through PIL."""
+        missing = sorted({i for i in indices if i not in self._resized}) if self._cache_bytes is None else []
+        pixels = self.source.pixels(missing) if missing else None
+        if pixels is not None:
+            for position, image in zip(missing, resized(pixels, self.image_size)):
+                self._resized[position] = image
+
     def _keep(self, position: int, image: torch.Tensor) -> torch.Tensor:
         """Keep a resized image while the budget allows; each loader worker has its own share of it."""
         if self._cache_bytes is not None:
@@ -142,6 +151,7 @@ class PretextDataset(Dataset):
         draws are the same, from the same per-sample seeds, in the same order."""
         if self._resized is None or self.use_objects:
             return [self[index] for index in indices]
+        self._resize_together(indices)
         size, draws = self.image_size, torch.Generator()
         crops, flips, masks, skips = [], [], [], []
         for index in indices:
