@@ -25,6 +25,7 @@ from ssl_inpaint.gan_step import train_step
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.losses import LossWeights
 from ssl_inpaint.masks import apply_mask
+from ssl_inpaint.models.unet import WholeMapConv2d, WholeMapConvTranspose2d
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,10 +88,17 @@ def _batches(n: int, channels: int = 3) -> list[dict]:
     return out
 
 
-def _train(config: PretrainConfig, steps: int, fused: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[dict]]:
-    """(weights, gradients of the last step, per-step loss stats) of the generator after ``steps`` joint steps."""
+def _train(
+    config: PretrainConfig, steps: int, fused: bool = True, table_layers: bool = False
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[dict]]:
+    """(weights, gradients of the last step, per-step loss stats) of the generator after ``steps``
+    joint steps. ``table_layers``: the bottleneck pair as plain nn.Conv2d / nn.ConvTranspose2d."""
     torch.manual_seed(0)
     models = make_models(config, 3)
+    if table_layers:
+        for layer in models.generator.modules():
+            if type(layer) in (WholeMapConv2d, WholeMapConvTranspose2d):
+                layer.__class__ = layer.__class__.__bases__[0]
     if config.channels_last:
         models.generator = models.generator.to(memory_format=torch.channels_last)
         models.global_d = models.global_d.to(memory_format=torch.channels_last)
@@ -151,6 +159,15 @@ def test_fused_optimizer_computes_the_same_gan_step_within_float_tolerance():
             assert ours[key] == pytest.approx(reference[key], rel=1e-2, abs=1e-6), key
 
 
+def test_the_whole_map_bottleneck_computes_the_same_gan_step_within_float_tolerance():
+    config = _gan_config()
+    assert _train(config, 1, table_layers=True)[0].keys() == _train(config, 1)[0].keys()
+    _assert_close(_train(config, 1)[1], _train(config, 1, table_layers=True)[1], rtol=1e-3, atol=1e-6)
+    for ours, reference in zip(_train(config, 2)[2], _train(config, 2, table_layers=True)[2]):
+        for key in ours:
+            assert ours[key] == pytest.approx(reference[key], rel=1e-2, abs=1e-6), key
+
+
 def test_channels_last_computes_the_same_step_within_float_tolerance():
     """Same gradients from the same weights, and the same losses a step later. Further on, Adam (which
     divides by the gradients' running size) turns rounding in near-zero gradients into lr-sized steps
@@ -194,6 +211,23 @@ def test_bench_tool_prints_the_table_and_writes_json(tmp_path):
     assert {r["dataset"] for r in report["loader"]} == {"coco", "folder"}
     assert "ours/plain" in result.stdout.splitlines()[-2]
 
+
+
+@pytest.mark.slow
+def test_bench_profile_names_the_heaviest_ops_of_both_steps(tmp_path):
+    out = tmp_path / "profile.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "bench.py"), "--profile", "--sizes", "32", "--fashion-mnist", str(tmp_path / "none"),
+         "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    profile = json.loads(out.read_text())["profile"]
+    assert profile["size"] == 32 and profile["phase"] == "joint"
+    for step in ("ours", "plain"):
+        assert profile[step] and all(row["ms_per_step"] >= 0 and row["op"] for row in profile[step])
+    assert set(profile["adam_ms"]) == {"loop", "foreach", "fused"}
+    assert "Adam update of the" in result.stdout
 
 def _photo(path: Path, size=(640, 480)) -> Path:
     from PIL import Image

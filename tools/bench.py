@@ -222,6 +222,66 @@ def ours_rate(results: dict, recipe: str, size: int) -> float:
     return rows[0]["ours_img_s"] if rows else 0.0
 
 
+# --- where the time goes (--profile) ---------------------------------------------------------------
+
+
+def profile_steps(step: Step, batch: dict, rows: int = 12) -> list[dict]:
+    """The ops with the most self time over two steps (``torch.profiler``, grouped by input shapes),
+    in ms per step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(2):
+            step(batch)
+    events = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events) / 2e3
+    return [{"op": e.key, "ms_per_step": round(e.self_cpu_time_total / 2e3, 1), "share": round(e.self_cpu_time_total / 2e3 / total, 3),
+             "calls_per_step": e.count // 2, "shapes": str(e.input_shapes)[:90]} for e in events[:rows]]
+
+
+def optimizer_update_ms(params: list[torch.nn.Parameter], repeats: int = 5) -> dict[str, float]:
+    """ms per Adam update of ``params`` (random gradients): PyTorch's CPU default (a loop over the
+    tensors), foreach, and fused (ours)."""
+    for param in params:
+        param.grad = torch.randn_like(param)
+    times = {}
+    for label, kwargs in (("loop", {"foreach": False}), ("foreach", {"foreach": True}), ("fused", {"fused": True})):
+        optimizer = torch.optim.Adam(params, lr=1e-6, **kwargs)
+        optimizer.step()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            optimizer.step()
+        times[label] = round((time.perf_counter() - start) / repeats * 1e3, 1)
+    return times
+
+
+def where_the_time_goes(results: dict, recipe_path: str, overrides: dict, size: int, args, device) -> None:
+    """Our joint step's and the plain step's heaviest ops at ``size``, and the optimizer update."""
+    config = resolve_config(PretrainConfig, load_recipe(recipe_path), {
+        **overrides, "image_size": size, "local_size": max(32, size // 2), "device": args.device, "num_workers": 0, "val_images": 8,
+    })
+    data = prepare_data(config)
+    batch = next(iter(DataLoader(data.train, batch_size=config.batch_size, shuffle=True, drop_last=True,
+                                 generator=torch.Generator().manual_seed(0))))
+    phase = "joint" if config.adversarial else "reconstruction"
+    ours_step, _ = ours(config, data.image_channels, device, phase)
+    steps = {"ours": ours_step, "plain": plain(config, data.image_channels, device, phase)}
+    results["profile"] = {"size": size, "phase": phase}
+    for label, step in steps.items():
+        step(batch)  # warm-up
+        rows = profile_steps(step, batch)
+        results["profile"][label] = rows
+        print(f"{label} {phase} step at {size} px, heaviest ops (self time, ms per step):")
+        for row in rows:
+            print(f"  {row['ms_per_step']:>8.1f} {row['share']:>6.1%} x{row['calls_per_step']:<3} {row['op']:<30} {row['shapes']}")
+    torch.manual_seed(0)
+    models = make_models(config, data.image_channels)
+    params = [p for module in (models.generator, *models.discriminators) for p in module.parameters()]
+    times = optimizer_update_ms(params)
+    results["profile"]["adam_ms"] = times
+    print(f"Adam update of the {sum(p.numel() for p in params) / 1e6:.0f} M parameters, ms: " + ", ".join(f"{k} {v}" for k, v in times.items()))
+
+
 # --- (e) ssl pretrain end to end -------------------------------------------------------------------
 
 
@@ -337,6 +397,8 @@ def main() -> None:
                    help="Fashion-MNIST idx .gz files: adds the quickstart's pretext (recipes/pretrain_fashion_mnist.yaml)")
     p.add_argument("--e2e-steps", type=int, default=30, help="steps of each end-to-end `ssl pretrain` run (0: skip)")
     p.add_argument("--quick", action="store_true", help="one round, two steps, no variants, no end-to-end run")
+    p.add_argument("--profile", action="store_true",
+                   help="only where the time goes: the heaviest ops of our step and the plain one at the largest --sizes, and Adam's update")
     p.add_argument("--json", default="runs/bench.json")
     args = p.parse_args()
     if args.quick:
@@ -358,9 +420,14 @@ def main() -> None:
         results["peak_gflops"][precision] = round(conv_peak(device, dtype), 1)
     print("conv peak GFLOP/s (3x3 conv forward): " + ", ".join(f"{k} {v}" for k, v in results["peak_gflops"].items()))
 
-    print(HEADER)
     photos = {"dataset": "coco", "data": str(coco), "split": "train2017", "batch_size": args.batch}
     sizes = [int(v) for v in args.sizes.split(",")]
+    if args.profile:
+        where_the_time_goes(results, args.recipe, photos, max(sizes), args, device)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2))
+        return
+    print(HEADER)
     time_steps(results, args.recipe, photos, sizes, args.phases.split(","), args, device)
     quickstart = {"data": args.fashion_mnist}
     if fashion:
