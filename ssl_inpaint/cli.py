@@ -22,6 +22,7 @@ from ssl_inpaint.engine.evaluate import EvaluateConfig, run_evaluate
 from ssl_inpaint.engine.export import run_export
 from ssl_inpaint.engine.finetune import FinetuneConfig, run_finetune
 from ssl_inpaint.engine.inpaint import run_inpaint
+from ssl_inpaint.engine.pack import PackConfig, run_pack
 from ssl_inpaint.engine.pixelcnn import PixelCNNConfig, run_pixelcnn
 from ssl_inpaint.engine.pretrain import PretrainConfig, run_pretrain
 from ssl_inpaint.errors import UserError
@@ -61,6 +62,12 @@ config_command(
     "pixelcnn", PixelCNNConfig, run_pixelcnn,
     "Seed 002's PixelCNN++: likelihood of the lower half given the upper half (bits/dim), sampled pixel by pixel.",
     "PixelCNN++ lower-half completion.", "pixelcnn",
+)
+config_command(
+    "pack", PackConfig, run_pack,
+    "Decode a dataset once, each image resized to --image-size, into a folder that --dataset packed reads "
+    "as an in-memory array: later training skips JPEG decoding (the same samples as from the files).",
+    "Pack a dataset for fast loading.", None,
 )
 config_command(
     "evaluate", EvaluateConfig, run_evaluate,

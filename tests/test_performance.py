@@ -208,7 +208,8 @@ def test_bench_tool_prints_the_table_and_writes_json(tmp_path):
     report = json.loads(out.read_text())
     assert {(r["phase"], r["size"]) for r in report["steps"]} == {("joint", 32), ("reconstruction", 32)}
     assert all(r["ours_img_s"] > 0 and r["plain_img_s"] > 0 and r["gflop_per_step"] > 0 for r in report["steps"])
-    assert {r["dataset"] for r in report["loader"]} == {"coco", "folder"}
+    assert {r["dataset"] for r in report["loader"]} == {"coco", "folder", "packed"}
+    assert {p["size"] for p in report["pack"]} == {32, 128}
     assert "ours/plain" in result.stdout.splitlines()[-2]
 
 

@@ -46,6 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_tiny_datasets import make_coco  # noqa: E402
 
 from ssl_inpaint.config import load_recipe, resolve_config  # noqa: E402
+from ssl_inpaint.data import create_source  # noqa: E402
+from ssl_inpaint.data.packed import pack_images  # noqa: E402
 from ssl_inpaint.distributed import Distributed  # noqa: E402
 from ssl_inpaint.models import make_discriminators, make_generator, make_models
 from ssl_inpaint.engine.pretrain import (  # noqa: E402
@@ -298,6 +300,17 @@ def pretrain_rate(config: PretrainConfig, workdir: Path, steps: int) -> float:
     return statistics.median(rates)
 
 
+def pack_photos(results: dict, coco: Path, size: int, output: Path) -> Path:
+    """``ssl pack`` of the COCO photos at ``size``; its one-time rate (images/s) goes in the results."""
+    source = create_source("coco", coco, "train2017")
+    start = time.perf_counter()
+    pack_images(source, size, output)
+    rate = len(source) / (time.perf_counter() - start)
+    results.setdefault("pack", []).append({"size": size, "images": len(source), "img_s": round(rate, 1)})
+    print(f"ssl pack of {len(source)} COCO photos at {size} px (once): {rate:.0f} img/s", flush=True)
+    return output
+
+
 def generated_photos(root: Path, count: int) -> Path:
     """A COCO-layout folder of ``count`` 640x480 JPEGs (the annotation file makes it a COCO split too)."""
     if not (root / "annotations" / "instances_train2017.json").exists():
@@ -433,7 +446,6 @@ def main() -> None:
     if fashion:
         time_steps(results, "recipes/pretrain_fashion_mnist.yaml", quickstart, [32], ["reconstruction"], args, device)
 
-    print(f"{'loader':<13} {'size':>4} {'batch':>5} {'workers':>7} {'img/s':>8} {'again':>8} {'x the step it feeds':>20}")
     # (kind, path, split, size, batch, the step it feeds): JPEGs at M1's settings, and every kind at the
     # quickstart's (32 px, batch 128, whose step is the quickstart's pretext).
     m1_step = ours_rate(results, Path(args.recipe).stem, max(sizes))
@@ -442,6 +454,9 @@ def main() -> None:
              ("coco", str(coco), "train2017", 32, 128, quick_step), ("folder", str(folder), "", 32, 128, quick_step)]
     if fashion:
         kinds.append(("fashion_mnist", args.fashion_mnist, "train", 32, 128, quick_step))
+    for size, batch, step_rate in ((128, args.batch, m1_step), (32, 128, quick_step)):  # the COCO JPEGs packed once (ssl pack)
+        kinds.append(("packed", str(pack_photos(results, coco, size, work / f"pack{size}")), "", size, batch, step_rate))
+    print(f"{'loader':<13} {'size':>4} {'batch':>5} {'workers':>7} {'img/s':>8} {'again':>8} {'x the step it feeds':>20}")
     for kind, path, split, size, batch, step_rate in kinds:
         for workers in sorted({0, min(2, os.cpu_count() or 1)}):
             config = resolve_config(PretrainConfig, load_recipe(args.recipe), {

@@ -90,6 +90,7 @@ class ImageSource:
     mode = "RGB"
     name = "images"
     in_memory = False  # True: loading an index is cheap and gives the same pixels every time
+    stored_size: Optional[int] = None  # images stored already resized to this shorter side (a pack)
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -137,7 +138,7 @@ class SubsetSource(ImageSource):
 
     def __init__(self, source: ImageSource, indices: Sequence[int]):
         self.source, self.indices = source, list(indices)
-        self.mode, self.name, self.in_memory = source.mode, source.name, source.in_memory
+        self.mode, self.name, self.in_memory, self.stored_size = source.mode, source.name, source.in_memory, source.stored_size
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -343,7 +344,7 @@ class FashionMnistSource(ImageSource):
         return self.dataset.targets.numpy()
 
 
-DATASETS = ("coco", "voc", "folder", "fashion_mnist")
+DATASETS = ("coco", "voc", "folder", "fashion_mnist", "packed")
 
 
 @dataclass
@@ -351,7 +352,7 @@ class SourceOptions:
     """Which images a command reads: the dataset kind, its root folder and split."""
 
     dataset: str = option("coco", f"Dataset kind: {', '.join(DATASETS)}.")
-    data: str = option("", "Dataset root (COCO root, VOCdevkit, image folder, Fashion-MNIST files).")
+    data: str = option("", "Dataset root (COCO root, VOCdevkit, image folder, Fashion-MNIST files, a folder written by ssl pack).")
     split: str = option("train2017", "Split (COCO train2017 / val2017, VOC train / val, Fashion-MNIST train / test, a folder's sub-folder).")
     year: str = option("2012", "VOC year (with --dataset voc).")
     strict: bool = option(False, "Stop on an unreadable image instead of skipping it.")
@@ -371,6 +372,10 @@ def create_source(dataset: str, data: str | Path, split: str, year: str = "2012"
         source = folder_source(data)
     elif dataset == "fashion_mnist":
         source = FashionMnistSource(data, split)
+    elif dataset == "packed":  # one pack per split when DATA/SPLIT is a pack, else DATA is the pack
+        from ssl_inpaint.data.packed import PackedSource  # packed.py builds on this module
+
+        source = PackedSource(Path(data, split) if split and Path(data, split, "pack.json").is_file() else data)
     else:
         raise UserError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
     if len(source) == 0:

@@ -41,6 +41,11 @@ class PretextDataset(Dataset):
         reduced_decode: bool = True,
         cache_mb: int = 0,
     ):
+        if source.stored_size is not None and source.stored_size != image_size:
+            raise UserError(
+                f"{source.name} holds images packed at {source.stored_size} px; use --image-size {source.stored_size} "
+                f"or pack the dataset again with ssl pack --image-size {image_size}"
+            )
         self.source = source
         self.image_size = image_size
         self.transform = image_transform(image_size, train)
