@@ -3,7 +3,7 @@
 # 12000 steps), then its transfer under the quickstart's protocols against random init, 3 seeds each:
 # fine-tune and linear probe at 10 and 100 labels per class, and a linear classifier on all 60,000
 # labels (beside the Fashion-MNIST paper's pixel-space LinearSVC 83.6 % and SVC-rbf 89.7 %).
-# About 40 minutes of pretext and 15 of transfer on 2 CPU cores; finished runs are reused.
+# About 30 minutes of pretext and 7 of transfer on 2 CPU cores; finished runs are reused.
 #   FASHION_MNIST=/path/to/idx-gz-files bash tools/long_pretext.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

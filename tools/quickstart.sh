@@ -23,7 +23,7 @@ fi
 
 SSL=.venv/bin/ssl
 RUN=${RUN_DIR:-runs}
-echo "quickstart: about 20 minutes on 2 CPU cores (the pretext about 18, six fine-tuning and six linear-probe runs about 2); finished steps are reused"
+echo "quickstart: about 17 minutes on 2 CPU cores (the pretext about 15, six fine-tuning and six linear-probe runs about 2); finished steps are reused"
 if [ -f "$RUN/quickstart_pretrain/encoder.pt" ]; then
   echo "reusing $RUN/quickstart_pretrain (delete it to pretrain again)"
 else
