@@ -196,39 +196,36 @@ def test_without_a_terminal_progress_is_a_plain_line_every_log_every_steps(tmp_p
     assert lines[4].endswith("never cut off at all")
 
 
-@pytest.mark.slow
-def test_bench_tool_prints_the_table_and_writes_json(tmp_path):
+def _bench(tmp_path: Path, *args: str) -> tuple[dict, str]:
+    """(the JSON it wrote, its stdout) of ``tools/bench.py ARGS`` at 32 px, without Fashion-MNIST."""
     out = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "bench.py"), "--quick", "--sizes", "32", "--fashion-mnist", str(tmp_path / "none"),
-         "--json", str(out)],
+        [sys.executable, str(REPO / "tools" / "bench.py"), *args, "--sizes", "32", "--fashion-mnist", str(tmp_path / "none"), "--json", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads(out.read_text())
+    return json.loads(out.read_text()), result.stdout
+
+
+@pytest.mark.slow
+def test_bench_tool_prints_the_table_and_writes_json(tmp_path):
+    report, stdout = _bench(tmp_path, "--quick")
     assert {(r["phase"], r["size"]) for r in report["steps"]} == {("joint", 32), ("reconstruction", 32)}
     assert all(r["ours_img_s"] > 0 and r["plain_img_s"] > 0 and r["gflop_per_step"] > 0 for r in report["steps"])
     assert {r["dataset"] for r in report["loader"]} == {"coco", "folder", "packed"}
     assert {p["size"] for p in report["pack"]} == {32, 128}
-    assert "ours/plain" in result.stdout.splitlines()[-2]
-
+    assert "ours/plain" in stdout.splitlines()[-2]
 
 
 @pytest.mark.slow
 def test_bench_profile_names_the_heaviest_ops_of_both_steps(tmp_path):
-    out = tmp_path / "profile.json"
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "bench.py"), "--profile", "--sizes", "32", "--fashion-mnist", str(tmp_path / "none"),
-         "--json", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    profile = json.loads(out.read_text())["profile"]
+    report, stdout = _bench(tmp_path, "--profile")
+    profile = report["profile"]
     assert profile["size"] == 32 and profile["phase"] == "joint"
     for step in ("ours", "plain"):
         assert profile[step] and all(row["ms_per_step"] >= 0 and row["op"] for row in profile[step])
     assert set(profile["adam_ms"]) == {"loop", "foreach", "fused"}
-    assert "Adam update of the" in result.stdout
+    assert "Adam update of the" in stdout
 
 def _photo(path: Path, size=(640, 480)) -> Path:
     from PIL import Image

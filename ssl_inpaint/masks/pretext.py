@@ -62,8 +62,10 @@ class PretextDataset(Dataset):
         # later epoch skips decoding and resizing them and gives the same pixels. An in-memory source
         # (Fashion-MNIST: 61 MB for 60,000 at 32 px) keeps them all; files up to ``cache_mb`` per
         # loading process (JPEG decoding is most of the loader's time: about 1 ms a COCO photo even
-        # at 1/8 size). Object masks follow the file's full size, so they turn the cache off.
-        keeps_all = source.in_memory
+        # at 1/8 size). Object masks follow the file's full size, so they turn the cache off. A pack's
+        # images are stored resized and read from a memory map: they are kept within the budget
+        # too, so that a large pack is not copied whole into every loading process.
+        keeps_all = source.in_memory and source.stored_size is None
         self._resized: Optional[dict[int, torch.Tensor]] = {} if (keeps_all or cache_mb > 0) and not use_objects else None
         self._cache_bytes = None if keeps_all else cache_mb * 2**20
         self._cached_bytes = 0
