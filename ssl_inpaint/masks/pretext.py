@@ -131,6 +131,8 @@ class PretextDataset(Dataset):
         return image
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if self._resized is not None:  # kept images: the batch path, for one
+            return self.__getitems__([index])[0]
         image, objects, skipped = self._load(index)
         rng = mask_seed(self.seed, self.epoch, index)
         with torch.random.fork_rng(devices=[]):
@@ -138,7 +140,7 @@ class PretextDataset(Dataset):
             if objects is not None:
                 image, objects_t = self.transform(image, tv_tensors.Mask(torch.from_numpy(objects)))
             else:
-                image, objects_t = crop_view(image, self.image_size, self.train, self._resized is not None), None
+                image, objects_t = crop_view(image, self.image_size, self.train), None
         height, width = image.shape[-2:]
         mask = self.mask_generator(height, width, rng, objects_t)
         image = image.as_subclass(torch.Tensor)
@@ -149,14 +151,13 @@ class PretextDataset(Dataset):
             "skipped": skipped,
         }
 
-
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
-        """The samples of a batch, equal to ``[self[i] for i in indices]``; the DataLoader calls this
-        when it exists. When images are kept resized (``cache_mb``, in-memory sources) the tensor work
-        (crop, flip, scaling, the hole) runs once on the whole batch instead of once an image, which
-        takes Fashion-MNIST's loader from about 100 to about 50 microseconds an image; the random
-        draws are the same, from the same per-sample seeds, in the same order."""
-        if self._resized is None or self.use_objects:
+        """The samples of a batch (the DataLoader calls this when it exists): those that decoding and
+        transforming one image at a time gives. When images are kept resized (``cache_mb``, in-memory
+        sources) the tensor work (crop, flip, scaling, the hole) runs once on the whole batch instead
+        of once an image, which takes Fashion-MNIST's loader from about 100 to about 50 microseconds
+        an image; the random draws are the same, from the same per-sample seeds, in the same order."""
+        if self._resized is None:  # files decoded every time, or object masks: one image at a time
             return [self[index] for index in indices]
         self._resize_together(indices)
         size, draws = self.image_size, torch.Generator()
