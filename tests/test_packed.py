@@ -77,6 +77,7 @@ def test_unreadable_images_are_skipped_or_stop_a_strict_pack(tiny_data, tmp_path
     common = ["pack", "--dataset", "folder", "--data", photos, "--split", "", "--image-size", "32"]
     status, err = run_cli(monkeypatch, capsys, *common, "--strict", "--output", tmp_path / "strict")
     assert status == 2 and "broken.jpg" in err and not (tmp_path / "strict").exists()
+    assert not (tmp_path / "strict.partial").exists()  # nothing half-written is left
     run_ssl(*common, "--output", tmp_path / "lenient")
     assert len(PackedSource(tmp_path / "lenient")) == 3
     assert json.loads((tmp_path / "lenient" / "pack.json").read_text())["skipped"] == 1

@@ -35,6 +35,31 @@ def _pack_layout(root: Path) -> dict[str, Path]:
     return {name: root / name for name in ("pack.json", "pixels.u8", "shapes.npy", "names.txt")}
 
 
+def _write_pixels(
+    source: ImageSource, image_size: int, path: Path, reduced_decode: bool, strict: bool,
+    progress: Optional[Callable[[int, int], None]],
+) -> tuple[list[tuple[int, ...]], list[str], list[str]]:
+    """Append every readable image's resized pixels to ``path``; (shapes, names, unreadable ones)."""
+    shapes, names, skipped = [], [], []
+    with path.open("wb") as pixels:
+        for index in range(len(source)):
+            try:
+                image = resized(source.load(index, image_size if reduced_decode else 0), image_size)
+            except UNREADABLE as exc:  # reading only: a failed write (a full disk) is not a bad image
+                if strict:
+                    raise UserError(f"unreadable image {source.describe(index)} ({exc}); fix it or drop --strict") from None
+                skipped.append(source.describe(index))
+            else:
+                pixels.write(image.contiguous().numpy().tobytes())
+                shapes.append(tuple(image.shape))
+                names.append(source.describe(index).replace("\n", " "))
+            if progress is not None:
+                progress(index + 1, len(source))
+    if not shapes:
+        raise UserError(f"none of the {len(source)} images of {source.name} could be read; check the dataset")
+    return shapes, names, skipped
+
+
 def pack_images(
     source: ImageSource,
     image_size: int,
@@ -48,28 +73,15 @@ def pack_images(
     half pack). Returns (images packed, the unreadable ones skipped)."""
     if output.exists():
         raise UserError(f"{output} exists already; choose another --output or remove it")
-    partial = output.with_name(output.name + ".partial")
+    partial = output.with_name(output.name + ".partial")  # only a pack killed half-way leaves this
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
+    try:
+        shapes, names, skipped = _write_pixels(source, image_size, partial / "pixels.u8", reduced_decode, strict, progress)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     paths = _pack_layout(partial)
-    shapes, names, skipped = [], [], []
-    with paths["pixels.u8"].open("wb") as pixels:
-        for index in range(len(source)):
-            try:
-                image = resized(source.load(index, image_size if reduced_decode else 0), image_size)
-            except UNREADABLE as exc:
-                if strict:
-                    raise UserError(f"unreadable image {source.describe(index)} ({exc}); fix it or drop --strict") from None
-                skipped.append(source.describe(index))
-                continue
-            pixels.write(image.contiguous().numpy().tobytes())
-            shapes.append(image.shape)
-            names.append(source.describe(index).replace("\n", " "))
-            if progress is not None:
-                progress(index + 1, len(source))
-    if not shapes:
-        shutil.rmtree(partial)
-        raise UserError(f"none of the {len(source)} images of {source.name} could be read; check the dataset")
     np.save(paths["shapes.npy"], np.asarray(shapes, dtype=np.int32))
     paths["names.txt"].write_text("\n".join(names) + "\n")
     meta = {"format": PACK_FORMAT, "image_size": image_size, "mode": source.mode, "count": len(shapes),

@@ -50,15 +50,11 @@ def to_unit_range(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(F.to_dtype(x, torch.float32, scale=True), [0.5], [0.5]).as_subclass(torch.Tensor)
 
 
-def crop_view(
-    image: Any, image_size: int, train: bool, already_resized: bool = False, generator: Optional[torch.Generator] = None
-) -> torch.Tensor:
+def crop_view(image: Any, image_size: int, train: bool) -> torch.Tensor:
     """``image_transform(image_size, train)(image)`` for an image alone, without the per-call dispatch
     of ``v2.Compose`` (about 3/4 of the loader's time on Fashion-MNIST): the same kernels, and the same
-    random draws in the same order (from ``generator``, else the global one), so the result is
-    identical. ``already_resized``: ``image`` is ``resized(image, image_size)`` (e.g. kept from an
-    earlier epoch)."""
-    x = image if already_resized else resized(image, image_size)
-    top, left, flip = crop_position(*x.shape[-2:], image_size, train, generator)
+    random draws in the same order from the global generator, so the result is identical."""
+    x = resized(image, image_size)
+    top, left, flip = crop_position(*x.shape[-2:], image_size, train)
     x = x[..., top : top + image_size, left : left + image_size]
     return to_unit_range(F.horizontal_flip(x) if flip else x)

@@ -32,9 +32,9 @@ def _norm(channels: int, norm: str) -> nn.Module:
 class WholeMapConv2d(nn.Conv2d):
     """A convolution whose kernel covers its whole input map, so it has one output position: Table 1's
     bottleneck (a 4x4 kernel on the 4x4 map at 128 px, 512 -> 4000 channels). That is one matrix
-    product, and it runs as one: oneDNN's convolution runs this shape at about 5 GFLOP/s on CPU, 40 %
-    of the whole M1 step (tools/bench.py). The weights and state-dict are nn.Conv2d's, so checkpoints
-    and exports are unchanged; any other input size runs the convolution."""
+    product, and it runs as one: oneDNN's convolution runs this pair at about 10 GFLOP/s on CPU, a
+    fifth of a plain M1 step (``tools/bench.py --profile``). The weights and state-dict are
+    nn.Conv2d's, so checkpoints and exports are unchanged; any other input size runs the convolution."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[-2:]) != self.kernel_size or self.padding != (0, 0) or self.dilation != (1, 1) or self.groups != 1:
