@@ -392,6 +392,32 @@ def time_end_to_end(results: dict, recipe_path: str, overrides: dict, steps: int
           f"loader included): {rate:.2f} img/s; plain step {plain_rate:.2f} img/s; ours/plain {rate / plain_rate:.2f}", flush=True)
 
 
+def time_loaders(results: dict, args, coco: Path, folder: Path, fashion: bool, largest: int, work: Path) -> None:
+    """The loader alone, first and second pass, for each dataset kind against the step it feeds."""
+    # (kind, path, split, size, batch, the step it feeds): JPEGs at M1's settings, and every kind at the
+    # quickstart's (32 px, batch 128, whose step is the quickstart's pretext).
+    m1_step = ours_rate(results, Path(args.recipe).stem, largest)
+    quick_step = ours_rate(results, "pretrain_fashion_mnist", 32) if fashion else ours_rate(results, Path(args.recipe).stem, 32)
+    kinds = [("coco", str(coco), "train2017", 128, args.batch, m1_step), ("folder", str(folder), "", 128, args.batch, m1_step),
+             ("coco", str(coco), "train2017", 32, 128, quick_step), ("folder", str(folder), "", 32, 128, quick_step)]
+    if fashion:
+        kinds.append(("fashion_mnist", args.fashion_mnist, "train", 32, 128, quick_step))
+    for size, batch, step_rate in ((128, args.batch, m1_step), (32, 128, quick_step)):  # the COCO JPEGs packed once (ssl pack)
+        kinds.append(("packed", str(pack_photos(results, coco, size, work / f"pack{size}")), "", size, batch, step_rate))
+    print(f"{'loader':<13} {'size':>4} {'batch':>5} {'workers':>7} {'img/s':>8} {'again':>8} {'x the step it feeds':>20}")
+    for kind, path, split, size, batch, step_rate in kinds:
+        for workers in sorted({0, min(2, os.cpu_count() or 1)}):
+            config = resolve_config(PretrainConfig, load_recipe(args.recipe), {
+                "dataset": kind, "data": path, "split": split, "image_size": size, "batch_size": batch, "local_size": 32,
+                "num_workers": workers, "val_images": 8, "mask": "centre" if kind != "fashion_mnist" else "patches",
+            })
+            rate, again = loader_rates(config, batches=max(4, 512 // batch))
+            ratio = rate / step_rate if step_rate else float("nan")
+            results["loader"].append({"dataset": kind, "size": size, "batch": batch, "workers": workers, "img_s": round(rate, 1),
+                                      "second_pass_img_s": round(again, 1), "step_img_s": step_rate, "ratio": round(ratio, 2)})
+            print(f"{kind:<13} {size:>4} {batch:>5} {workers:>7} {rate:>8.1f} {again:>8.1f} {ratio:>20.1f}", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--recipe", default="recipes/pretrain_coco_m1.yaml", help="the networks and losses to time")
@@ -446,28 +472,7 @@ def main() -> None:
     if fashion:
         time_steps(results, "recipes/pretrain_fashion_mnist.yaml", quickstart, [32], ["reconstruction"], args, device)
 
-    # (kind, path, split, size, batch, the step it feeds): JPEGs at M1's settings, and every kind at the
-    # quickstart's (32 px, batch 128, whose step is the quickstart's pretext).
-    m1_step = ours_rate(results, Path(args.recipe).stem, max(sizes))
-    quick_step = ours_rate(results, "pretrain_fashion_mnist", 32) if fashion else ours_rate(results, Path(args.recipe).stem, 32)
-    kinds = [("coco", str(coco), "train2017", 128, args.batch, m1_step), ("folder", str(folder), "", 128, args.batch, m1_step),
-             ("coco", str(coco), "train2017", 32, 128, quick_step), ("folder", str(folder), "", 32, 128, quick_step)]
-    if fashion:
-        kinds.append(("fashion_mnist", args.fashion_mnist, "train", 32, 128, quick_step))
-    for size, batch, step_rate in ((128, args.batch, m1_step), (32, 128, quick_step)):  # the COCO JPEGs packed once (ssl pack)
-        kinds.append(("packed", str(pack_photos(results, coco, size, work / f"pack{size}")), "", size, batch, step_rate))
-    print(f"{'loader':<13} {'size':>4} {'batch':>5} {'workers':>7} {'img/s':>8} {'again':>8} {'x the step it feeds':>20}")
-    for kind, path, split, size, batch, step_rate in kinds:
-        for workers in sorted({0, min(2, os.cpu_count() or 1)}):
-            config = resolve_config(PretrainConfig, load_recipe(args.recipe), {
-                "dataset": kind, "data": path, "split": split, "image_size": size, "batch_size": batch, "local_size": 32,
-                "num_workers": workers, "val_images": 8, "mask": "centre" if kind != "fashion_mnist" else "patches",
-            })
-            rate, again = loader_rates(config, batches=max(4, 512 // batch))
-            ratio = rate / step_rate if step_rate else float("nan")
-            results["loader"].append({"dataset": kind, "size": size, "batch": batch, "workers": workers, "img_s": round(rate, 1),
-                                      "second_pass_img_s": round(again, 1), "step_img_s": step_rate, "ratio": round(ratio, 2)})
-            print(f"{kind:<13} {size:>4} {batch:>5} {workers:>7} {rate:>8.1f} {again:>8.1f} {ratio:>20.1f}", flush=True)
+    time_loaders(results, args, coco, folder, fashion, max(sizes), work)
 
     if args.e2e_steps:
         time_end_to_end(results, args.recipe, {**photos, "image_size": max(sizes), "local_size": max(32, max(sizes) // 2)},
