@@ -154,7 +154,7 @@ class RepresentationProbe:
         if self.bn_stats == "clean":
             encoder = plain_batchnorm(copy.deepcopy(encoder))
             batches = (self.train_images[i : i + self.batch_size].to(device) for i in range(0, len(self.train_images), self.batch_size))
-            reestimate_batchnorm(encoder, batches)
+            reestimate_batchnorm(encoder, batches, self.features)
         encoder.eval()
         try:
             train_x = self._features(encoder, self.train_images, device)
@@ -173,7 +173,7 @@ class RepresentationProbe:
 
 
 # Default (train, test) splits of the probe's labelled data, by dataset kind.
-PROBE_SPLITS = {"fashion_mnist": ("train", "test"), "voc": ("train", "val"), "folder": ("train", "val")}
+PROBE_SPLITS = {"fashion_mnist": ("train", "test"), "cifar10": ("train", "test"), "voc": ("train", "val"), "folder": ("train", "val")}
 
 
 @dataclass
@@ -181,10 +181,10 @@ class ProbeOptions:
     """The online representation probe of ``ssl pretrain`` as config fields."""
 
     probe_every: int = option(500, "Probe the frozen encoder (kNN and linear top-1, or mAP) every N steps and at step 0; 0: off. Off when no labels are found (see --probe-data).")
-    probe_data: str = option("", "Labelled dataset for the probe (default: --data when --dataset is fashion_mnist or voc).")
+    probe_data: str = option("", "Labelled dataset for the probe (default: --data when --dataset is fashion_mnist, cifar10 or voc).")
     probe_dataset: str = option("", f"Kind of --probe-data: {', '.join(PROBE_SPLITS)} (default: --dataset).")
     probe_train_split: str = option("", "Probe training split (default: train).")
-    probe_test_split: str = option("", "Probe test split (default: test for fashion_mnist, val otherwise).")
+    probe_test_split: str = option("", "Probe test split (default: test for fashion_mnist and cifar10, val otherwise).")
     probe_images: int = option(1000, "Images in each probe split (the training ones stratified by class).")
     probe_features: str = option("pooled", f"Features probed: {', '.join(FEATURES)} (as ssl finetune --features).")
     probe_bn_stats: str = option("running", f"BatchNorm statistics for the probe: {', '.join(BN_STATS)} (re-estimated on the clean probe images).")

@@ -35,6 +35,11 @@ lever_flags() {  # the one change each lever makes to the recipe
     fill_mean) echo --fill mean ;;
     lr_1e-3) echo --lr-g 1e-3 ;;
     rect) echo --mask rect --rect-min 0.3 --rect-max 0.5 ;;
+    crop035) echo --crop-scale 0.35 ;;
+    crop020) echo --crop-scale 0.2 ;;
+    stages4) echo --widths 64,128,256,512 ;;
+    wide) echo --widths 128,128,256,512,1024 ;;
+    latent128) echo --bottleneck-channels 128 ;;
     *) echo "error: unknown lever $1" >&2; exit 2 ;;
   esac
 }
@@ -58,7 +63,7 @@ for lever in $LEVERS; do
   transfer "ft10_$lever" $FT pretrained "$OUT/$lever"
   transfer "lin10_$lever" $LIN pretrained "$OUT/$lever"
   # one random baseline per architecture (ssl compare pairs it with every pretext run of that architecture)
-  arch=$(.venv/bin/python -c "import json,sys,yaml; c=yaml.safe_load(open(sys.argv[1])); print('_'.join(str(c[k]) for k in ('bottleneck_channels','image_size')))" "$OUT/$lever/config.yaml")
+  arch=$(.venv/bin/python -c "import sys,yaml; c=yaml.safe_load(open(sys.argv[1])); print('_'.join(str(c.get(k, '')).replace(',', '-') for k in ('widths','bottleneck_channels','image_size')))" "$OUT/$lever/config.yaml")
   transfer "ft10_random_$arch" $FT random "$OUT/$lever"
   transfer "lin10_random_$arch" $LIN random "$OUT/$lever"
 done

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from torchvision.transforms import v2
 
+from ssl_inpaint.data.cifar10 import Cifar10Source
 from ssl_inpaint.data.transforms import UNREADABLE, image_transform
 from ssl_inpaint.data.sources import (
     FashionMnistSource,
@@ -157,7 +158,12 @@ def folder_classification(data: str | Path, split: str) -> LabelledImages:
     return LabelledImages(FileListSource(paths, name=f"folder {root}"), np.asarray(targets, np.int64), classes, False)
 
 
-CLASSIFICATION_DATASETS = ("voc", "fashion_mnist", "folder")
+def cifar10_classification(data: str | Path, split: str) -> LabelledImages:
+    source = Cifar10Source(data, split)
+    return LabelledImages(source, source.labels, source.classes, multilabel=False)
+
+
+CLASSIFICATION_DATASETS = ("voc", "fashion_mnist", "cifar10", "folder")
 
 
 def create_classification_dataset(
@@ -169,6 +175,8 @@ def create_classification_dataset(
         labelled = voc_classification(data, year, split, voc_labels)
     elif dataset == "fashion_mnist":
         labelled = fashion_mnist_classification(data, split)
+    elif dataset == "cifar10":
+        labelled = cifar10_classification(data, split)
     elif dataset == "folder":
         labelled = folder_classification(data, split)
     else:

@@ -344,7 +344,7 @@ class FashionMnistSource(ImageSource):
         return self.dataset.targets.numpy()
 
 
-DATASETS = ("coco", "voc", "folder", "fashion_mnist", "packed")
+DATASETS = ("coco", "voc", "folder", "fashion_mnist", "cifar10", "packed")
 
 
 @dataclass
@@ -352,8 +352,8 @@ class SourceOptions:
     """Which images a command reads: the dataset kind, its root folder and split."""
 
     dataset: str = option("coco", f"Dataset kind: {', '.join(DATASETS)}.")
-    data: str = option("", "Dataset root (COCO root, VOCdevkit, image folder, Fashion-MNIST files, a folder written by ssl pack).")
-    split: str = option("train2017", "Split (COCO train2017 / val2017, VOC train / val, Fashion-MNIST train / test, a folder's sub-folder).")
+    data: str = option("", "Dataset root (COCO root, VOCdevkit, image folder, Fashion-MNIST files, CIFAR-10's official batches, a folder written by ssl pack).")
+    split: str = option("train2017", "Split (COCO train2017 / val2017, VOC train / val, Fashion-MNIST and CIFAR-10 train / test, a folder's sub-folder).")
     year: str = option("2012", "VOC year (with --dataset voc).")
     strict: bool = option(False, "Stop on an unreadable image instead of skipping it.")
 
@@ -372,6 +372,10 @@ def create_source(dataset: str, data: str | Path, split: str, year: str = "2012"
         source = folder_source(data)
     elif dataset == "fashion_mnist":
         source = FashionMnistSource(data, split)
+    elif dataset == "cifar10":
+        from ssl_inpaint.data.cifar10 import Cifar10Source  # cifar10.py builds on this module
+
+        source = Cifar10Source(data, split)
     elif dataset == "packed":  # one pack per split when DATA/SPLIT is a pack, else DATA is the pack
         from ssl_inpaint.data.packed import PackedSource  # packed.py builds on this module
 

@@ -3,6 +3,7 @@ scaling to [-1, 1] that matches the generator's tanh output."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import torch
@@ -58,3 +59,31 @@ def crop_view(image: Any, image_size: int, train: bool) -> torch.Tensor:
     top, left, flip = crop_position(*x.shape[-2:], image_size, train)
     x = x[..., top : top + image_size, left : left + image_size]
     return to_unit_range(F.horizontal_flip(x) if flip else x)
+
+
+def resized_crop_box(
+    height: int, width: int, scale_min: float, generator: Optional[torch.Generator] = None
+) -> tuple[int, int, int, int]:
+    """(top, left, crop height, crop width) of a random resized crop (as torchvision's
+    RandomResizedCrop, MAE's pretext augmentation): a fraction of the area drawn from [scale_min, 1]
+    and an aspect ratio from [3/4, 4/3] (log-uniform), ten tries, else the centred largest square."""
+    area = height * width
+    for _ in range(10):
+        target = area * (scale_min + (1 - scale_min) * float(torch.rand(1, generator=generator)))
+        ratio = math.exp(math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * float(torch.rand(1, generator=generator)))
+        w, h = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, size=(), generator=generator))
+            left = int(torch.randint(0, width - w + 1, size=(), generator=generator))
+            return top, left, h, w
+    side = min(height, width)
+    return (height - side) // 2, (width - side) // 2, side, side
+
+
+def scaled_crop(x: torch.Tensor, image_size: int, scale_min: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """A random resized crop of uint8 ``x`` (C, H, W) (usually already resized so its shorter side is
+    ``image_size``), resized to ``image_size`` square, then flipped with probability 1/2; uint8."""
+    top, left, h, w = resized_crop_box(*x.shape[-2:], scale_min, generator)
+    crop = F.resize(x[..., top : top + h, left : left + w], [image_size, image_size], antialias=True)
+    flip = not torch.rand(1, generator=generator) >= 0.5
+    return (F.horizontal_flip(crop) if flip else crop).as_subclass(torch.Tensor)

@@ -1,4 +1,6 @@
-"""``ssl compare``: pretrained vs random init, mean ± std over seeds, from the runs' metrics.json."""
+"""``ssl compare``: pretrained vs each baseline (random init, data-dependent init), mean ± std over seeds,
+paired by seed, from the runs' metrics.json. A row is one dataset (kind and data root), transfer
+protocol, encoder architecture and pretrain run."""
 
 from __future__ import annotations
 
@@ -10,8 +12,6 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-import torch
-from PIL import Image, ImageDraw
 from rich.console import Console
 from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
@@ -19,7 +19,10 @@ from torch.utils.tensorboard import SummaryWriter
 from ssl_inpaint.runtime import console
 from ssl_inpaint.errors import UserError
 
-INITS = ("pretrained", "random")
+# The columns of a row: the pretext (or weights file) under test, and the baselines it is set against.
+PRETRAINED = "pretrained"
+BASELINES = ("random", "datadep")  # PyTorch's default init; a data-dependent init with no pretext
+INITS = (PRETRAINED, *BASELINES)
 
 
 @dataclass
@@ -38,11 +41,11 @@ class Row:
             return float("nan"), float("nan"), 0
         return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, len(vals)
 
-    def difference(self) -> tuple[float, float, int]:
-        """Mean and std over seeds of (pretrained - random), pairing runs by seed."""
-        pre, rand = self.values.get("pretrained", {}), self.values.get("random", {})
-        common = sorted(set(pre) & set(rand))
-        diffs = [pre[s] - rand[s] for s in common]
+    def difference(self, baseline: str = "random") -> tuple[float, float, int]:
+        """Mean and std over seeds of (pretrained - baseline), pairing runs by seed."""
+        pre, base = self.values.get(PRETRAINED, {}), self.values.get(baseline, {})
+        common = sorted(set(pre) & set(base))
+        diffs = [pre[s] - base[s] for s in common]
         if not diffs:
             return float("nan"), float("nan"), 0
         return float(np.mean(diffs)), float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0, len(diffs)
@@ -79,31 +82,71 @@ def protocol_key(metrics: dict) -> str:
     return json.dumps([metrics["protocol"], metrics.get("arch", {})], sort_keys=True)
 
 
+def dataset_identity(metrics: dict) -> tuple[str, str]:
+    """(kind, data root) of a run: what it was trained and tested on, with the splits, VOC year and
+    label-subset seed that its protocol settings already hold. Runs written before the root was
+    recorded have an empty root."""
+    return metrics["dataset"], metrics.get("data_root", "")
+
+
+def dataset_labels(identities: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """A short, unambiguous label per dataset: the kind, and as many of the root's last path parts as
+    tell it apart from the other roots of that kind in the table (none when the kind has one root)."""
+    labels = {}
+    for kind, root in identities:
+        others = [r for k, r in identities if k == kind and r != root]
+        if not others or not root:
+            labels[(kind, root)] = kind
+            continue
+        parts = Path(root).parts
+        for n in range(1, len(parts) + 1):
+            suffix = parts[-n:]
+            if all(Path(o).parts[-n:] != suffix for o in others):
+                break
+        labels[(kind, root)] = f"{kind}:{'/'.join(suffix)}"
+    return labels
+
+
 def collect(runs: list[Path]) -> list[Row]:
-    """Rows of (dataset, mode, label budget, metric, protocol, pretrain run). Random-init runs do not
-    depend on a pretrain run, so each random baseline is shown against every pretrain run of the
-    same protocol and encoder architecture, and only those."""
+    """Rows of (dataset, mode, label budget, metric, protocol, pretrain run). Baseline runs (random,
+    datadep) do not depend on a pretrain run, so each baseline is shown against every pretrain run
+    of the same dataset, protocol and encoder architecture, and only those. Two runs that would fill
+    the same cell (same dataset, protocol, init, pretrain run and seed) are an error naming both."""
     pretrained: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
-    random: dict[tuple, dict[int, float]] = defaultdict(dict)
+    baselines: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     prefixes: dict[tuple, str] = {}
+    cells: dict[tuple, Path] = {}
     for run in runs:
         try:
             m = json.loads((run / "metrics.json").read_text())
-            key = (m["dataset"], m["mode"], m["budget"], m["metric"], protocol_key(m))
-            if m["init"] == "random":
-                random[key][int(m["seed"])] = float(m["value"])
+            if not isinstance(m, dict):
+                raise ValueError("not a JSON object")
+            key = (dataset_identity(m), m["mode"], m["budget"], m["metric"], protocol_key(m))
+            seed, value = int(m["seed"]), float(m["value"])
+            if m["init"] in BASELINES:
+                column, source = m["init"], "—"
+                baselines[key][column][seed] = value
                 prefixes.setdefault((key, "—"), m.get("run_prefix", ""))
             else:  # the inpainting pretext, or a weights file (e.g. supervised) in the same column
-                source = pretrain_source(m["checkpoint"]) if m["init"] == "pretrained" else m["init"]
-                pretrained[key][source][int(m["seed"])] = float(m["value"])
+                column, source = PRETRAINED, pretrain_source(m["checkpoint"]) if m["init"] == PRETRAINED else m["init"]
+                pretrained[key][source][seed] = value
                 prefixes[(key, source)] = m.get("run_prefix", "")
-        except (json.JSONDecodeError, KeyError, ValueError) as exc:
+        except (json.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
             raise UserError(f"{run / 'metrics.json'} is not an ssl finetune result ({exc})") from None
+        cell = (key, column, source, seed)
+        if cell in cells:
+            raise UserError(
+                f"{cells[cell]} and {run} are the same experiment ({m['init']} init, seed {seed}, same dataset and protocol); "
+                f"compare one of them"
+            )
+        cells[cell] = run
+    labels = dataset_labels({key[0] for key in (*pretrained, *baselines)})
     rows = []
-    for key in sorted(set(pretrained) | set(random), key=lambda k: (*k[:4], k[4])):
+    for key in set(pretrained) | set(baselines):
         for source, values in sorted(pretrained.get(key, {"—": {}}).items()):
             rows.append(Row(
-                *key[:4], pretrain=source, values={"pretrained": dict(values), "random": dict(random.get(key, {}))},
+                labels[key[0]], *key[1:4], pretrain=source,
+                values={PRETRAINED: dict(values), **{b: dict(v) for b, v in baselines.get(key, {}).items()}},
                 protocol=prefixes.get((key, source), ""),
             ))
     return sorted(rows, key=lambda r: (r.dataset, r.mode, r.budget, r.metric, r.protocol, r.pretrain))
@@ -113,67 +156,80 @@ def _fmt(mean: float, std: float, n: int) -> str:
     return "—" if n == 0 else f"{mean * 100:.2f} ± {std * 100:.2f}"
 
 
-def table_cells(row: Row) -> list[str]:
-    seeds = "/".join(str(row.stats(init)[2]) for init in INITS)
-    return [row.dataset, row.mode, row.budget, row.metric, row.protocol or "—", row.pretrain, seeds,
-            _fmt(*row.stats("pretrained")), _fmt(*row.stats("random")), _fmt(*row.difference())]
+def baselines_present(rows: list[Row]) -> list[str]:
+    """The baseline columns a table needs: random always, the others when some run has them."""
+    return [b for b in BASELINES if b == "random" or any(r.values.get(b) for r in rows)]
 
 
-HEADER = ["dataset", "mode", "labels", "metric (%)", "protocol", "pretrain run", "seeds (pre/rand)", "pretrained", "random", "pretrained − random"]
+def header(rows: list[Row]) -> list[str]:
+    short = {PRETRAINED: "pre", "random": "rand", "datadep": "datadep"}
+    seeds = "/".join(short[i] for i in [PRETRAINED, *baselines_present(rows)])
+    cells = ["dataset", "mode", "labels", "metric (%)", "protocol", "pretrain run", f"seeds ({seeds})", PRETRAINED]
+    for baseline in baselines_present(rows):
+        cells += [baseline, f"pretrained − {baseline}"]
+    return cells
+
+
+def table_cells(row: Row, baselines: list[str]) -> list[str]:
+    seeds = "/".join(str(row.stats(init)[2]) for init in [PRETRAINED, *baselines])
+    cells = [row.dataset, row.mode, row.budget, row.metric, row.protocol or "—", row.pretrain, seeds, _fmt(*row.stats(PRETRAINED))]
+    for baseline in baselines:
+        cells += [_fmt(*row.stats(baseline)), _fmt(*row.difference(baseline))]
+    return cells
 
 
 def markdown_table(rows: list[Row]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(table_cells(r)) + " |" for r in rows]
+    columns, baselines = header(rows), baselines_present(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(table_cells(r, baselines)) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
-def bar_chart(rows: list[Row], width: int = 640, bar_height: int = 220) -> torch.Tensor:
-    """Grouped bars (pretrained, random) with ±1 std whiskers, as a (3, H, W) image in [0, 1]."""
-    colours = {"pretrained": (46, 110, 200), "random": (200, 120, 40)}
-    height = bar_height + 80
-    canvas = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(canvas)
-    bottom = 20 + bar_height
-    draw.line([(40, bottom), (width - 10, bottom)], fill="black")
-    slot = (width - 60) / max(len(rows), 1)
-    for i, row in enumerate(rows):
-        for j, init in enumerate(INITS):
-            mean, std, n = row.stats(init)
-            if n == 0:
-                continue
-            x0 = 50 + i * slot + j * slot * 0.4
-            x1 = x0 + slot * 0.35
-            y = bottom - mean * bar_height
-            draw.rectangle([x0, y, x1, bottom], fill=colours[init])
-            xm = (x0 + x1) / 2
-            draw.line([(xm, y - std * bar_height), (xm, y + std * bar_height)], fill="black", width=2)
-            draw.text((x0, y - 14 - std * bar_height), f"{mean * 100:.1f}", fill="black")
-        draw.text((50 + i * slot, bottom + 6), f"{row.mode} {row.budget}"[:28], fill="black")
-        draw.text((50 + i * slot, bottom + 20), f"{row.pretrain}"[:28], fill="black")
-    for j, init in enumerate(INITS):
-        draw.rectangle([50 + j * 120, height - 22, 62 + j * 120, height - 10], fill=colours[init])
-        draw.text((68 + j * 120, height - 22), init, fill="black")
-    return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).float() / 255
+COLOURS = {PRETRAINED: "#2e6ec8", "random": "#c87828", "datadep": "#5a9a46"}
+
+
+def bar_chart(rows: list[Row]):
+    """A matplotlib figure: one group of bars per row (pretrained and each baseline), mean ± 1 std
+    over seeds as error bars, the value on each bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    inits = [PRETRAINED, *baselines_present(rows)]
+    figure, axes = plt.subplots(figsize=(max(6.0, 1.3 * len(rows) + 2), 4.2), layout="constrained")
+    width = 0.8 / len(inits)
+    for j, init in enumerate(inits):
+        stats = [row.stats(init) for row in rows]
+        xs = [i + (j - (len(inits) - 1) / 2) * width for i in range(len(rows))]
+        means = [100 * m if n else 0.0 for m, _, n in stats]
+        errors = [100 * s if n else 0.0 for _, s, n in stats]
+        bars = axes.bar(xs, means, width, yerr=errors, capsize=3, color=COLOURS[init], label=init)
+        axes.bar_label(bars, labels=[f"{m:.1f}" if n else "" for m, (_, _, n) in zip(means, stats)], fontsize=7, padding=2)
+    axes.set_xticks(range(len(rows)), [f"{r.dataset}\n{r.mode} {r.budget}\n{r.pretrain}"[:60] for r in rows], fontsize=7)
+    axes.set_ylabel(f"{rows[0].metric if rows else 'score'} (%), mean ± std over seeds")
+    axes.set_title("ssl compare: pretrained vs baselines")
+    axes.legend(fontsize=8)
+    return figure
 
 
 def run_compare(patterns: list[str], output: Path, logdir: Path) -> list[Row]:
     runs = find_runs(patterns)
     rows = collect(runs)
-    table = Table(title=f"pretrained vs random init, {len(runs)} runs: mean ± std over seeds; the difference is paired by seed")
-    for column in HEADER:
+    table = Table(title=f"pretrained vs baselines, {len(runs)} runs: mean ± std over seeds; each difference is paired by seed")
+    for column in header(rows):
         table.add_column(column)
     for r in rows:
-        table.add_row(*table_cells(r))
+        table.add_row(*table_cells(r, baselines_present(rows)))
     Console(width=max(170, Console().width)).print(table)
     text = markdown_table(rows)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
+    figure = bar_chart(rows)
+    figure.savefig(output.with_suffix(".png"), dpi=120)
     writer = SummaryWriter(str(logdir))
     writer.add_text("compare/table", text)
-    chart = bar_chart(rows)
-    writer.add_image("compare/bars", chart)
-    Image.fromarray((chart.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(output.with_suffix(".png"))
+    writer.add_figure("compare/bars", figure)  # closes the figure
     writer.close()
     console.print(f"table written to {output}; TensorBoard: {logdir}")
     return rows

@@ -31,7 +31,7 @@ from ssl_inpaint.completion import Inpainter, load_inpainter
 from ssl_inpaint.masks import MaskOptions, PretextDataset, degenerate_holes
 from ssl_inpaint.metrics import HIGHER_IS_BETTER, image_quality, to_unit
 
-DEFAULT_SPLITS = {"coco": "val2017", "voc": "val", "fashion_mnist": "test", "folder": ""}
+DEFAULT_SPLITS = {"coco": "val2017", "voc": "val", "fashion_mnist": "test", "cifar10": "test", "folder": ""}
 
 
 @dataclass

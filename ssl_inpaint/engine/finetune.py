@@ -61,9 +61,12 @@ from ssl_inpaint.models import (
     load_pretrained_encoder,
     timm_state_dict,
 )
-from ssl_inpaint.models.classifier import BN_STATS, FEATURES, reestimate_batchnorm
+from ssl_inpaint.models.classifier import BN_STATS, FEATURES, encoder_maps, reestimate_batchnorm
+from ssl_inpaint.models.datadep import data_dependent_init
 
 MODES = ("finetune", "linear", "svm")
+INITS = ("pretrained", "random", "datadep")  # besides a weights file (timm encoders)
+DATADEP_IMAGES = 256  # training images (labels unused) a data-dependent init looks at: one batch, as Krähenbühl et al.
 
 
 @dataclass
@@ -73,15 +76,15 @@ class FinetuneConfig(DistributedOptions, PrecisionOptions, RuntimeOptions, RunOp
     seeds: str = option("", "Comma-separated seeds: one run per seed (overrides --seed).")
     # data
     dataset: str = option("voc", f"Dataset: {', '.join(CLASSIFICATION_DATASETS)}.")
-    data: str = option("", "Dataset root (VOCdevkit, Fashion-MNIST files, or an ImageFolder root).")
+    data: str = option("", "Dataset root (VOCdevkit, Fashion-MNIST files, CIFAR-10's official batches, or an ImageFolder root).")
     year: str = option("2007", "VOC year.")
-    train_split: str = option("trainval", "Training split (VOC trainval, Fashion-MNIST train, folder sub-folder).")
+    train_split: str = option("trainval", "Training split (VOC trainval, Fashion-MNIST and CIFAR-10 train, folder sub-folder).")
     test_split: str = option("test", "Evaluation split.")
     voc_labels: str = option("xml", "VOC targets from the xml annotations or ImageSets/Main/<class>_<split>.txt (imagesets).")
-    image_size: int = option(128, "Crop side in pixels; must equal the pretraining image size.")
+    image_size: int = option(128, "Crop side in pixels. Any multiple of the U-Net's total stride with --features pooled or multi; --features latent (the latent conv covers the whole deepest map) needs the pretraining size.")
     # model
     encoder: str = option("unet", "unet (the seed-003 encoder + head) or timm:<name> (timm's own classifier, e.g. timm:resnet50).")
-    init: str = option("pretrained", "pretrained (the encoder of --checkpoint), random (same architecture, default init), or a local weights file for a timm model (e.g. supervised ImageNet weights).")
+    init: str = option("pretrained", "pretrained (the encoder of --checkpoint), random (same architecture, PyTorch's default init), datadep (same architecture, a data-dependent init with no pretext: k-means first layer, per-layer rescaling; Krähenbühl et al. 2016), or a local weights file for a timm model (e.g. supervised ImageNet weights).")
     checkpoint: str = option("", "A pretrain run folder or its encoder.pt (for random init: only its architecture is used).")
     bottleneck_channels: int = option(4000, "Latent channels of a random encoder built without --checkpoint.")
     features: str = option("latent", f"Features for the head: {', '.join(FEATURES)}.")
@@ -111,9 +114,11 @@ class FinetuneConfig(DistributedOptions, PrecisionOptions, RuntimeOptions, RunOp
     resume: bool = option(True, "Continue an interrupted run from its checkpoints/last.pt (saved every epoch); --no-resume refuses.")
 
     def validate(self) -> None:
-        if self.init not in ("pretrained", "random"):
+        if self.init == "datadep" and self.encoder != "unet":
+            raise UserError("--init datadep initialises the staged U-Net encoder: use --encoder unet")
+        if self.init not in INITS:
             if not self.encoder.startswith("timm:"):
-                raise UserError(f"--init must be pretrained or random for --encoder unet, got {self.init!r}")
+                raise UserError(f"--init must be one of {', '.join(INITS)} for --encoder unet, got {self.init!r}")
             if not Path(self.init).is_file():
                 raise UserError(f"--init must be pretrained, random or a weights file; {self.init!r} is none of these")
         choices = {
@@ -167,8 +172,8 @@ class FinetuneConfig(DistributedOptions, PrecisionOptions, RuntimeOptions, RunOp
 
     @property
     def init_label(self) -> str:
-        """pretrained, random, or weights-<file stem> for --init FILE (used in run names and tables)."""
-        return self.init if self.init in ("pretrained", "random") else f"weights-{Path(self.init).stem}"
+        """pretrained, random, datadep, or weights-<file stem> for --init FILE (used in run names and tables)."""
+        return self.init if self.init in INITS else f"weights-{Path(self.init).stem}"
 
     @property
     def budget(self) -> str:
@@ -233,7 +238,7 @@ def build_classifier(config: FinetuneConfig, num_classes: int, image_channels: i
     if config.checkpoint:
         encoder_file = resolve_encoder_file(config.checkpoint)
         payload = load_checkpoint(encoder_file, ENCODER_FORMAT)
-        encoder = encoder_from_arch(payload["arch"], config.image_size, image_channels)
+        encoder = encoder_from_arch(payload["arch"], config.image_size, image_channels, config.features)
     else:
         encoder = UNetEncoder(image_channels + 1, config.image_size, bottleneck_channels=config.bottleneck_channels)
     model = EncoderClassifier(
@@ -381,7 +386,18 @@ def reestimate_encoder_batchnorm(model: nn.Module, train_all: LabelledImages, co
     order = np.sort(np.random.default_rng(config.data_seed).permutation(len(train_all))[: config.bn_images])
     images = ClassificationDataset(train_all.subset(order), config.image_size)
     loader = DataLoader(images, batch_size=max(config.batch_size, 64), num_workers=config.num_workers)
-    return reestimate_batchnorm(encoder, (batch.to(dist.device) for batch, _, _ in loader))
+    return reestimate_batchnorm(encoder, (batch.to(dist.device) for batch, _, _ in loader), config.features)
+
+
+def initialise_from_data(model: EncoderClassifier, train_all: LabelledImages, config: FinetuneConfig) -> None:
+    """``--init datadep``: the encoder initialised from DATADEP_IMAGES unlabelled training images (the
+    first of --bn-stats clean's fixed order), then its BatchNorm statistics estimated on them."""
+    order = np.sort(np.random.default_rng(config.data_seed).permutation(len(train_all))[: min(config.bn_images, DATADEP_IMAGES)])
+    loader = DataLoader(ClassificationDataset(train_all.subset(order), config.image_size), batch_size=len(order), num_workers=0)
+    images = next(iter(loader))[0]
+    encoder = model.encoder
+    data_dependent_init(encoder, images, lambda inputs: encoder_maps(encoder, inputs, config.features), config.data_seed)
+    reestimate_batchnorm(encoder, [images], config.features)
 
 
 def layerwise_param_groups(model: nn.Module, config: FinetuneConfig) -> list[dict[str, Any]]:
@@ -428,6 +444,8 @@ def _finetune_once(config: FinetuneConfig, dist: Distributed) -> Path:
     if len(train) < 2 * dist.world_size:
         raise UserError(f"the label budget leaves {len(train)} training image(s); raise --labels-per-class")
     model = build_classifier(config, len(train.classes), train.source.channels)
+    if config.init == "datadep":  # every process computes the same init from the same images
+        initialise_from_data(model, train_all, config)
     model = prepare_module(model, dist, config.sync_bn and config.mode == "finetune", channels_last=False)
     broadcast_module(model, dist.world_size)
     if dist.is_main:
@@ -474,6 +492,7 @@ def write_metrics(
     """RUN/metrics.json: the result with everything ``ssl compare`` pairs and groups runs by."""
     metrics = {
         "dataset": config.dataset,
+        "data_root": str(Path(config.data).resolve()),  # with the splits, year and data seed of the protocol: the dataset's identity
         "mode": config.mode,
         "init": config.init_label,
         "init_weights": config.init if config.init_label.startswith("weights-") else "",

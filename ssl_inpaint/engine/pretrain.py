@@ -55,6 +55,7 @@ class PretrainConfig(ProbeOptions, ModelOptions, MaskOptions, SourceOptions, Dis
     val_split: str = option("", "Split for the fixed validation batch; empty: hold out --val-images training images.")
     val_images: int = option(16, "Size of the fixed validation batch (PSNR/SSIM/L1 and image grids).")
     reduced_decode: bool = option(True, "Decode JPEGs at 1/2, 1/4 or 1/8 size when the crop still fits (libjpeg DCT scaling, 2-4x faster loading of large photos); --no-reduced-decode decodes every pixel.")
+    crop_scale: float = option(1.0, "Random resized crops in training: each crop covers a fraction of the (resized) image's area drawn from [crop-scale, 1], aspect 3/4-4/3, resized to --image-size (MAE: 0.2); 1: the plain random square crop.")
     cache_mb: int = option(1024, "Keep decoded, resized training images in RAM, up to this many MB per loading process, so later epochs skip decoding them (identical pixels); 0: decode every time. In-memory datasets (Fashion-MNIST) are always kept.")
     # masks (the hole family and its parameters come from MaskOptions)
     fill: str = option("zero", "Value in the hole of the input: zero (0 in the [-1,1] input, mid-grey) or mean (dataset mean).")
@@ -146,6 +147,8 @@ class PretrainConfig(ProbeOptions, ModelOptions, MaskOptions, SourceOptions, Dis
         if self.log_every < 1 or self.sample_every < 1 or self.save_every_steps < 0 or self.save_every_epochs < 0:
             raise UserError("--log-every and --sample-every must be >= 1, --save-every-steps and --save-every-epochs >= 0")
         self.check_probe()
+        if not 0 < self.crop_scale <= 1:
+            raise UserError(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
 
     def _validate_other_systems(self) -> None:
         """The combinations the seed-000/001/002/004 models and schedules need."""
@@ -324,7 +327,7 @@ def prepare_data(config: PretrainConfig) -> PretextData:
     fill = channel_mean(train_source, config.image_size) if config.fill == "mean" else torch.zeros(channels)
     use_objects = config.mask == "coco_object"
     common = dict(strict=config.strict, use_objects=use_objects, reduced_decode=config.reduced_decode, cache_mb=config.cache_mb)
-    train = PretextDataset(train_source, config.image_size, mask_generator, fill, config.seed, True, **common)
+    train = PretextDataset(train_source, config.image_size, mask_generator, fill, config.seed, True, crop_scale=config.crop_scale, **common)
     val = PretextDataset(val_source, config.image_size, mask_generator, fill, config.seed + 1, False, **common)
     return PretextData(train, val, channels, fill)
 

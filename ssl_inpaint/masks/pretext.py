@@ -17,7 +17,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
 from ssl_inpaint.data.sources import ImageSource
-from ssl_inpaint.data.transforms import UNREADABLE, crop_position, crop_view, image_transform, resized, to_unit_range
+from ssl_inpaint.data.transforms import UNREADABLE, crop_position, crop_view, image_transform, resized, scaled_crop, to_unit_range
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.masks.families import MaskGenerator, apply_mask, mask_seed
 
@@ -40,6 +40,7 @@ class PretextDataset(Dataset):
         use_objects: bool = False,
         reduced_decode: bool = True,
         cache_mb: int = 0,
+        crop_scale: float = 1.0,
     ):
         if source.stored_size is not None and source.stored_size != image_size:
             raise UserError(
@@ -55,6 +56,10 @@ class PretextDataset(Dataset):
         self.train = train
         self.strict = strict
         self.use_objects = use_objects
+        if crop_scale < 1 and use_objects:
+            raise UserError("--crop-scale below 1 does not follow object masks: use it with other mask families")
+        # Random resized crops (training only): each crop covers [crop_scale, 1] of the resized image's area.
+        self.crop_scale = crop_scale if train else 1.0
         # JPEGs may decode at a reduced size that still covers the crop, except when object masks
         # (annotated at the file's full size) must follow the image.
         self.decode_side = image_size if reduced_decode and not use_objects else 0
@@ -139,6 +144,8 @@ class PretextDataset(Dataset):
             torch.default_generator.manual_seed(int(rng.integers(0, 2**62)))  # CPU only: no lazy CUDA seeding per image
             if objects is not None:
                 image, objects_t = self.transform(image, tv_tensors.Mask(torch.from_numpy(objects)))
+            elif self.crop_scale < 1:
+                image, objects_t = to_unit_range(scaled_crop(resized(image, self.image_size), self.image_size, self.crop_scale)), None
             else:
                 image, objects_t = crop_view(image, self.image_size, self.train), None
         height, width = image.shape[-2:]
@@ -166,9 +173,13 @@ class PretextDataset(Dataset):
             image, _, skipped = self._load(index)
             rng = mask_seed(self.seed, self.epoch, index)
             draws.manual_seed(int(rng.integers(0, 2**62)))  # as __getitem__ seeds the global generator
-            top, left, flip = crop_position(*image.shape[-2:], size, self.train, draws)
-            crops.append(image[..., top : top + size, left : left + size])
-            flips.append(flip)
+            if self.crop_scale < 1:
+                crops.append(scaled_crop(image, size, self.crop_scale, draws))  # flipped already
+                flips.append(False)
+            else:
+                top, left, flip = crop_position(*image.shape[-2:], size, self.train, draws)
+                crops.append(image[..., top : top + size, left : left + size])
+                flips.append(flip)
             masks.append(self.mask_generator(size, size, rng, None))
             skips.append(skipped)
         pixels = torch.stack(crops)

@@ -9,7 +9,7 @@ feeds it zeros, i.e. "no pixel is missing", which is what the pretext showed it 
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import torch
 from torch import nn
@@ -35,11 +35,20 @@ def feature_dim(encoder: nn.Module, features: str) -> int:
     return sum(encoder.out_channels[-1 - MULTI_STAGES : -1])
 
 
+def encoder_maps(encoder: nn.Module, inputs: torch.Tensor, features: str) -> list[Optional[torch.Tensor]]:
+    """The encoder's maps, shallow to deep, for ``inputs`` (image + hole channel). Features that do not
+    use the latent skip it where the encoder can (``conv_maps``; the list keeps its place as None), so
+    they work at image sizes other than the pretraining one (size-free transfer)."""
+    if features != "latent" and hasattr(encoder, "conv_maps"):
+        return [*encoder.conv_maps(inputs), None]
+    return encoder(inputs)
+
+
 def encoder_features(encoder: nn.Module, images: torch.Tensor, features: str) -> torch.Tensor:
     """(B, feature_dim) features of images in [-1, 1]. The encoder still takes the hole channel; a
     classifier feeds it zeros, i.e. "no pixel is missing"."""
     no_hole = torch.zeros_like(images[:, :1])
-    maps = encoder(torch.cat([images, no_hole], dim=1))
+    maps = encoder_maps(encoder, torch.cat([images, no_hole], dim=1), features)
     if features == "latent":
         chosen = [maps[-1]]
     elif features == "pooled":
@@ -50,12 +59,14 @@ def encoder_features(encoder: nn.Module, images: torch.Tensor, features: str) ->
 
 
 @torch.no_grad()
-def reestimate_batchnorm(encoder: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+def reestimate_batchnorm(encoder: nn.Module, batches: Iterable[torch.Tensor], features: str = "latent") -> int:
     """Replace the running statistics of every BatchNorm layer of ``encoder`` by their average over
     ``batches`` of clean images (no hole), so the features a classifier sees are not normalised with
-    statistics of holed pretext inputs. Returns the number of images used; the module's train/eval
-    mode is restored."""
-    norms = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    statistics of holed pretext inputs. ``features``: the maps that will be used (a skipped latent
+    keeps its statistics). Returns the number of images used; the module's train/eval mode is restored."""
+    skipped = encoder.bottleneck if features != "latent" and hasattr(encoder, "conv_maps") else nn.Identity()
+    in_skipped = {id(m) for m in skipped.modules()}
+    norms = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in in_skipped]
     if not norms:
         return 0
     was_training = encoder.training
@@ -66,7 +77,7 @@ def reestimate_batchnorm(encoder: nn.Module, batches: Iterable[torch.Tensor]) ->
     encoder.train()
     seen = 0
     for images in batches:
-        encoder(torch.cat([images, torch.zeros_like(images[:, :1])], dim=1))
+        encoder_maps(encoder, torch.cat([images, torch.zeros_like(images[:, :1])], dim=1), features)
         seen += images.shape[0]
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
@@ -128,13 +139,36 @@ def load_pretrained_encoder(model: EncoderClassifier, payload: dict[str, Any], s
     assert set(state) == encoder_keys, sorted(set(state) ^ encoder_keys)
 
 
-def encoder_from_arch(arch: dict[str, Any], image_size: int, image_channels: int) -> UNetEncoder:
-    """Build the encoder an ``encoder.pt`` describes, refusing a mismatch with the data."""
-    if arch.get("image_size") != image_size:
+# Encoders whose conv maps work at any multiple of their total stride (``conv_maps``), so that a
+# classifier on pooled features may run at another size than the pretext's.
+SIZE_FREE_ARCHS = ("unet",)
+
+
+def check_transfer_size(arch: dict[str, Any], image_size: int, features: str) -> None:
+    """Refuse, in one line, the one case where the transfer size must equal the pretraining size:
+    what depends on it is the U-Net's latent, a conv whose kernel covers the whole deepest map at the
+    pretraining size (and encoders other than the U-Net, built for their size)."""
+    pretext_size = arch.get("image_size")
+    if pretext_size == image_size:
+        return
+    if arch.get("arch") not in SIZE_FREE_ARCHS:
         raise UserError(
-            f"the encoder was pretrained at {arch.get('image_size')} px but --image-size is {image_size}; "
-            f"use --image-size {arch.get('image_size')}"
+            f"the {arch.get('arch')} encoder was pretrained at {pretext_size} px and is built for that size; use --image-size {pretext_size}"
         )
+    if features == "latent":
+        raise UserError(
+            f"--features latent needs --image-size {pretext_size}, the pretraining size (the latent conv's kernel covers the whole "
+            f"deepest map at that size); at {image_size} px use --features pooled or multi"
+        )
+    stride = 2 ** len(arch.get("widths", ()))
+    if image_size % stride or image_size < stride:
+        raise UserError(f"--image-size must be a multiple of the encoder's total stride {stride}, got {image_size}")
+
+
+def encoder_from_arch(arch: dict[str, Any], image_size: int, image_channels: int, features: str = "latent") -> UNetEncoder:
+    """Build the encoder an ``encoder.pt`` describes (at its pretraining size, so every weight loads),
+    refusing a mismatch with the data and a transfer size the features cannot use."""
+    check_transfer_size(arch, image_size, features)
     if arch.get("in_channels") != image_channels + 1:
         raise UserError(
             f"the encoder expects {arch.get('in_channels', 1) - 1}-channel images but the dataset has {image_channels}"

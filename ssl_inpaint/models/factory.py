@@ -31,7 +31,7 @@ from ssl_inpaint.models.glcic import GlcicGenerator
 from ssl_inpaint.models.perceptual_unet import PerceptualUNetGenerator
 from ssl_inpaint.models.pix2pix import Pix2PixUNetGenerator
 from ssl_inpaint.models.timm_unet import TimmUNetGenerator, check_encoder_spec
-from ssl_inpaint.models.unet import NORMS, SKIPS, UNetGenerator
+from ssl_inpaint.models.unet import NORMS, SKIPS, UNET_WIDTHS, UNetGenerator
 from ssl_inpaint.models.vgg import VGG16Discriminator
 from ssl_inpaint.registry import Registry
 from ssl_inpaint.runtime import unwrap
@@ -57,6 +57,11 @@ class ModelOptions:
     generator: str = option("unet", f"Generator architecture: {GENERATORS.choices()}.")
     encoder: str = option("unet", "Generator encoder: unet (seed 003, Table 1) or timm:<name>, e.g. timm:resnet50, timm:convnext_tiny.")
     bottleneck_channels: int = option(4000, "Channels of the generator's 1x1 latent.")
+    widths: str = option(
+        ",".join(map(str, UNET_WIDTHS)),
+        "--encoder unet: the encoder's stage widths, shallow to deep, comma-separated; each stage is one 4x4 stride-2 conv, so "
+        "--image-size must be a multiple of 2^stages (Table 1: 64,64,128,256,512; e.g. 128,128,256,512 keeps a 2x2 map at 32 px).",
+    )
     skips: str = option(
         "all",
         f"U-Net skips ({', '.join(SKIPS)}): all (Table 1), none (context encoder, seed 003 model M3), or masked "
@@ -76,6 +81,17 @@ class ModelOptions:
     d_pool: str = option("flatten", f"glcic_fused: {', '.join(D_POOLS)} (GLCIC, or global average pooling) before the fully connected layer.")
     base_channels: int = option(64, "First-layer width of the glcic, approx_attention, pix2pix_unet and perceptual_unet generators and of the glcic_fused, patchgan and pixel discriminators.")
     approx_hidden: int = option(512, "approx_attention: width of ApproxNet's two hidden dense layers.")
+
+    @property
+    def unet_widths(self) -> tuple[int, ...]:
+        """``--widths`` as integers, checked."""
+        try:
+            values = tuple(int(v) for v in self.widths.split(","))
+        except ValueError:
+            values = ()
+        if not values or min(values) < 1:
+            raise UserError(f"--widths must be positive integers separated by commas, e.g. 64,64,128,256,512, got {self.widths!r}")
+        return values
 
     @property
     def adversarial(self) -> bool:
@@ -99,8 +115,11 @@ class ModelOptions:
     def check_model(self) -> None:
         """The combinations the generators and discriminators can be built with."""
         check_encoder_spec(self.encoder)
-        if self.generator == "unet" and self.encoder == "unet" and (self.image_size % 32 or self.image_size < 32):
-            raise UserError(f"--image-size must be a positive multiple of 32, got {self.image_size}")
+        stride = 2 ** len(self.unet_widths)
+        if self.generator == "unet" and self.encoder == "unet" and (self.image_size % stride or self.image_size < stride):
+            raise UserError(f"--image-size must be a positive multiple of {stride} (2^stages of --widths {self.widths}), got {self.image_size}")
+        if self.widths != ",".join(map(str, UNET_WIDTHS)) and (self.generator != "unet" or self.encoder != "unet"):
+            raise UserError("--widths sets the stages of --generator unet with --encoder unet")
         if self.encoder != "unet" and (self.predict != "image" or self.skips != "all" or self.norm != "batch"):
             raise UserError("--predict hole, --skips none|masked and --norm none apply to --encoder unet only")
         if self.generator != "unet" and (
@@ -157,6 +176,7 @@ def make_generator(options: ModelOptions, image_channels: int) -> nn.Module:
             image_channels=image_channels,
             image_size=options.image_size,
             bottleneck_channels=options.bottleneck_channels,
+            widths=options.unet_widths,
             skips=options.skips,
             predict=options.predict,
             norm=options.norm,

@@ -146,8 +146,14 @@ class UNetEncoder(StagedEncoder):
         self.bottleneck = conv_block(self.widths[-1], bottleneck_channels, kernel=side, stride=1, padding=0, norm=norm, whole_map=True)
         self.out_channels = [*self.widths, bottleneck_channels]
 
+    def conv_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The stages' maps without the latent. The stride-2 convs work at any image size that is a
+        multiple of the total stride; only the latent conv, whose kernel covers the whole deepest map
+        at the pretraining size, is tied to that size."""
+        return super().forward(x)
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features = super().forward(x)
+        features = self.conv_maps(x)
         return [*features, self.bottleneck(features[-1])]
 
 
