@@ -57,7 +57,7 @@ transfer() {  # protocol name, recipe, init, pretext run: seeds 0-2 (finished on
     --init "$init" --checkpoint "$ckpt" --seeds 0,1,2 --output-dir "$OUT/ft" --name "$prefix"
 }
 
-LEVERS=${*:-ref patch8 ratio050 norm_pix skips_masked known_too}
+LEVERS=${*:-ref crop035 stages4 patch8 ratio050 norm_pix}
 for lever in $LEVERS; do
   pretext "$lever"
   transfer "ft10_$lever" $FT pretrained "$OUT/$lever"
@@ -66,6 +66,7 @@ for lever in $LEVERS; do
   arch=$(.venv/bin/python -c "import sys,yaml; c=yaml.safe_load(open(sys.argv[1])); print('_'.join(str(c.get(k, '')).replace(',', '-') for k in ('widths','bottleneck_channels','image_size')))" "$OUT/$lever/config.yaml")
   transfer "ft10_random_$arch" $FT random "$OUT/$lever"
   transfer "lin10_random_$arch" $LIN random "$OUT/$lever"
+  transfer "ft10_datadep_$arch" $FT datadep "$OUT/$lever"
 done
 $SSL compare "$OUT/ft" --output "$OUT/compare.md" --logdir "$OUT/compare"
 .venv/bin/python tools/probe_table.py "$OUT"/*/
