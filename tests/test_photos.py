@@ -292,3 +292,28 @@ def test_photo_recipes_run_end_to_end_on_generated_cifar10(tmp_path):
     assert json.loads((out / "ft64/lin64_pretrained_s0/metrics.json").read_text())["protocol"]["image_size"] == 64
     rows = collect(find_runs([str(out / "ft")]))
     assert len(rows) == 1 and all(rows[0].stats(i)[2] == 2 for i in ("pretrained", "random", "datadep"))
+
+
+def test_budget_curves_plot_each_init_against_labels_per_class(tmp_path):
+    from ssl_inpaint.engine.compare import budget_curves, labels_per_class, run_compare
+
+    assert labels_per_class("10-per-class") == 10 and labels_per_class("all") is None and labels_per_class("0.1-fraction") is None
+    for budget, base in ((10, 0.3), (100, 0.5)):
+        for seed in range(3):
+            for init, gain in (("pretrained", 0.05), ("random", 0.0), ("datadep", 0.01)):
+                folder = tmp_path / f"b{budget}_{init}_s{seed}"
+                write_metrics(folder, init, seed, base + gain + 0.01 * seed, "/data/photos")
+                metrics = json.loads((folder / "metrics.json").read_text())
+                metrics["budget"] = f"{budget}-per-class"
+                (folder / "metrics.json").write_text(json.dumps(metrics))
+    rows = collect(find_runs([str(tmp_path)]))
+    figure = budget_curves(rows)
+    (ax,) = figure.axes
+    lines = {container.get_label(): container.lines[0] for container in ax.containers}
+    assert set(lines) == {"pretrained (pre)", "random", "datadep"}
+    assert list(lines["random"].get_xdata()) == [10, 100]
+    assert np.allclose(lines["pretrained (pre)"].get_ydata(), [36.0, 56.0])
+    assert ax.get_xlabel() == "labelled images per class" and ax.get_title() == "folder: finetune"
+    assert budget_curves([r for r in rows if r.budget == "10-per-class"]) is None  # one budget: no curve
+    run_compare([str(tmp_path)], tmp_path / "out/compare.md", tmp_path / "out/tb")
+    assert (tmp_path / "out/compare_budgets.png").stat().st_size > 10000 and (tmp_path / "out/compare.png").is_file()

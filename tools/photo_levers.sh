@@ -63,7 +63,7 @@ for lever in $LEVERS; do
   transfer "ft10_$lever" $FT pretrained "$OUT/$lever"
   transfer "lin10_$lever" $LIN pretrained "$OUT/$lever"
   # one random baseline per architecture (ssl compare pairs it with every pretext run of that architecture)
-  arch=$(.venv/bin/python -c "import sys,yaml; c=yaml.safe_load(open(sys.argv[1])); print('_'.join(str(c.get(k, '')).replace(',', '-') for k in ('widths','bottleneck_channels','image_size')))" "$OUT/$lever/config.yaml")
+  arch=$(.venv/bin/python -c "import sys,yaml; c=yaml.safe_load(open(sys.argv[1])); print('_'.join(str(c.get(k) or d).replace(',', '-') for k, d in (('widths', '64,64,128,256,512'), ('bottleneck_channels', ''), ('image_size', ''))))" "$OUT/$lever/config.yaml")
   transfer "ft10_random_$arch" $FT random "$OUT/$lever"
   transfer "lin10_random_$arch" $LIN random "$OUT/$lever"
   transfer "ft10_datadep_$arch" $FT datadep "$OUT/$lever"

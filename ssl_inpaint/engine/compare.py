@@ -9,7 +9,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 import numpy as np
 from rich.console import Console
@@ -213,6 +213,52 @@ def bar_chart(rows: list[Row]):
     return figure
 
 
+def labels_per_class(budget: str) -> Optional[int]:
+    """The label budget as labels per class ("10-per-class" -> 10); None for fractions and "all"."""
+    head, _, tail = budget.partition("-")
+    return int(head) if tail == "per-class" and head.isdigit() else None
+
+
+def budget_curves(rows: list[Row]):
+    """A matplotlib figure, or None when no (dataset, mode, protocol family) has two budgets: the
+    metric against labels per class, one line per init (pretrained runs of each pretrain run, and
+    each baseline), mean ± std over seeds as error bars; one panel per dataset and mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels: dict[tuple[str, str], dict[str, dict[int, tuple[float, float]]]] = defaultdict(lambda: defaultdict(dict))
+    for row in rows:
+        budget = labels_per_class(row.budget)
+        if budget is None:
+            continue
+        for init in INITS:
+            mean, std, n = row.stats(init)
+            if n:
+                label = f"{PRETRAINED} ({row.pretrain})" if init == PRETRAINED else init
+                panels[(row.dataset, row.mode)][label][budget] = (100 * mean, 100 * std)
+    panels = {k: v for k, v in panels.items() if any(len(points) > 1 for points in v.values())}
+    if not panels:
+        return None
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), layout="constrained", squeeze=False)
+    for ax, ((dataset, mode), lines) in zip(axes[0], sorted(panels.items())):
+        for label, points in sorted(lines.items()):
+            budgets = sorted(points)
+            colour = COLOURS[PRETRAINED] if label.startswith(PRETRAINED) else COLOURS.get(label)
+            ax.errorbar(budgets, [points[b][0] for b in budgets], yerr=[points[b][1] for b in budgets],
+                        marker="o", capsize=3, label=label, color=colour if len(lines) <= len(INITS) else None)
+        ax.set_xscale("log")
+        ticks = sorted({b for points in lines.values() for b in points})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("labelled images per class")
+        ax.set_ylabel(f"{rows[0].metric} (%), mean ± std over seeds")
+        ax.set_title(f"{dataset}: {mode}")
+        ax.legend(fontsize=7)
+    return figure
+
+
 def run_compare(patterns: list[str], output: Path, logdir: Path) -> list[Row]:
     runs = find_runs(patterns)
     rows = collect(runs)
@@ -230,6 +276,10 @@ def run_compare(patterns: list[str], output: Path, logdir: Path) -> list[Row]:
     writer = SummaryWriter(str(logdir))
     writer.add_text("compare/table", text)
     writer.add_figure("compare/bars", figure)  # closes the figure
+    curves = budget_curves(rows)
+    if curves is not None:
+        curves.savefig(output.with_name(output.stem + "_budgets.png"), dpi=120)
+        writer.add_figure("compare/budgets", curves)
     writer.close()
     console.print(f"table written to {output}; TensorBoard: {logdir}")
     return rows
