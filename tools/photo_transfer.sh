@@ -55,9 +55,9 @@ protocols() {  # out folder, pretext run, data root, fine-tune recipe, linear re
   every_init "$out" ft100 "$ft" "$ckpt" --data "$data" --labels-per-class 100 --epochs 15 --eval-every 15 "$@"
   every_init "$out" lin100 "$lin" "$ckpt" --data "$data" --labels-per-class 100 --epochs 50 --eval-every 50 "$@"
   every_init "$out" linall "$lin" "$ckpt" --data "$data" --labels-per-class 0 --batch-size 256 --epochs 20 --eval-every 20 "$@"
-  # The ceiling: every label, every layer trained from PyTorch's default init (a cosine schedule, 15 epochs).
+  # The ceiling: every label, every layer trained from PyTorch's default init (a cosine schedule, 10 epochs).
   transfer "$out" supervised_all "$ft" random "$ckpt" "$CEILING_SEEDS" --data "$data" --labels-per-class 0 --batch-size 128 \
-    --lr 0.05 --lr-schedule cosine --layer-decay 1 --epochs 15 --eval-every 15 "$@"
+    --lr 0.05 --lr-schedule cosine --layer-decay 1 --epochs 10 --eval-every 10 "$@"
 }
 compare() {  # out folder
   $SSL compare "$1" --output "$1/compare.md" --logdir "$1/compare"
