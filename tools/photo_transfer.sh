@@ -63,20 +63,19 @@ compare() {  # out folder
   $SSL compare "$1" --output "$1/compare.md" --logdir "$1/compare"
 }
 
+one_dataset() {  # set name, test split, pretext recipe, pretext steps override: pretext, transfers, compare
+  local set=$1 test_split=$2 recipe=$3 steps=$4
+  need "$PHOTOS/$set/train"; need "$PHOTOS/$set/$test_split"
+  pretext "${set}_pretext" "$recipe" "$PHOTOS/$set" train "$steps"
+  protocols "$RUN/$set" "$RUN/${set}_pretext" "$PHOTOS/$set" "recipes/finetune_${set}_10_per_class.yaml" \
+    "recipes/linear_${set}_10_per_class.yaml"
+  compare "$RUN/$set"
+}
+
 for part in $PARTS; do
   case $part in
-    cifar10)
-      need "$PHOTOS/cifar10/train"; need "$PHOTOS/cifar10/test"
-      pretext cifar10_pretext recipes/pretrain_cifar10.yaml "$PHOTOS/cifar10" train "${CIFAR_STEPS:-}"
-      protocols "$RUN/cifar10" "$RUN/cifar10_pretext" "$PHOTOS/cifar10" recipes/finetune_cifar10_10_per_class.yaml \
-        recipes/linear_cifar10_10_per_class.yaml
-      compare "$RUN/cifar10" ;;
-    imagenette)
-      need "$PHOTOS/imagenette/train"; need "$PHOTOS/imagenette/val"
-      pretext imagenette_pretext recipes/pretrain_imagenette_64.yaml "$PHOTOS/imagenette" train "${IMAGENETTE_STEPS:-}"
-      protocols "$RUN/imagenette" "$RUN/imagenette_pretext" "$PHOTOS/imagenette" recipes/finetune_imagenette_10_per_class.yaml \
-        recipes/linear_imagenette_10_per_class.yaml
-      compare "$RUN/imagenette" ;;
+    cifar10) one_dataset cifar10 test recipes/pretrain_cifar10.yaml "${CIFAR_STEPS:-}" ;;
+    imagenette) one_dataset imagenette val recipes/pretrain_imagenette_64.yaml "${IMAGENETTE_STEPS:-}" ;;
     cross)  # Imagenette's 64 px pretext on CIFAR-10 at 32 px: pooled features (the latent conv is tied to 64 px)
       need "$PHOTOS/cifar10/train"; need "$PHOTOS/imagenette/train"
       pretext imagenette_pretext recipes/pretrain_imagenette_64.yaml "$PHOTOS/imagenette" train "${IMAGENETTE_STEPS:-}"
