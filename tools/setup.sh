@@ -8,7 +8,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 if .venv/bin/python - <<'PY' 2>/dev/null
-import pathlib, ssl_inpaint, pytest, torchvision, timm, pycocotools, sklearn, tensorboard, typer, cv2, skimage  # noqa: F401
+import pathlib, ssl_inpaint, pytest, torchvision, timm, pycocotools, sklearn, tensorboard, typer, cv2, skimage, matplotlib  # noqa: F401
 assert pathlib.Path(ssl_inpaint.__file__).resolve().parents[1] == pathlib.Path.cwd().resolve()
 PY
 then
