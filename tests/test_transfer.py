@@ -149,7 +149,7 @@ def test_encoder_round_trip_and_random_init(tiny_data, pretrain_run):
 
 @pytest.mark.slow
 def test_mismatched_or_foreign_encoders_are_clear_errors(tiny_data, pretrain_run, tmp_path):
-    with pytest.raises(UserError, match="pretrained at 64 px but --image-size is 128"):
+    with pytest.raises(UserError, match="--features latent needs --image-size 64, the pretraining size"):
         build_classifier(finetune_config(tiny_data, pretrain_run, image_size=128), 20, 3)
     payload = torch.load(pretrain_run / "encoder.pt", weights_only=True)
     payload["state_dict"]["stages.0.0.weight"] = torch.zeros(64, 4, 3, 3)
