@@ -65,7 +65,7 @@ def kmeans_filters(patches: np.ndarray, count: int, seed: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def _rescale_outputs(encoder: nn.Module, conv: nn.Conv2d, inputs: torch.Tensor, forward) -> None:
+def _rescale_outputs(conv: nn.Conv2d, inputs: torch.Tensor, forward) -> None:
     """Scale ``conv`` so each output channel has unit variance on ``inputs`` (zero mean if it has a bias)."""
     captured: list[torch.Tensor] = []
     handle = conv.register_forward_hook(lambda _m, _i, out: captured.append(out.detach()))
@@ -107,6 +107,6 @@ def data_dependent_init(encoder: nn.Module, images: torch.Tensor, forward, seed:
     encoder.train()
     try:
         for conv in convs:
-            _rescale_outputs(encoder, conv, inputs, forward)
+            _rescale_outputs(conv, inputs, forward)
     finally:
         encoder.train(was_training)
