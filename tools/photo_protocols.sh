@@ -1,42 +1,61 @@
 #!/usr/bin/env bash
-# Transfer-protocol variants on real photos (issue 20), for pretext runs of tools/photo_levers.sh: each
-# variant is recipes/finetune_cifar10_10_per_class.yaml with one change, applied to the pretrained
-# encoder and to both baselines of its architecture (random, datadep), 3 seeds each, so every init
-# gets the same protocol. Results land beside the levers' (RUN/photo_levers/ft) for one ssl compare.
-#   bash tools/photo_protocols.sh PHOTOS LEVER [LEVER ...]   (pretext runs in RUN/photo_levers/LEVER)
-# About 1.5 minutes a variant and lever on 2 CPU cores.
+# Transfer-protocol variants on real photos (issue 20). Each variant is
+# recipes/finetune_cifar10_10_per_class.yaml with one change, applied to the pretrained encoder and
+# to both baselines of its architecture (random, datadep), 3 seeds each, so every init gets the same
+# protocol and the same tuning budget.
+#   bash tools/photo_protocols.sh PHOTOS PRETEXT [PRETEXT ...]
+# PRETEXT is a pretext run folder, or the name of a lever run of tools/photo_levers.sh
+# (RUN/photo_levers/NAME). Results land in RUN/photo_levers/ft (LABELS=10) or
+# RUN/photo_levers/ft<LABELS> (other budgets), compared with the levers' own runs into
+# RUN/photo_levers/compare.md (compare<LABELS>.md for other budgets).
+# Env: PROTOCOL_VARIANTS (default: pooled multi), LABELS (labels per class, default 10; 100 runs half the
+# epochs, as the study does), SEEDS (default 0,1,2).
+# Time on 2 CPU cores, per variant and pretext (9 runs): about 1.5 min at 10 labels per class, 6 at 100.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
-PHOTOS=${1:?usage: tools/photo_protocols.sh PHOTOS LEVER [LEVER ...]}
+PHOTOS=${1:?usage: tools/photo_protocols.sh PHOTOS PRETEXT [PRETEXT ...]}
 shift
 DATA=$PHOTOS/cifar10
 SSL=${SSL:-.venv/bin/ssl}
-OUT=${RUN_DIR:-runs}/photo_levers
+RUN=${RUN_DIR:-runs}/photo_levers
 FT=recipes/finetune_cifar10_10_per_class.yaml
 VARIANTS=${PROTOCOL_VARIANTS:-pooled multi}
+LABELS=${LABELS:-10}
+SEEDS=${SEEDS:-0,1,2}
+SUFFIX=$([ "$LABELS" = 10 ] || echo "$LABELS")
+OUT=$RUN/ft$SUFFIX
+EPOCHS=$([ "$LABELS" -ge 100 ] && echo 15 || echo 30)  # the recipe's 30 epochs at 10 per class; 15 at 100, as the study
 
-variant_flags() {
+variant_flags() {  # one protocol change each; the epochs of the long ones are multiples of the budget's EPOCHS
   case $1 in
     pooled) echo --features pooled ;;
     multi) echo --features multi ;;
     pooled_pad_crop) echo --features pooled --augment pad_crop,flip ;;
     pooled_no_decay) echo --features pooled --layer-decay 1 ;;
+    # LP-FT (Kumar et al. 2022): the head first learns on the frozen encoder, then every layer, so the
+    # first full-network steps do not start from a random head's gradients.
+    pooled_lpft) echo --features pooled --epochs $((2 * EPOCHS)) --head-warmup-epochs "$EPOCHS" --eval-every $((2 * EPOCHS)) ;;
+    pooled_long_cosine) echo --features pooled --epochs $((3 * EPOCHS)) --lr-schedule cosine --eval-every $((3 * EPOCHS)) ;;
+    pooled_pad_crop_lpft) echo --features pooled --augment pad_crop,flip --epochs $((2 * EPOCHS)) --head-warmup-epochs "$EPOCHS" --eval-every $((2 * EPOCHS)) ;;
     *) echo "error: unknown protocol variant $1" >&2; exit 2 ;;
   esac
 }
 transfer() {  # protocol name, init, pretext run, flags...
   local prefix=$1 init=$2 ckpt=$3; shift 3
-  [ -f "$OUT/ft/${prefix}_${init}_s2/metrics.json" ] || $SSL finetune --recipe $FT --data "$DATA" \
-    --init "$init" --checkpoint "$ckpt" --seeds 0,1,2 --output-dir "$OUT/ft" --name "$prefix" "$@"
+  [ -f "$OUT/${prefix}_${init}_s${SEEDS##*,}/metrics.json" ] || $SSL finetune --recipe $FT --data "$DATA" \
+    --init "$init" --checkpoint "$ckpt" --seeds "$SEEDS" --labels-per-class "$LABELS" --epochs "$EPOCHS" \
+    --eval-every "$EPOCHS" --output-dir "$OUT" --name "$prefix" "$@"
 }
-for lever in "$@"; do
-  [ -f "$OUT/$lever/encoder.pt" ] || { echo "error: no pretext run $OUT/$lever (run tools/photo_levers.sh first)" >&2; exit 2; }
-  arch=$(.venv/bin/python -c "import sys,yaml; c=yaml.safe_load(open(sys.argv[1])); print('_'.join(str(c.get(k) or d).replace(',', '-') for k, d in (('widths', '64,64,128,256,512'), ('bottleneck_channels', ''), ('image_size', ''))))" "$OUT/$lever/config.yaml")
+for pretext in "$@"; do
+  if [ -d "$pretext" ]; then run=$pretext; else run=$RUN/$pretext; fi
+  [ -f "$run/encoder.pt" ] || { echo "error: no pretext run at $run (a run folder, or a lever of tools/photo_levers.sh)" >&2; exit 2; }
+  lever=$(basename "$run")
+  arch=$(.venv/bin/python -c "import sys,yaml; c=yaml.safe_load(open(sys.argv[1])); print('_'.join(str(c.get(k) or d).replace(',', '-') for k, d in (('widths', '64,64,128,256,512'), ('bottleneck_channels', ''), ('image_size', ''))))" "$run/config.yaml")
   for variant in $VARIANTS; do
     flags=$(variant_flags "$variant")
-    transfer "ft10${variant}_$lever" pretrained "$OUT/$lever" $flags
-    for init in random datadep; do transfer "ft10${variant}_${init}_$arch" "$init" "$OUT/$lever" $flags; done
+    transfer "ft${LABELS}${variant}_$lever" pretrained "$run" $flags
+    for init in random datadep; do transfer "ft${LABELS}${variant}_${init}_$arch" "$init" "$run" $flags; done
   done
 done
-$SSL compare "$OUT/ft" --output "$OUT/compare.md" --logdir "$OUT/compare"
+$SSL compare "$OUT" --output "$RUN/compare$SUFFIX.md" --logdir "$RUN/compare$SUFFIX"
