@@ -1,4 +1,4 @@
-"""Checkpoint files: written atomically, read without unpickling arbitrary objects.
+"""Checkpoint files: written atomically (``storage.save_atomic``), read without unpickling arbitrary objects.
 
 Every file is a dict with a ``format`` tag so that a checkpoint of the wrong kind (or a foreign
 file) is refused with a clear message instead of failing deep inside ``load_state_dict``.
@@ -6,11 +6,10 @@ file) is refused with a clear message instead of failing deep inside ``load_stat
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -25,28 +24,6 @@ PIXELCNN_FORMAT = "ssl_inpaint.pixelcnn"
 def last_checkpoint(run_dir: Path) -> Path:
     """Where every training command keeps the checkpoint it resumes from."""
     return run_dir / "checkpoints" / "last.pt"
-
-
-def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """``write`` a temporary file in the same folder, then rename it to ``path``: a crash mid-save never
-    leaves a truncated file under the final name, and the previous file stays intact until the rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def save_atomic(obj: dict[str, Any], path: Path) -> None:
-    """``torch.save`` that never leaves a truncated file (``_replace_atomically``)."""
-    _replace_atomically(path, lambda tmp: torch.save(obj, tmp))
-
-
-def write_text_atomic(text: str, path: Path) -> None:
-    """``Path.write_text`` that never leaves a truncated file (``_replace_atomically``)."""
-    _replace_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def load_tensors(path: Path, what: str) -> Any:

@@ -6,7 +6,6 @@ Every command's options are generated from its config dataclass (see :mod:`ssl_i
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import sys
@@ -27,6 +26,7 @@ from ssl_inpaint.engine.pixelcnn import PixelCNNConfig, run_pixelcnn
 from ssl_inpaint.engine.pretrain import PretrainConfig, run_pretrain
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.runtime import PRECISIONS
+from ssl_inpaint.storage import cannot_use
 
 app = typer.Typer(
     name="ssl",
@@ -80,11 +80,12 @@ config_command(
 @app.command("compare")
 def compare(
     runs: List[str] = typer.Argument(..., help="Finetune run folders, globs, or folders holding runs."),
-    output: Path = typer.Option(Path("runs/compare/compare.md"), help="Markdown table to write."),
+    output: Path = typer.Option(Path("runs/compare/compare.md"), help="Markdown table to write (.md); its charts go beside it as NAME.png and NAME_budgets.png."),
     logdir: Path = typer.Option(Path("runs/compare"), help="TensorBoard folder for the table and bar chart."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an --output (and its charts) that ssl compare did not write."),
 ) -> None:
     """Pretrained vs random init: mean ± std over seeds per dataset, mode and label budget."""
-    run_compare(runs, output, logdir)
+    run_compare(runs, output, logdir, overwrite)
 
 
 @app.command("export")
@@ -138,29 +139,8 @@ def main() -> None:
         sys.exit(2)
     except OSError as exc:  # the filesystem said no: not writable, full, a file where a folder must be
         if os.environ.get("RANK", "0") == "0":
-            print(f"error: {filesystem_error_line(exc)}", file=sys.stderr)
+            print(f"error: {cannot_use(None, exc)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-
-
-FILESYSTEM_FIXES = {
-    errno.ENOSPC: "free some space or write to another disk (--output-dir)",
-    errno.EDQUOT: "free some space or write to another disk (--output-dir)",
-    errno.EACCES: "make it writable or choose another --output-dir",
-    errno.EPERM: "make it writable or choose another --output-dir",
-    errno.EROFS: "the filesystem is read-only; choose another --output-dir",
-    errno.ENOTDIR: "a file stands where a folder must be; move it or choose another path",
-    errno.EEXIST: "a file stands where a folder must be; move it or choose another path",
-    errno.EISDIR: "a folder stands where a file must be; choose another path",
-    errno.ENOENT: "check the path",
-}
-
-
-def filesystem_error_line(exc: OSError) -> str:
-    """One line naming the file, what the system said and what to do."""
-    where = exc.filename if exc.filename is not None else "a file"
-    reason = exc.strerror or str(exc)
-    fix = FILESYSTEM_FIXES.get(exc.errno or -1, "check the path and its permissions")
-    return f"cannot use {where}: {reason}; {fix}"

@@ -22,6 +22,7 @@ import yaml
 
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.runtime import NUM_WORKERS_HELP, PRECISIONS
+from ssl_inpaint.storage import write_text_atomic
 
 ConfigT = TypeVar("ConfigT")
 
@@ -133,8 +134,8 @@ def check_choices(config: Any, choices: dict[str, tuple[str, ...]]) -> None:
 
 
 def save_config(config: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+    """The resolved configuration, saved with every run (atomically: a crash never leaves half of it)."""
+    write_text_atomic(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), path)
 
 
 def check_run_name(name: str) -> None:

@@ -1,7 +1,7 @@
 """What every command that trains shares while it writes a run folder: the lock that keeps a second
 process out, the run's logger (TensorBoard scalars, images and text, with a progress bar or plain
-progress lines), the one resume policy (``refuse_without_resume``, ``changed_settings``,
-``refuse_changes``) and the NaN stop (``stop_if_not_finite``). Seeding and preemption signals are
+progress lines), the one resume policy (``refuse_without_resume``, ``refuse_lost_checkpoint``,
+``changed_settings``, ``refuse_changes``) and the NaN stop (``stop_if_not_finite``). Seeding and preemption signals are
 in ``runtime.py``; where ``last.pt`` lives and how it is written atomically, in ``checkpoint.py``."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from torch.utils.tensorboard import SummaryWriter
 from ssl_inpaint.checkpoint import last_checkpoint
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.runtime import console
+from ssl_inpaint.storage import LOCK_FILE, cannot_use, check_run_folder, claim_run_folder, make_folder
 
 try:
     import fcntl
@@ -29,16 +30,28 @@ except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
 @contextlib.contextmanager
-def run_folder_lock(run_dir: Path, enabled: bool = True) -> Iterator[None]:
-    """Hold an exclusive lock on ``run_dir`` while a run writes into it, so a second process started
-    into the same folder stops with the first one's PID instead of interleaving checkpoints. The lock
-    is ``flock`` on RUN/.lock: the kernel drops it when its holder exits, even after kill -9, so a
-    crashed run never leaves a stale lock. (No locking where fcntl is missing, i.e. on Windows.)"""
-    if not enabled or fcntl is None:
+def run_folder_lock(run_dir: Path, command: str, enabled: bool = True) -> Iterator[None]:
+    """Claim ``run_dir`` for ``command`` and hold an exclusive lock on it while the run writes there.
+
+    A folder made by another command, or holding files no command marked, is refused before
+    anything is written (``storage.check_run_folder``); otherwise the run's marker is its first file.
+    The lock keeps a second process out: it stops with the first one's PID instead of interleaving
+    checkpoints. It is ``flock`` on RUN/.lock: the kernel drops it when its holder exits, even after
+    kill -9, so a crashed run never leaves a stale lock. (No locking where fcntl is missing, i.e. on
+    Windows.) With ``enabled=False`` (the other processes of a distributed run) nothing happens."""
+    if not enabled:
         yield
         return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / ".lock", "a+")
+    check_run_folder(run_dir, command)
+    make_folder(run_dir)
+    if fcntl is None:
+        claim_run_folder(run_dir, command)
+        yield
+        return
+    try:
+        handle = open(run_dir / LOCK_FILE, "a+")
+    except OSError as exc:
+        raise UserError(cannot_use(run_dir / LOCK_FILE, exc)) from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -52,6 +65,7 @@ def run_folder_lock(run_dir: Path, enabled: bool = True) -> Iterator[None]:
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
+        claim_run_folder(run_dir, command)  # checked again under the lock
         yield
     finally:
         handle.close()  # releases the lock
@@ -170,6 +184,23 @@ def refuse_without_resume(run_dir: Path, resume: bool, what: str = "a trained ru
     """--no-resume: a run folder that holds a checkpoint is never touched."""
     if last_checkpoint(run_dir).exists() and not resume:
         raise UserError(f"{run_dir} already holds {what} and --no-resume was given; pick another --name")
+
+
+def refuse_lost_checkpoint(run_dir: Path, products: Collection[str], command: str) -> None:
+    """A run that has written what a fresh run would overwrite (its encoder, its epoch checkpoints)
+    but whose ``checkpoints/last.pt`` is gone is refused, never silently trained again from scratch."""
+    if last_checkpoint(run_dir).exists():
+        return
+    found = [name for name in products if _holds_something(run_dir / name)]
+    if found:
+        raise UserError(
+            f"{run_dir} holds a run of ssl {command} ({', '.join(found)}) but its {last_checkpoint(run_dir).relative_to(run_dir)} "
+            f"is gone, so it cannot be resumed and a fresh run would overwrite it; choose another --name, or delete {run_dir} to start over"
+        )
+
+
+def _holds_something(path: Path) -> bool:
+    return path.is_file() or (path.is_dir() and any(path.iterdir()))
 
 
 def changed_settings(saved: dict[str, Any], config: Any) -> dict[str, tuple]:

@@ -51,6 +51,8 @@ def assert_refused(monkeypatch, capsys, expected: str, *args: str, keep: tuple[P
     assert "weights_only=False" not in err
     for path, digest in before.items():
         assert Path(path).exists() and snapshot_file(Path(path)) == digest, f"{path} changed"
+    added = sorted(set(snapshot(*keep)) - set(before))
+    assert not added, f"a refusal wrote {added}"
     return last
 
 
@@ -198,7 +200,7 @@ def test_output_dir_that_is_a_file(tiny_data, tmp_path, monkeypatch, capsys):
 
 
 def test_a_second_writer_is_refused_with_the_first_ones_pid(tiny_data, trained, monkeypatch, capsys):
-    with run_folder_lock(trained / "run"):
+    with run_folder_lock(trained / "run", "pretrain"):
         last = assert_refused(monkeypatch, capsys, "is in use by another process (PID", *PRETRAIN, *images_arg(tiny_data),
                               "--output-dir", trained, "--name", "run", "--max-steps", "2", keep=(trained,))
     import os
@@ -338,8 +340,9 @@ def test_export_never_overwrites(trained, tmp_path, monkeypatch, capsys):
     (tmp_path / "mine.pt").write_bytes(b"precious")
     assert_refused(monkeypatch, capsys, "already exists; pass --overwrite", "export", trained / "run", "-o", tmp_path / "mine.pt",
                    keep=(tmp_path,))
-    assert_refused(monkeypatch, capsys, "inside the run folder being exported", "export", trained / "run", "-o",
-                   trained / "run" / "encoder.pt", "--overwrite", keep=(trained,))
+    for inside in ("encoder.pt", "checkpoints/last.pt", "config.yaml", "copy.pt"):
+        assert_refused(monkeypatch, capsys, "write the output elsewhere", "export", trained / "run", "-o",
+                       trained / "run" / inside, "--overwrite", keep=(trained,))
     assert_refused(monkeypatch, capsys, "is a folder", "export", trained / "run", "-o", tmp_path, keep=(tmp_path,))
 
 
@@ -348,3 +351,108 @@ def test_export_never_overwrites(trained, tmp_path, monkeypatch, capsys):
 def test_pixelcnn_run_names_stay_inside_the_output_dir(tiny_data, tmp_path, monkeypatch, capsys):
     assert_refused(monkeypatch, capsys, "must be a plain folder name", "pixelcnn", "--dataset", "folder", "--data", tiny_data / "images",
                    "--output-dir", tmp_path, "--name", "..")
+
+
+# --- run folders and writes (issue 21): a folder belongs to one command; every write is atomic -----------------
+
+def copy_run(trained: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    shutil.copytree(trained / "run", tmp_path / "run")
+    return tmp_path / "run"
+
+
+def test_no_command_writes_into_another_commands_run_folder(tiny_data, trained, tmp_path, monkeypatch, capsys):
+    run = copy_run(trained, tmp_path)
+    evaluate = ["evaluate", "--checkpoint", trained / "run", *images_arg(tiny_data), "--baselines", "mean", "--num-workers", "0"]
+    assert_refused(monkeypatch, capsys, "holds a run of ssl pretrain", *evaluate, "--output-dir", tmp_path, "--name", "run", keep=(tmp_path,))
+    (tmp_path / "x_random_s0").mkdir()
+    (tmp_path / "x_random_s0" / "notes.txt").write_text("mine")
+    finetune = ["finetune", "--dataset", "voc", "--data", tiny_data / "VOCdevkit", "--image-size", "32", "--init", "random",
+                "--checkpoint", run, "--output-dir", tmp_path, "--epochs", "1", "--labels-per-class", "2", "--num-workers", "0"]
+    assert_refused(monkeypatch, capsys, "did not write (notes.txt)", *finetune, "--name", "x", keep=(tmp_path,))
+    (run.parent / "f_random_s0").mkdir()
+    (run.parent / "f_random_s0" / ".ssl_run").write_text(json.dumps({"command": "evaluate", "format": 1}))
+    assert_refused(monkeypatch, capsys, "holds a run of ssl evaluate", *finetune, "--name", "f", keep=(tmp_path,))
+    assert_refused(monkeypatch, capsys, "holds a run of ssl evaluate", *PRETRAIN, *images_arg(tiny_data), "--output-dir", tmp_path,
+                   "--name", "f_random_s0", keep=(tmp_path,))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / ".ssl_run").write_bytes(b"\x00\x01")
+    assert_refused(monkeypatch, capsys, "is damaged", *PRETRAIN, *images_arg(tiny_data), "--output-dir", tmp_path, "--name", "broken",
+                   keep=(tmp_path,))
+
+
+def test_a_finished_run_whose_checkpoint_is_gone_is_refused_not_retrained(tiny_data, trained, tmp_path, monkeypatch, capsys):
+    run = copy_run(trained, tmp_path)
+    (run / "checkpoints" / "last.pt").unlink()
+    for flags in ([], ["--max-steps", "2"]):
+        assert_refused(monkeypatch, capsys, "checkpoints/last.pt is gone", *PRETRAIN, *images_arg(tiny_data), "--output-dir", tmp_path,
+                       "--name", "run", *flags, keep=(tmp_path,))
+
+
+def test_outputs_never_replace_inputs_or_run_files(tiny_data, trained, tmp_path, monkeypatch, capsys):
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(tmp_path / "p.png")
+    mask = np.zeros((40, 40), np.uint8)
+    mask[5:15, 5:15] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    inpaint = ["inpaint", tmp_path / "p.png", "--checkpoint", trained / "run", "--overwrite"]
+    assert_refused(monkeypatch, capsys, "would overwrite the input", *inpaint, "--mask", tmp_path / "m.png", "-o", tmp_path / "m.png",
+                   keep=(tmp_path,))
+    assert_refused(monkeypatch, capsys, "would overwrite the input", *inpaint, "--box", "1,1,4,4", "-o", trained / "run" / "samples" / "x.png",
+                   keep=(trained,))
+    finished = tmp_path / "ft"
+    (finished / "a_random_s0").mkdir(parents=True)
+    (finished / "a_random_s0" / ".ssl_run").write_text(json.dumps({"command": "finetune", "format": 1}))
+    (finished / "a_random_s0" / "metrics.json").write_text("{}")
+    (tmp_path / "notes.md").write_text("mine")
+    for output, expected in ((tmp_path / "notes.md", "was not written by ssl compare"),
+                             (finished / "a_random_s0" / "table.md", "a run folder written by ssl finetune"),
+                             (finished / "a_random_s0" / "metrics.json", "must name a Markdown file")):
+        assert_refused(monkeypatch, capsys, expected, "compare", finished, "--output", output, "--logdir", tmp_path / "tb", keep=(tmp_path,))
+
+
+def test_a_failed_write_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
+    import errno
+
+    from ssl_inpaint.errors import UserError
+    from ssl_inpaint.storage import save_atomic, write_text_atomic
+
+    target = tmp_path / "export.pt"
+    target.write_bytes(b"the old export")
+
+    def full_disk(obj, path, *args, **kwargs):
+        Path(path).write_bytes(b"half")
+        raise RuntimeError("[enforce fail at inline_container.cc:820] . PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(UserError, match=r"cannot use .*export.pt: .*file write failed; check the free space"):
+        save_atomic({"w": torch.zeros(1)}, target)
+    assert target.read_bytes() == b"the old export" and sorted(p.name for p in tmp_path.iterdir()) == ["export.pt"]
+
+    def no_space(self, text, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_text", no_space)
+    with pytest.raises(UserError, match="No space left on device; free some space"):
+        write_text_atomic("new", tmp_path / "config.yaml")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.pt"]
+
+
+def test_pack_owns_its_partial_folder(tiny_data, tmp_path, monkeypatch, capsys):
+    import fcntl
+
+    from ssl_inpaint.data.packed import PARTIAL_MARKER
+
+    pack = ["pack", "--dataset", "folder", "--data", tiny_data / "images", "--image-size", "32", "--output", tmp_path / "p"]
+    partial = tmp_path / "p.partial"
+    partial.mkdir()
+    (partial / "mine.txt").write_text("not a pack")
+    assert_refused(monkeypatch, capsys, "was not made by ssl pack", *pack, keep=(tmp_path,))
+    (partial / "mine.txt").unlink()
+    (partial / PARTIAL_MARKER).write_text("123\n")
+    with open(partial / ".lock", "a+") as held:  # another ssl pack at work
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert_refused(monkeypatch, capsys, "another ssl pack is writing", *pack, keep=(tmp_path,))
+    code, err = run_cli(monkeypatch, capsys, *pack)  # a killed pack's leftover: replaced
+    assert code == 0, err
+    assert not partial.exists() and sorted(p.name for p in (tmp_path / "p").iterdir()) == ["names.txt", "pack.json", "pixels.u8", "shapes.npy"]

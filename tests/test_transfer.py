@@ -8,7 +8,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
-from ssl_inpaint.checkpoint import save_atomic
+from ssl_inpaint.storage import save_atomic
 from ssl_inpaint.config import resolve_config
 from ssl_inpaint.data.classification import (
     VOC_CLASSES,

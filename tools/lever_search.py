@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from ssl_inpaint.checkpoint import ENCODER_FORMAT, save_atomic
+from ssl_inpaint.checkpoint import ENCODER_FORMAT
+from ssl_inpaint.storage import save_atomic
 from ssl_inpaint.models.unet import UNetGenerator
 
 

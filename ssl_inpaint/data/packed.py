@@ -15,11 +15,12 @@ does. The same idea as FFCV's files or the downsampled ImageNet variants, kept t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +28,12 @@ import torch
 from ssl_inpaint.data.sources import ImageSource
 from ssl_inpaint.data.transforms import UNREADABLE, resized
 from ssl_inpaint.errors import UserError
+from ssl_inpaint.storage import cannot_use, replace_atomically, write_json_atomic, write_text_atomic
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock, the marker alone
+    fcntl = None  # type: ignore[assignment]
 
 PACK_FORMAT = "ssl_inpaint.pack/1"
 
@@ -60,6 +67,9 @@ def _write_pixels(
     return shapes, names, skipped
 
 
+PARTIAL_MARKER = ".ssl_pack_partial"  # in OUTPUT.partial while ssl pack writes it: a folder ssl pack made
+
+
 def pack_images(
     source: ImageSource,
     image_size: int,
@@ -69,26 +79,72 @@ def pack_images(
     progress: Optional[Callable[[int, int], None]] = None,
 ) -> tuple[int, list[str]]:
     """Decode every image of ``source`` once, resize its shorter side to ``image_size`` and write the
-    pack to ``output`` (a new folder; written beside it, then renamed, so a stopped run leaves no
-    half pack). Returns (images packed, the unreadable ones skipped)."""
+    pack to ``output`` (a new folder; written beside it as OUTPUT.partial, then renamed, so a stopped
+    run leaves no half pack). Returns (images packed, the unreadable ones skipped)."""
     if output.exists():
         raise UserError(f"{output} exists already; choose another --output or remove it")
-    partial = output.with_name(output.name + ".partial")  # only a pack killed half-way leaves this
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
-        shapes, names, skipped = _write_pixels(source, image_size, partial / "pixels.u8", reduced_decode, strict, progress)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    paths = _pack_layout(partial)
-    np.save(paths["shapes.npy"], np.asarray(shapes, dtype=np.int32))
-    paths["names.txt"].write_text("\n".join(names) + "\n")
-    meta = {"format": PACK_FORMAT, "image_size": image_size, "mode": source.mode, "count": len(shapes),
-            "source": source.name, "reduced_decode": reduced_decode, "skipped": len(skipped)}
-    paths["pack.json"].write_text(json.dumps(meta, indent=2) + "\n")  # last: its presence marks a whole pack
-    os.replace(partial, output)
+    partial = output.with_name(output.name + ".partial")
+    with _own_partial_folder(partial, output):
+        try:
+            shapes, names, skipped = _write_pixels(source, image_size, partial / "pixels.u8", reduced_decode, strict, progress)
+            paths = _pack_layout(partial)
+            replace_atomically(paths["shapes.npy"], lambda tmp: _save_npy(tmp, np.asarray(shapes, dtype=np.int32)))
+            write_text_atomic("\n".join(names) + "\n", paths["names.txt"])
+            meta = {"format": PACK_FORMAT, "image_size": image_size, "mode": source.mode, "count": len(shapes),
+                    "source": source.name, "reduced_decode": reduced_decode, "skipped": len(skipped)}
+            write_json_atomic(meta, paths["pack.json"])  # last: its presence marks a whole pack
+            (partial / PARTIAL_MARKER).unlink()
+            (partial / ".lock").unlink()  # still held through its open handle until the rename is done
+            if output.exists():
+                raise UserError(f"{output} appeared while packing; choose another --output or remove it")
+            os.rename(partial, output)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)  # ours: made under our lock
+            raise
     return len(shapes), skipped
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with path.open("wb") as handle:  # a file object: np.save would append .npy to a temporary name
+        np.save(handle, array, allow_pickle=False)
+
+
+@contextlib.contextmanager
+def _own_partial_folder(partial: Path, output: Path) -> Iterator[None]:
+    """Create ``partial`` and hold a lock on it while packing. A ``partial`` left by a killed ssl pack
+    (its marker, nobody holding its lock) is removed first; one that another ssl pack is writing, or
+    that ssl pack did not make, is refused and left alone."""
+    if partial.exists():
+        if not (partial / PARTIAL_MARKER).is_file():
+            raise UserError(f"{partial} exists and was not made by ssl pack; move it away or choose another --output")
+        with _partial_lock(partial, output):
+            shutil.rmtree(partial)  # a killed pack's leftover: nobody holds its lock
+    try:
+        partial.mkdir(parents=True)
+    except FileExistsError:
+        raise UserError(f"another ssl pack is writing {output}; wait for it to finish or choose another --output") from None
+    except OSError as exc:
+        raise UserError(cannot_use(partial, exc)) from None
+    with _partial_lock(partial, output):
+        write_text_atomic(f"{os.getpid()}\n", partial / PARTIAL_MARKER)
+        yield
+
+
+@contextlib.contextmanager
+def _partial_lock(partial: Path, output: Path) -> Iterator[None]:
+    try:
+        handle = open(partial / ".lock", "a+")
+    except OSError as exc:
+        raise UserError(cannot_use(partial / ".lock", exc)) from None
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(f"another ssl pack is writing {output}; wait for it to finish or choose another --output") from None
+        yield
+    finally:
+        handle.close()
 
 
 class PackedSource(ImageSource):

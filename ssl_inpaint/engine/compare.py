@@ -18,6 +18,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from ssl_inpaint.runtime import console
 from ssl_inpaint.errors import UserError
+from ssl_inpaint.storage import cannot_use, check_output_path, save_figure_atomic, write_text_atomic
 
 # The columns of a row: the pretext (or weights file) under test, and the baselines it is set against.
 PRETRAINED = "pretrained"
@@ -259,8 +260,42 @@ def budget_curves(rows: list[Row]):
     return figure
 
 
-def run_compare(patterns: list[str], output: Path, logdir: Path) -> list[Row]:
+TABLE_HEADER = "| dataset | mode |"  # how a table written by ssl compare begins
+
+
+def chart_paths(output: Path) -> tuple[Path, Path]:
+    """The bar chart and the budget curves, written beside the table."""
+    return output.with_suffix(".png"), output.with_name(output.stem + "_budgets.png")
+
+
+def check_outputs(output: Path, logdir: Path, runs: list[Path], overwrite: bool) -> None:
+    """The table and its charts replace only what an earlier ssl compare wrote (or anything with
+    --overwrite), never a run's file, and nothing lands inside another command's run folder."""
+    if output.suffix != ".md":
+        raise UserError(f"--output {output} must name a Markdown file (.md): the charts are written beside it as .png")
+    files = [output, *chart_paths(output)]
+    for path in files:
+        check_output_path(path, [run / "metrics.json" for run in runs], "compare", "--output")
+    check_output_path(logdir / "events", [], "compare", "--logdir")
+    if overwrite:
+        return
+    ours = output.is_file() and _first_line(output).startswith(TABLE_HEADER)
+    for path in files:
+        if path.exists() and not ours:
+            raise UserError(f"{path} exists and was not written by ssl compare; pass --overwrite to replace it or choose another --output")
+
+
+def _first_line(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            return handle.readline(200).decode("utf-8", "replace")
+    except OSError as exc:
+        raise UserError(cannot_use(path, exc)) from None
+
+
+def run_compare(patterns: list[str], output: Path, logdir: Path, overwrite: bool = False) -> list[Row]:
     runs = find_runs(patterns)
+    check_outputs(output, logdir, runs, overwrite)
     rows = collect(runs)
     table = Table(title=f"pretrained vs baselines, {len(runs)} runs: mean ± std over seeds; each difference is paired by seed")
     for column in header(rows):
@@ -269,16 +304,16 @@ def run_compare(patterns: list[str], output: Path, logdir: Path) -> list[Row]:
         table.add_row(*table_cells(r, baselines_present(rows)))
     Console(width=max(170, Console().width)).print(table)
     text = markdown_table(rows)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
+    write_text_atomic(text, output)
+    bars_png, budgets_png = chart_paths(output)
     figure = bar_chart(rows)
-    figure.savefig(output.with_suffix(".png"), dpi=120)
+    save_figure_atomic(figure, bars_png, dpi=120)
     writer = SummaryWriter(str(logdir))
     writer.add_text("compare/table", text)
     writer.add_figure("compare/bars", figure)  # closes the figure
     curves = budget_curves(rows)
     if curves is not None:
-        curves.savefig(output.with_name(output.stem + "_budgets.png"), dpi=120)
+        save_figure_atomic(curves, budgets_png, dpi=120)
         writer.add_figure("compare/budgets", curves)
     writer.close()
     console.print(f"table written to {output}; TensorBoard: {logdir}")

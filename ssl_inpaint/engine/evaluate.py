@@ -9,8 +9,8 @@ two evaluations with the same seed are comparable number for number. All methods
 from __future__ import annotations
 
 import csv
+import io
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,12 +18,13 @@ from typing import Callable
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
 from ssl_inpaint.models.baselines import BASELINES, create_baseline, keep_known
 from ssl_inpaint.config import PrecisionOptions, RunOptions, RuntimeOptions, option, save_config
 from ssl_inpaint.data import DATASETS, ImageSource, SourceOptions, create_source
 from ssl_inpaint.runs import RunLogger, run_folder_lock
+from ssl_inpaint.storage import save_png_atomic, write_json_atomic, write_text_atomic
 from ssl_inpaint.runtime import console
 from ssl_inpaint.runtime import configure_threads, resolve_workers
 from ssl_inpaint.errors import UserError
@@ -127,7 +128,7 @@ class Cases:
 def run_evaluate(config: EvaluateConfig) -> Path:
     config.validate()
     config.name = config.name or default_run_name(config)
-    with run_folder_lock(Path(config.output_dir) / config.name):
+    with run_folder_lock(Path(config.output_dir) / config.name, "evaluate"):
         return _run_evaluate(config)
 
 
@@ -196,7 +197,7 @@ def write_results(config: EvaluateConfig, run_dir: Path, scores: Scores, source:
     stds = {m: {k: float(np.std(v)) for k, v in scores.per_image[m].items()} for m in methods}
     caption = f"`{config.name}`: mask {config.mask}, seed {config.seed}, {source.name}"
     table = markdown_table(means, len(scores.scored), caption)
-    (run_dir / "results.md").write_text(table)
+    write_text_atomic(table, run_dir / "results.md")
     summary = {
         "checkpoint": config.checkpoint,
         "data": source.name,
@@ -210,7 +211,7 @@ def write_results(config: EvaluateConfig, run_dir: Path, scores: Scores, source:
         "mean": means,
         "std": stds,
     }
-    (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic(summary, run_dir / "results.json")
     if config.per_image_csv:
         _write_csv(run_dir / "per_image.csv", scores.per_image, source, scores.scored)
     logger.text("results", table)
@@ -218,7 +219,7 @@ def write_results(config: EvaluateConfig, run_dir: Path, scores: Scores, source:
     if config.show_cases and scores.cases.worst:
         for label, entries in (("worst", scores.cases.worst), ("best", scores.cases.best)):
             grid = Cases.grid(entries)
-            save_image(grid, run_dir / f"{label}.png")
+            save_png_atomic(grid, run_dir / f"{label}.png")
             logger.image(f"cases/{label} (original | holed | {' | '.join(methods)})", grid, 0)
     return table
 
@@ -257,10 +258,11 @@ def _run_evaluate(config: EvaluateConfig) -> Path:
 
 
 def _write_csv(path: Path, per_image: dict[str, dict[str, list[float]]], source, scored: list[int]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        metrics = list(next(iter(per_image.values())))
-        writer.writerow(["index", "image", "method", *metrics])
-        for method, values in per_image.items():
-            for row, index in enumerate(scored):
-                writer.writerow([index, source.describe(index), method, *(f"{values[m][row]:.6g}" for m in metrics)])
+    rows = io.StringIO(newline="")
+    writer = csv.writer(rows)
+    metrics = list(next(iter(per_image.values())))
+    writer.writerow(["index", "image", "method", *metrics])
+    for method, values in per_image.items():
+        for row, index in enumerate(scored):
+            writer.writerow([index, source.describe(index), method, *(f"{values[m][row]:.6g}" for m in metrics)])
+    write_text_atomic(rows.getvalue(), path)

@@ -12,7 +12,6 @@ Modes:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import warnings
 from dataclasses import dataclass
@@ -32,7 +31,6 @@ from ssl_inpaint.checkpoint import (
     load_checkpoint,
     load_weights_file,
     resolve_encoder_file,
-    save_atomic,
 )
 from ssl_inpaint.config import DistributedOptions, PrecisionOptions, RunOptions, RuntimeOptions, check_choices, option, save_config
 from ssl_inpaint.data.classification import (
@@ -50,6 +48,7 @@ from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, refuse
 from ssl_inpaint.runtime import autocast, check_precision, configure_threads, console, grad_scaler, resolve_workers, seed_everything
 from ssl_inpaint.runtime import prepare_module, ResumableSampler, rng_state, set_rng_state, StopSignal, unwrap
 from ssl_inpaint.errors import UserError
+from ssl_inpaint.storage import save_atomic, write_json_atomic
 from ssl_inpaint.models.timm_unet import check_encoder_spec
 from ssl_inpaint.metrics import mean_average_precision, top1_accuracy
 from ssl_inpaint.models import (
@@ -421,7 +420,7 @@ def layerwise_param_groups(model: nn.Module, config: FinetuneConfig) -> list[dic
 
 def finetune_once(config: FinetuneConfig, dist: Distributed) -> Path:
     """One seed's transfer run, holding its run folder's lock."""
-    with run_folder_lock(Path(config.output_dir) / config.name, enabled=dist.is_main):
+    with run_folder_lock(Path(config.output_dir) / config.name, "finetune", enabled=dist.is_main):
         return _finetune_once(config, dist)
 
 
@@ -512,7 +511,7 @@ def write_metrics(
         **result,
         "history": history,
     }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json_atomic(metrics, run_dir / "metrics.json")
     console.print(f"{config.name}: {result['metric']} = {result['value']:.4f}")
     if "per_class" in result:
         console.print("  " + "  ".join(f"{k} {v:.3f}" for k, v in result["per_class"].items() if not math.isnan(v)))

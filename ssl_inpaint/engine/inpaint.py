@@ -12,6 +12,7 @@ only hole pixels are written, and the output is always PNG (lossless).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -27,6 +28,7 @@ from ssl_inpaint.data.sources import IMAGE_EXTENSIONS, open_image
 from ssl_inpaint.runtime import PRECISIONS, console
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.completion import Inpainter, load_inpainter
+from ssl_inpaint.storage import check_output_path, save_image_atomic
 
 
 def open_upright(path: Path, what: str) -> Image.Image:
@@ -264,9 +266,11 @@ def plan_jobs(source: Path, mask: Optional[Path], output: Path) -> list[Job]:
             image_mask = _find_mask(mask, image, relative) if mask is not None and mask.is_dir() else mask
             jobs.append(Job(image, output / relative.with_suffix(".png"), image_mask))
     jobs = _distinct_outputs(jobs)
+    inputs = {Path(os.path.realpath(p)): p for job in jobs for p in (job.image, job.mask) if p is not None}
     for job in jobs:
-        if job.output.resolve() == job.image.resolve():
-            raise UserError(f"-o would overwrite the input {job.image}; choose another output")
+        given = inputs.get(Path(os.path.realpath(job.output)))
+        if given is not None:
+            raise UserError(f"-o would overwrite the input {given}; choose another output")
     return jobs
 
 
@@ -315,6 +319,8 @@ def run_inpaint(
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     parsed_boxes = [parse_box(b) for b in boxes]
     jobs = plan_jobs(source, mask, output)
+    for job in jobs:  # never into the generator's run folder, nor into any other command's
+        check_output_path(job.output, [checkpoint], "inpaint")
     existing = [job.output for job in jobs if job.output.exists()]
     if existing and not overwrite:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
@@ -338,8 +344,7 @@ def run_inpaint(
         for job, image, hole in zip(chunk, images, holes):
             if not hole.any():
                 console.print(f"note: the mask of {job.image} has no hole pixels; written unchanged", style="yellow")
-            job.output.parent.mkdir(parents=True, exist_ok=True)
-            image.to_pil().save(job.output, format="PNG")
+            save_image_atomic(image.to_pil(), job.output)
             written.append(job.output)
     where = written[0] if len(written) == 1 else output
     console.print(f"inpainted {len(written)} image(s), {holes_filled} hole(s), on {inpainter.device.type}: {where}")

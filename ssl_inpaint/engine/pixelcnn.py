@@ -16,14 +16,15 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
-from ssl_inpaint.checkpoint import PIXELCNN_FORMAT, last_checkpoint, load_checkpoint, save_atomic
+from ssl_inpaint.checkpoint import PIXELCNN_FORMAT, last_checkpoint, load_checkpoint
+from ssl_inpaint.storage import save_atomic, save_png_atomic
 from ssl_inpaint.config import RunOptions, RuntimeOptions, check_choices, option, save_config
 from ssl_inpaint.data import DATASETS, SourceOptions, SubsetSource, create_source
 from ssl_inpaint.masks import PretextDataset
 from ssl_inpaint.distributed import select_device
-from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, refuse_without_resume, run_folder_lock, stop_if_not_finite
+from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, refuse_lost_checkpoint, refuse_without_resume, run_folder_lock, stop_if_not_finite
 from ssl_inpaint.runtime import console, epoch_order, seed_everything
 from ssl_inpaint.runtime import StopSignal, configure_threads, resolve_workers, rng_state, set_rng_state
 from ssl_inpaint.errors import UserError
@@ -103,7 +104,7 @@ def validation_bits(model: torch.nn.Module, images: torch.Tensor, config: PixelC
 
 def run_pixelcnn(config: PixelCNNConfig) -> Path:
     """Train PixelCNN++ on the lower halves of ``config``'s images; returns the run folder."""
-    with run_folder_lock(Path(config.output_dir) / config.name):
+    with run_folder_lock(Path(config.output_dir) / config.name, "pixelcnn"):
         return _run_pixelcnn(config)
 
 
@@ -155,7 +156,7 @@ def log_validation(run: PixelCNNRun, logger: RunLogger) -> None:
     run.val_bpd, grid = validation_bits(run.model, run.val_images, run.config, run.config.seed + run.step)
     logger.scalars({"val/bits_per_dim": run.val_bpd}, run.step)
     logger.image("val/original|upper_half|sampled", grid, run.step)
-    save_image(grid, run.run_dir / "samples" / f"step_{run.step:07d}.png")
+    save_png_atomic(grid, run.run_dir / "samples" / f"step_{run.step:07d}.png")
     logger.print(f"step {run.step}: validation {run.val_bpd:.3f} bits/dim (lower half given the upper half)")
 
 
@@ -223,6 +224,7 @@ def setup_pixelcnn(config: PixelCNNConfig, run_dir: Path) -> tuple[PixelCNNRun, 
 def _run_pixelcnn(config: PixelCNNConfig) -> Path:
     run_dir = Path(config.output_dir) / config.name
     refuse_without_resume(run_dir, config.resume, "a PixelCNN++ run")
+    refuse_lost_checkpoint(run_dir, ("samples",), "pixelcnn")
     run, train = setup_pixelcnn(config, run_dir)
     with RunLogger(run_dir, run.total_steps, f"pixelcnn {config.name}", start=run.step, log_every=config.log_every) as logger, StopSignal() as stop:
         logger.config(dataclasses.asdict(run.config))

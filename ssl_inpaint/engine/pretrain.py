@@ -21,9 +21,10 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from torch import nn
 from torch.utils.data import DataLoader
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
-from ssl_inpaint.checkpoint import ENCODER_FORMAT, PRETRAIN_FORMAT, last_checkpoint, load_checkpoint, save_atomic, write_text_atomic
+from ssl_inpaint.checkpoint import ENCODER_FORMAT, PRETRAIN_FORMAT, last_checkpoint, load_checkpoint
+from ssl_inpaint.storage import save_atomic, save_png_atomic, write_text_atomic
 from ssl_inpaint.config import DistributedOptions, PrecisionOptions, RunOptions, RuntimeOptions, check_choices, option, save_config
 from ssl_inpaint.data import DATASETS, ImageSource, SourceOptions, SubsetSource, create_source
 from ssl_inpaint.data.transforms import UNREADABLE
@@ -35,7 +36,7 @@ from ssl_inpaint.distributed import (
     setup,
     teardown,
 )
-from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, refuse_without_resume, run_folder_lock, stop_if_not_finite
+from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, refuse_lost_checkpoint, refuse_without_resume, run_folder_lock, stop_if_not_finite
 from ssl_inpaint.runtime import autocast, check_precision, configure_threads, console, epoch_order, grad_scaler, multi_tensor, resolve_workers, seed_everything
 from ssl_inpaint.runtime import prepare_module, ResumableSampler, rng_state, set_rng_state, StopSignal, unwrap
 from ssl_inpaint.errors import UserError
@@ -371,7 +372,7 @@ def run_pretrain(config: PretrainConfig) -> Path:
     """Train the pretext model described by ``config``; returns the run folder."""
     dist = setup(config.device)
     try:
-        with run_folder_lock(Path(config.output_dir) / config.name, enabled=dist.is_main):
+        with run_folder_lock(Path(config.output_dir) / config.name, "pretrain", enabled=dist.is_main):
             return _run_pretrain(config, dist)
     finally:
         teardown()
@@ -599,7 +600,7 @@ def validate_and_probe(run: PretrainRun, logger: RunLogger) -> None:
             attention = attention_grid(run.models.generator, run.val_batch, config.precision)
             if attention is not None:
                 logger.image("val/original|hole_attention", attention, step)
-            save_image(grid, run.run_dir / "samples" / f"step_{step:07d}.png")
+            save_png_atomic(grid, run.run_dir / "samples" / f"step_{step:07d}.png")
     if config.probe_every and (step % config.probe_every == 0 or step == run.total_steps):
         run.run_probe(logger)
 
@@ -647,6 +648,7 @@ def train_one_epoch(run: PretrainRun, logger: RunLogger, stop: StopSignal) -> bo
 def _run_pretrain(config: PretrainConfig, dist: Distributed) -> Path:
     run_dir = Path(config.output_dir) / config.name
     refuse_without_resume(run_dir, config.resume)
+    refuse_lost_checkpoint(run_dir, ("encoder.pt", "checkpoints"), "pretrain")
     run = setup_pretrain(config, dist)
     config = run.config
     if dist.is_main:
