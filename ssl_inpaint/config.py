@@ -27,9 +27,70 @@ from ssl_inpaint.storage import write_text_atomic
 ConfigT = TypeVar("ConfigT")
 
 
-def option(default: Any, help: str) -> Any:
-    """A config field with the help text shown by ``--help``."""
-    return dataclasses.field(default=default, metadata={"help": help})
+MAX_SEED = 2**63 - 1  # seeds reach NumPy and PyTorch generators, which take 64-bit values
+MAX_SIDE = 8192  # pixels: an image side beyond this would not fit a batch in memory on any machine here
+MAX_WIDTH = 65536  # channels, hidden units, images per batch
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric option accepts: ``low <= value <= high`` (strict where ``*_open``; a bound
+    of None is no bound). Every int and float option declares one (a test enforces it), and it is
+    checked when the configuration is resolved, before any work."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+
+    def describe(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}" if self.low is not None else "a number"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+    def outside(self, integer: bool) -> list[float]:
+        """Values just outside each bound (for tests that walk every option)."""
+        step = 1 if integer else 1e-6 * max(1.0, abs(self.low or 0), abs(self.high or 0))
+        values = []
+        if self.low is not None:
+            values.append(self.low if self.low_open else self.low - step)
+        if self.high is not None:
+            values.append(self.high if self.high_open else self.high + step)
+        return [int(v) if integer else v for v in values if not integer or float(v).is_integer()]
+
+
+def at_least(low: float, high: Optional[float] = None) -> Range:
+    return Range(low, high)
+
+
+def positive(high: Optional[float] = None) -> Range:
+    """> 0: learning rates, scales."""
+    return Range(0, high, low_open=True)
+
+
+UNIT = Range(0, 1)  # probabilities, fractions, weights of a convex combination
+SEEDS = Range(0, MAX_SEED)
+
+
+def option(default: Any, help: str, domain: Optional[Range] = None) -> Any:
+    """A config field with the help text shown by ``--help`` and, for a number, the ``Range`` it accepts."""
+    return dataclasses.field(default=default, metadata={"help": help, "domain": domain})
+
+
+def check_domains(config: Any) -> None:
+    """Refuse a number outside its option's ``Range``, naming the flag, the range and the value."""
+    for field in dataclasses.fields(config):
+        domain, value = field.metadata.get("domain"), getattr(config, field.name)
+        if domain is not None and isinstance(value, (int, float)) and value not in domain:
+            shown = f"{value:g}" if isinstance(value, float) else value
+            raise UserError(f"--{field.name.replace('_', '-')} must be {domain.describe()}, got {shown}")
 
 
 @dataclasses.dataclass
@@ -38,7 +99,7 @@ class RunOptions:
 
     name: str = option("", "Run name: outputs go to OUTPUT_DIR/NAME (default: the recipe's file name).")
     output_dir: str = option("runs", "Folder holding all runs (point TensorBoard here).")
-    seed: int = option(0, "Seed of everything random in the run (initialisation, shuffling, crops, holes, sampling).")
+    seed: int = option(0, "Seed of everything random in the run (initialisation, shuffling, crops, holes, sampling).", SEEDS)
 
 
 @dataclasses.dataclass
@@ -46,14 +107,14 @@ class RuntimeOptions:
     """Where the work runs and how data reaches it."""
 
     device: str = option("auto", "auto, cpu, cuda or cuda:N.")
-    num_workers: int = option(-1, NUM_WORKERS_HELP)
+    num_workers: int = option(-1, NUM_WORKERS_HELP, at_least(-1, 256))
 
 
 @dataclasses.dataclass
 class DistributedOptions:
     """Training on several processes (GPUs, nodes): torchrun's launch and BatchNorm across processes."""
 
-    nproc: int = option(1, "Launch this many processes on this machine with torchrun (one per GPU).")
+    nproc: int = option(1, "Launch this many processes on this machine with torchrun (one per GPU).", at_least(1, 1024))
     sync_bn: bool = option(True, "SyncBatchNorm across processes when the world size is > 1 (CUDA only).")
 
 
@@ -119,6 +180,7 @@ def resolve_config(config_cls: type[ConfigT], recipe: dict[str, Any], flags: dic
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"--{key.replace('_', '-')} must be a finite number, got {value}")
     config = config_cls(**values)
+    check_domains(config)
     validate = getattr(config, "validate", None)
     if validate is not None:
         validate()

@@ -2,6 +2,8 @@
 absent skips, MAE's per-patch normalised loss, BatchNorm re-estimation on clean images, the online
 representation probe, and the transfer protocol's layer-wise decay, head warm-up and augmentations."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -44,8 +46,9 @@ def test_patch_mask_is_resampled_per_image_and_fixed_by_its_seed():
 
 def test_patch_mask_options_are_checked():
     assert isinstance(MaskOptions(mask="patches", patch_size=8, mask_ratio=0.6).mask_generator(), RandomPatches)
-    for bad in (dict(patch_size=0), dict(mask_ratio=1.0), dict(mask_ratio=0.0)):
-        with pytest.raises(UserError, match="--patch-size must be at least 1 and --mask-ratio"):
+    for bad, message in ((dict(patch_size=0), "--patch-size must be in [1, 8192]"), (dict(mask_ratio=1.0), "--mask-ratio must be in (0, 1)"),
+                         (dict(mask_ratio=0.0), "--mask-ratio must be in (0, 1)")):
+        with pytest.raises(UserError, match=re.escape(message)):
             MaskOptions(mask="patches", **bad).mask_generator()
 
 

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from torchvision.utils import make_grid
 
 from ssl_inpaint.models.baselines import BASELINES, create_baseline, keep_known
-from ssl_inpaint.config import PrecisionOptions, RunOptions, RuntimeOptions, option, save_config
+from ssl_inpaint.config import at_least, MAX_WIDTH, option, PrecisionOptions, RunOptions, RuntimeOptions, save_config
 from ssl_inpaint.data import DATASETS, ImageSource, SourceOptions, create_source
 from ssl_inpaint.runs import RunLogger, run_folder_lock
 from ssl_inpaint.storage import save_png_atomic, write_json_atomic, write_text_atomic
@@ -40,12 +40,12 @@ class EvaluateConfig(MaskOptions, SourceOptions, PrecisionOptions, RuntimeOption
     checkpoint: str = option("", "The generator: a pretrain run folder (runs/NAME) or one of its checkpoint files.")
     dataset: str = option("folder", f"Dataset kind: {', '.join(DATASETS)}.")
     split: str = option("", "Split (empty: COCO val2017, VOC val, Fashion-MNIST test).")
-    max_images: int = option(0, "Evaluate the first N images only (0: all).")
+    max_images: int = option(0, "Evaluate the first N images only (0: all).", at_least(0))
     baselines: str = option(",".join(BASELINES), f"Classical methods to compare with, comma-separated ({', '.join(BASELINES)}; empty: none).")
-    inpaint_radius: int = option(5, "telea / ns: neighbourhood radius in pixels.")
-    batch_size: int = option(32, "Images per generator forward pass.")
+    inpaint_radius: int = option(5, "telea / ns: neighbourhood radius in pixels.", at_least(1, 1024))
+    batch_size: int = option(32, "Images per generator forward pass.", at_least(1, MAX_WIDTH))
     per_image_csv: bool = option(False, "Also write per_image.csv: one row per image and method.")
-    show_cases: int = option(4, "Worst and best cases (by the model's hole PSNR) drawn into TensorBoard and worst.png / best.png.")
+    show_cases: int = option(4, "Worst and best cases (by the model's hole PSNR) drawn into TensorBoard and worst.png / best.png.", at_least(0, 64))
     overwrite: bool = option(False, "Replace the results of an earlier evaluation with the same --name.")
 
     @property
@@ -65,8 +65,6 @@ class EvaluateConfig(MaskOptions, SourceOptions, PrecisionOptions, RuntimeOption
         if len(set(self.baseline_names)) != len(self.baseline_names):
             raise UserError(f"--baselines lists a method twice: {self.baselines}")
         self.check_precision_name()
-        if self.batch_size < 1 or self.max_images < 0 or self.show_cases < 0:
-            raise UserError("--batch-size must be >= 1, --max-images and --show-cases >= 0")
         if self.mask == "coco_object" and self.dataset != "coco":
             raise UserError("--mask coco_object needs COCO annotations: use --dataset coco")
         self.mask_generator()

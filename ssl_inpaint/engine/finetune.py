@@ -32,7 +32,7 @@ from ssl_inpaint.checkpoint import (
     load_weights_file,
     resolve_encoder_file,
 )
-from ssl_inpaint.config import DistributedOptions, PrecisionOptions, RunOptions, RuntimeOptions, check_choices, option, save_config
+from ssl_inpaint.config import at_least, check_choices, DistributedOptions, MAX_SIDE, MAX_WIDTH, option, positive, PrecisionOptions, Range, RunOptions, RuntimeOptions, save_config, SEEDS, UNIT
 from ssl_inpaint.data.classification import (
     AUGMENTATIONS,
     CLASSIFICATION_DATASETS,
@@ -80,35 +80,35 @@ class FinetuneConfig(DistributedOptions, PrecisionOptions, RuntimeOptions, RunOp
     train_split: str = option("trainval", "Training split (VOC trainval, Fashion-MNIST and CIFAR-10 train, folder sub-folder).")
     test_split: str = option("test", "Evaluation split.")
     voc_labels: str = option("xml", "VOC targets from the xml annotations or ImageSets/Main/<class>_<split>.txt (imagesets).")
-    image_size: int = option(128, "Crop side in pixels. Any multiple of the U-Net's total stride with --features pooled or multi; --features latent (the latent conv covers the whole deepest map) needs the pretraining size.")
+    image_size: int = option(128, "Crop side in pixels. Any multiple of the U-Net's total stride with --features pooled or multi; --features latent (the latent conv covers the whole deepest map) needs the pretraining size.", at_least(8, MAX_SIDE))
     # model
     encoder: str = option("unet", "unet (the seed-003 encoder + head) or timm:<name> (timm's own classifier, e.g. timm:resnet50).")
     init: str = option("pretrained", "pretrained (the encoder of --checkpoint), random (same architecture, PyTorch's default init), datadep (same architecture, a data-dependent init with no pretext: k-means first layer, per-layer rescaling; Krähenbühl et al. 2016), or a local weights file for a timm model (e.g. supervised ImageNet weights).")
     checkpoint: str = option("", "A pretrain run folder or its encoder.pt (for random init: only its architecture is used).")
-    bottleneck_channels: int = option(4000, "Latent channels of a random encoder built without --checkpoint.")
+    bottleneck_channels: int = option(4000, "Latent channels of a random encoder built without --checkpoint.", at_least(1, MAX_WIDTH))
     features: str = option("latent", f"Features for the head: {', '.join(FEATURES)}.")
-    hidden: int = option(512, "Hidden units of the finetune head.")
-    dropout: float = option(0.5, "Dropout of the finetune head.")
+    hidden: int = option(512, "Hidden units of the finetune head.", at_least(1, MAX_WIDTH))
+    dropout: float = option(0.5, "Dropout of the finetune head.", Range(0, 1, high_open=True))
     # protocol
     mode: str = option("finetune", f"{', '.join(MODES)}.")
-    labels_per_class: int = option(0, "Label budget: training images per class (0: all).")
-    label_fraction: float = option(0.0, "Label budget: fraction of each class's training images (0: all).")
-    data_seed: int = option(0, "Seed of the label-budget subset (kept fixed across inits and seeds).")
-    epochs: int = option(14, "Training epochs (finetune and linear).")
-    batch_size: int = option(64, "Images per step.")
+    labels_per_class: int = option(0, "Label budget: training images per class (0: all).", at_least(0))
+    label_fraction: float = option(0.0, "Label budget: fraction of each class's training images (0: all).", UNIT)
+    data_seed: int = option(0, "Seed of the label-budget subset (kept fixed across inits and seeds).", SEEDS)
+    epochs: int = option(14, "Training epochs (finetune and linear).", at_least(1))
+    batch_size: int = option(64, "Images per step.", at_least(2, MAX_WIDTH))
     optimizer: str = option("sgd", "sgd (momentum) or adam.")
-    lr: float = option(0.005, "Learning rate.")
-    momentum: float = option(0.9, "SGD momentum.")
-    weight_decay: float = option(5e-4, "Weight decay.")
+    lr: float = option(0.005, "Learning rate.", positive(10))
+    momentum: float = option(0.9, "SGD momentum.", Range(0, 1, high_open=True))
+    weight_decay: float = option(5e-4, "Weight decay.", at_least(0, 10))
     lr_schedule: str = option("constant", "constant or cosine.")
     augment: str = option(DEFAULT_AUGMENT, f"finetune: training augmentations, comma-separated: {', '.join(AUGMENTATIONS)}, or none.")
     bn_stats: str = option("running", "running: the encoder's BatchNorm statistics as loaded; clean: re-estimated on --bn-images clean training images first (both inits alike).")
-    bn_images: int = option(2048, "Images of the training split (labels unused) for --bn-stats clean.")
-    head_warmup_epochs: int = option(0, "finetune: the first N of --epochs train the head alone on the frozen encoder, then every layer.")
-    layer_decay: float = option(1.0, "finetune: layer-wise learning-rate decay; encoder stage i of n trains at lr x decay^(n + 1 - i), the head at lr.")
+    bn_images: int = option(2048, "Images of the training split (labels unused) for --bn-stats clean.", at_least(2))
+    head_warmup_epochs: int = option(0, "finetune: the first N of --epochs train the head alone on the frozen encoder, then every layer.", at_least(0))
+    layer_decay: float = option(1.0, "finetune: layer-wise learning-rate decay; encoder stage i of n trains at lr x decay^(n + 1 - i), the head at lr.", positive(1))
     svm_costs: str = option("0.01,0.1,1,10,100", "svm: cost grid searched per class by 3-fold cross-validated AP.")
-    eval_every: int = option(1, "Evaluate on the test split every N epochs (and at the end).")
-    log_every: int = option(10, "Without a terminal (a log file), print a progress line every N steps.")
+    eval_every: int = option(1, "Evaluate on the test split every N epochs (and at the end).", at_least(1))
+    log_every: int = option(10, "Without a terminal (a log file), print a progress line every N steps.", at_least(1))
     # scale-out
     resume: bool = option(True, "Continue an interrupted run from its checkpoints/last.pt (saved every epoch); --no-resume refuses.")
 
@@ -129,20 +129,14 @@ class FinetuneConfig(DistributedOptions, PrecisionOptions, RuntimeOptions, RunOp
         self.check_precision_name()
         check_encoder_spec(self.encoder)
         _ = self.augmentations  # parses --augment
-        if not 0 < self.layer_decay <= 1:
-            raise UserError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
         if (self.layer_decay != 1 or self.head_warmup_epochs) and self.encoder != "unet":
             raise UserError("--layer-decay and --head-warmup-epochs need the staged encoders of --encoder unet")
-        if not 0 <= self.head_warmup_epochs < self.epochs:
-            raise UserError(f"--head-warmup-epochs must be >= 0 and below --epochs ({self.epochs}), got {self.head_warmup_epochs}")
-        if self.bn_images < 2:
-            raise UserError("--bn-images must be at least 2")
+        if self.head_warmup_epochs >= self.epochs:
+            raise UserError(f"--head-warmup-epochs ({self.head_warmup_epochs}) must be below --epochs ({self.epochs}): the network trains after the head")
         if self.init == "pretrained" and not self.checkpoint:
             raise UserError("--init pretrained needs --checkpoint runs/<pretrain run> (or its encoder.pt)")
         if self.labels_per_class and self.label_fraction:
             raise UserError("give either --labels-per-class or --label-fraction, not both")
-        if self.batch_size < 2:
-            raise UserError("--batch-size must be at least 2")
         _ = self.seed_list  # parses --seeds
         _ = self.cost_grid  # parses --svm-costs
 
@@ -155,9 +149,12 @@ class FinetuneConfig(DistributedOptions, PrecisionOptions, RuntimeOptions, RunOp
         if not self.seeds:
             return [self.seed]
         try:
-            return [int(s) for s in self.seeds.split(",") if s.strip()]
+            seeds = [int(s) for s in self.seeds.split(",") if s.strip()]
         except ValueError:
-            raise UserError(f"--seeds must be comma-separated integers, got {self.seeds!r}") from None
+            seeds = []
+        if not seeds or any(seed not in SEEDS for seed in seeds):
+            raise UserError(f"--seeds must be comma-separated integers {SEEDS.describe()}, got {self.seeds!r}")
+        return seeds
 
     @property
     def cost_grid(self) -> list[float]:

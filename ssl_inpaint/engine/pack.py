@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ssl_inpaint.config import check_choices, option
+from ssl_inpaint.config import at_least, check_choices, MAX_SIDE, option
 from ssl_inpaint.data import DATASETS, SourceOptions, create_source
 from ssl_inpaint.data.packed import pack_images
 from ssl_inpaint.errors import UserError
@@ -17,17 +17,15 @@ PACKABLE = tuple(d for d in DATASETS if d != "packed")
 
 @dataclass
 class PackConfig(SourceOptions):
-    image_size: int = option(128, "The training side: every image's shorter side is resized to it (train with the same --image-size).")
+    image_size: int = option(128, "The training side: every image's shorter side is resized to it (train with the same --image-size).", at_least(16, MAX_SIDE))
     output: str = option("", "The pack folder to write (a new folder).")
     reduced_decode: bool = option(True, "Decode JPEGs at 1/2, 1/4 or 1/8 size when the image still covers --image-size (as ssl pretrain does by default, so the pixels match); --no-reduced-decode decodes every pixel.")
-    log_every: int = option(1000, "A progress line every N images.")
+    log_every: int = option(1000, "A progress line every N images.", at_least(1))
 
     def validate(self) -> None:
         check_choices(self, {"dataset": PACKABLE})
         if not self.output:
             raise UserError("no pack folder given: pass --output DIR")
-        if self.image_size < 1:
-            raise UserError("--image-size must be >= 1")
 
 
 def run_pack(config: PackConfig) -> Path:

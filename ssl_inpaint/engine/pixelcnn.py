@@ -20,7 +20,7 @@ from torchvision.utils import make_grid
 
 from ssl_inpaint.checkpoint import PIXELCNN_FORMAT, last_checkpoint, load_checkpoint
 from ssl_inpaint.storage import save_atomic, save_png_atomic
-from ssl_inpaint.config import RunOptions, RuntimeOptions, check_choices, option, save_config
+from ssl_inpaint.config import at_least, check_choices, MAX_WIDTH, option, positive, Range, RunOptions, RuntimeOptions, save_config
 from ssl_inpaint.data import DATASETS, SourceOptions, SubsetSource, create_source
 from ssl_inpaint.masks import PretextDataset
 from ssl_inpaint.distributed import select_device
@@ -38,30 +38,26 @@ from ssl_inpaint.models.pixelcnn import PixelCNNPP, quantize, sample_lower_half
 class PixelCNNConfig(SourceOptions, RuntimeOptions, RunOptions):
     dataset: str = option("folder", f"Dataset kind: {', '.join(DATASETS)}.")
     split: str = option("train", "Split to train on.")
-    val_images: int = option(16, "Held-out images for validation bits/dim and samples.")
-    image_size: int = option(32, "Image side in pixels (a multiple of 4; seed 002: 32).")
-    filters: int = option(160, "Channels of every convolution.")
-    blocks: int = option(5, "Gated ResNet blocks per stage.")
-    components: int = option(10, "Logistic mixture components per pixel.")
-    dropout: float = option(0.5, "Dropout inside the gated ResNet blocks.")
-    batch_size: int = option(12, "Images per step.")
-    epochs: int = option(1, "Passes over the training images.")
-    max_steps: int = option(0, "Stop after this many steps (0: run all epochs).")
-    lr: float = option(1e-3, "Adam learning rate.")
-    lr_decay: float = option(0.999995, "Learning rate multiplied by this after every step.")
-    log_every: int = option(10, "Log the training bits/dim every N steps.")
-    sample_every: int = option(1000, "Validation bits/dim and sampled lower halves every N steps (and at the end).")
-    sample_images: int = option(4, "Validation images whose lower half is sampled (one forward pass per pixel each time).")
+    val_images: int = option(16, "Held-out images for validation bits/dim and samples.", at_least(1, 4096))
+    image_size: int = option(32, "Image side in pixels (a multiple of 4; seed 002: 32).", at_least(4, 1024))
+    filters: int = option(160, "Channels of every convolution.", at_least(1, MAX_WIDTH))
+    blocks: int = option(5, "Gated ResNet blocks per stage.", at_least(1, 64))
+    components: int = option(10, "Logistic mixture components per pixel.", at_least(1, 256))
+    dropout: float = option(0.5, "Dropout inside the gated ResNet blocks.", Range(0, 1, high_open=True))
+    batch_size: int = option(12, "Images per step.", at_least(1, MAX_WIDTH))
+    epochs: int = option(1, "Passes over the training images.", at_least(1))
+    max_steps: int = option(0, "Stop after this many steps (0: run all epochs).", at_least(0))
+    lr: float = option(1e-3, "Adam learning rate.", positive(10))
+    lr_decay: float = option(0.999995, "Learning rate multiplied by this after every step.", positive(1))
+    log_every: int = option(10, "Log the training bits/dim every N steps.", at_least(1))
+    sample_every: int = option(1000, "Validation bits/dim and sampled lower halves every N steps (and at the end).", at_least(1))
+    sample_images: int = option(4, "Validation images whose lower half is sampled (one forward pass per pixel each time).", at_least(1, 4096))
     resume: bool = option(True, "Continue from checkpoints/last.pt (saved at the end, or when a signal stops the run); --no-resume refuses to touch it.")
 
     def validate(self) -> None:
         check_choices(self, {"dataset": DATASETS})
-        if self.image_size < 4 or self.image_size % 4:
-            raise UserError(f"--image-size must be a positive multiple of 4, got {self.image_size}")
-        if min(self.filters, self.blocks, self.components, self.batch_size, self.epochs) < 1 or self.max_steps < 0:
-            raise UserError("--filters, --blocks, --components, --batch-size and --epochs must be at least 1")
-        if not 0 <= self.dropout < 1 or not 0 < self.lr_decay <= 1:
-            raise UserError("--dropout must be in [0, 1) and --lr-decay in (0, 1]")
+        if self.image_size % 4:
+            raise UserError(f"--image-size must be a multiple of 4, got {self.image_size}")
         if self.sample_images > self.val_images:
             raise UserError("--sample-images cannot exceed --val-images")
 

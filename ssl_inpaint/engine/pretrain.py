@@ -25,7 +25,7 @@ from torchvision.utils import make_grid
 
 from ssl_inpaint.checkpoint import ENCODER_FORMAT, PRETRAIN_FORMAT, last_checkpoint, load_checkpoint
 from ssl_inpaint.storage import save_atomic, save_png_atomic, write_text_atomic
-from ssl_inpaint.config import DistributedOptions, PrecisionOptions, RunOptions, RuntimeOptions, check_choices, option, save_config
+from ssl_inpaint.config import at_least, check_choices, DistributedOptions, MAX_WIDTH, option, positive, PrecisionOptions, Range, RunOptions, RuntimeOptions, save_config
 from ssl_inpaint.data import DATASETS, ImageSource, SourceOptions, SubsetSource, create_source
 from ssl_inpaint.data.transforms import UNREADABLE
 from ssl_inpaint.distributed import (
@@ -54,53 +54,53 @@ from ssl_inpaint.models import InpaintingModels, ModelOptions, make_models
 class PretrainConfig(ProbeOptions, ModelOptions, MaskOptions, SourceOptions, DistributedOptions, PrecisionOptions, RuntimeOptions, RunOptions):
     # data (the source: SourceOptions)
     val_split: str = option("", "Split for the fixed validation batch; empty: hold out --val-images training images.")
-    val_images: int = option(16, "Size of the fixed validation batch (PSNR/SSIM/L1 and image grids).")
+    val_images: int = option(16, "Size of the fixed validation batch (PSNR/SSIM/L1 and image grids).", at_least(1, 4096))
     reduced_decode: bool = option(True, "Decode JPEGs at 1/2, 1/4 or 1/8 size when the crop still fits (libjpeg DCT scaling, 2-4x faster loading of large photos); --no-reduced-decode decodes every pixel.")
-    crop_scale: float = option(1.0, "Random resized crops in training: each crop covers a fraction of the (resized) image's area drawn from [crop-scale, 1], aspect 3/4-4/3, resized to --image-size (MAE: 0.2); 1: the plain random square crop.")
-    cache_mb: int = option(1024, "Keep decoded, resized training images in RAM, up to this many MB per loading process, so later epochs skip decoding them (identical pixels); 0: decode every time. In-memory datasets (Fashion-MNIST) are always kept.")
+    crop_scale: float = option(1.0, "Random resized crops in training: each crop covers a fraction of the (resized) image's area drawn from [crop-scale, 1], aspect 3/4-4/3, resized to --image-size (MAE: 0.2); 1: the plain random square crop.", positive(1))
+    cache_mb: int = option(1024, "Keep decoded, resized training images in RAM, up to this many MB per loading process, so later epochs skip decoding them (identical pixels); 0: decode every time. In-memory datasets (Fashion-MNIST) are always kept.", at_least(0, 2**20))
     # masks (the hole family and its parameters come from MaskOptions)
     fill: str = option("zero", "Value in the hole of the input: zero (0 in the [-1,1] input, mid-grey) or mean (dataset mean).")
     # losses
     recon_loss: str = option("mse", "Reconstruction loss: mse or l1.")
-    w_known: float = option(0.9, "Weight w1 of the reconstruction loss on known pixels.")
-    w_hole: float = option(0.1, "Weight w2 of the reconstruction loss in the hole.")
-    w_adv_global: float = option(1e-5, "Weight w3 of the global adversarial loss.")
-    w_adv_local: float = option(1e-5, "Weight w4 of the local adversarial loss.")
+    w_known: float = option(0.9, "Weight w1 of the reconstruction loss on known pixels.", at_least(0))
+    w_hole: float = option(0.1, "Weight w2 of the reconstruction loss in the hole.", at_least(0))
+    w_adv_global: float = option(1e-5, "Weight w3 of the global adversarial loss.", at_least(0))
+    w_adv_local: float = option(1e-5, "Weight w4 of the local adversarial loss.", at_least(0))
     norm_pix_loss: bool = option(False, "MAE's norm_pix_loss: the hole loss on per-patch normalised targets (patches of --patch-size px).")
-    w_perceptual: float = option(0.0, "Weight of the VGG16 perceptual loss on the completed image (needs --vgg-weights).")
-    w_style: float = option(0.0, "Weight of the VGG16 style (Gram matrix) loss on the completed image (needs --vgg-weights).")
+    w_perceptual: float = option(0.0, "Weight of the VGG16 perceptual loss on the completed image (needs --vgg-weights).", at_least(0))
+    w_style: float = option(0.0, "Weight of the VGG16 style (Gram matrix) loss on the completed image (needs --vgg-weights).", at_least(0))
     vgg_weights: str = option("", "File holding a torchvision vgg16 state dict, for --w-perceptual / --w-style and --discriminator vgg16 (never downloaded).")
     # optimisation
-    batch_size: int = option(64, "Images per step.")
-    epochs: int = option(10, "Passes over the training images.")
-    max_steps: int = option(0, "Stop after this many steps (0: run all epochs).")
+    batch_size: int = option(64, "Images per step.", at_least(2, MAX_WIDTH))
+    epochs: int = option(10, "Passes over the training images.", at_least(1))
+    max_steps: int = option(0, "Stop after this many steps (0: run all epochs).", at_least(0))
     optimizer: str = option("adam", "adam (L2 weight decay, the seeds') or adamw (decoupled weight decay, MAE's) for both G and D.")
-    lr_g: float = option(2e-3, "Generator learning rate (Adam).")
-    lr_d: float = option(1e-3, "Discriminators' learning rate (Adam).")
-    beta1: float = option(0.5, "Adam beta1.")
-    beta2: float = option(0.999, "Adam beta2.")
-    adam_eps: float = option(1e-8, "Adam epsilon.")
-    weight_decay: float = option(0.0, "Weight decay of both optimizers.")
+    lr_g: float = option(2e-3, "Generator learning rate (Adam).", positive(10))
+    lr_d: float = option(1e-3, "Discriminators' learning rate (Adam).", positive(10))
+    beta1: float = option(0.5, "Adam beta1.", Range(0, 1, high_open=True))
+    beta2: float = option(0.999, "Adam beta2.", Range(0, 1, high_open=True))
+    adam_eps: float = option(1e-8, "Adam epsilon.", positive(1))
+    weight_decay: float = option(0.0, "Weight decay of both optimizers.", at_least(0, 10))
     lr_schedule: str = option("constant", "constant or cosine (with --warmup-steps linear warm-up).")
-    warmup_steps: int = option(0, "Linear learning-rate warm-up steps.")
+    warmup_steps: int = option(0, "Linear learning-rate warm-up steps.", at_least(0))
     schedule: str = option(
         "joint",
         "joint: G and D every step; glcic: reconstruction, discriminator, joint phases; two_stage: joint, then G alone "
         "against the frozen D (seed 004); approx_then_refine: ApproxNet alone, then the refiner with the GAN (seed 001).",
     )
-    stage_fraction: float = option(0.5, "two_stage / approx_then_refine: fraction of the run spent in the first stage.")
+    stage_fraction: float = option(0.5, "two_stage / approx_then_refine: fraction of the run spent in the first stage.", Range(0, 1, low_open=True, high_open=True))
     phase_fractions: str = option("0.2,0.5,0.3", "glcic: fractions of the three phases, comma-separated.")
     phase_scope: str = option("run", "glcic: phases span the whole run, or repeat in every epoch (seed 000).")
     # scale-out
-    accumulate: int = option(1, "Gradient accumulation: micro-batches of --batch-size per optimizer step.")
+    accumulate: int = option(1, "Gradient accumulation: micro-batches of --batch-size per optimizer step.", at_least(1, 4096))
     channels_last: bool = option(False, "Use the channels_last memory format (faster convolutions on recent GPUs).")
     compile: bool = option(False, "torch.compile the generator and discriminators.")
     resume: bool = option(True, "Continue from checkpoints/last.pt if the run folder has one (--no-resume: refuse to touch it).")
     # outputs
-    log_every: int = option(10, "Log scalars (and, without a terminal, a progress line) every N steps.")
-    sample_every: int = option(200, "Validation metrics and an image grid every N steps (and at the end).")
-    save_every_steps: int = option(1000, "Refresh checkpoints/last.pt every N steps (0: only at epoch ends).")
-    save_every_epochs: int = option(5, "Keep checkpoints/epoch_N.pt every N epochs (0: never).")
+    log_every: int = option(10, "Log scalars (and, without a terminal, a progress line) every N steps.", at_least(1))
+    sample_every: int = option(200, "Validation metrics and an image grid every N steps (and at the end).", at_least(1))
+    save_every_steps: int = option(1000, "Refresh checkpoints/last.pt every N steps (0: only at epoch ends).", at_least(0))
+    save_every_epochs: int = option(5, "Keep checkpoints/epoch_N.pt every N epochs (0: never).", at_least(0))
 
     def validate(self) -> None:
         choices = {
@@ -116,13 +116,9 @@ class PretrainConfig(ProbeOptions, ModelOptions, MaskOptions, SourceOptions, Dis
         check_choices(self, {**choices, **self.model_choices()})
         self.check_precision_name()
         self.check_model()
-        if self.batch_size < 2:
-            raise UserError("--batch-size must be at least 2 (BatchNorm needs two samples per step)")
         self._validate_other_systems()
         if self.norm_pix_loss and (self.recon_loss != "mse" or self.patch_size < 1):
             raise UserError("--norm-pix-loss is a squared error on patches: use --recon-loss mse and --patch-size >= 1")
-        if min(self.w_known, self.w_hole, self.w_adv_global, self.w_adv_local) < 0:
-            raise UserError("loss weights must be non-negative")
         if self.predict == "hole" and not (self.mask == "centre" and self.centre_size == 0.5):
             raise UserError("--predict hole decodes the centre square only: use --mask centre --centre-size 0.5")
         if self.predict == "hole" and self.skips != "none":
@@ -134,22 +130,7 @@ class PretrainConfig(ProbeOptions, ModelOptions, MaskOptions, SourceOptions, Dis
         _ = self.fractions  # parses and checks --phase-fractions
         if self.warmup_steps and self.lr_schedule == "constant":
             raise UserError("--warmup-steps needs --lr-schedule cosine")
-        if self.accumulate < 1 or self.nproc < 1:
-            raise UserError("--accumulate and --nproc must be at least 1")
-        if self.epochs < 1 or self.max_steps < 0:
-            raise UserError("--epochs must be >= 1 and --max-steps >= 0")
-        for flag, value in (("lr-g", self.lr_g), ("lr-d", self.lr_d)):
-            if not value > 0:
-                raise UserError(f"--{flag} must be a positive number, got {value}")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1) or not self.adam_eps > 0 or self.weight_decay < 0:
-            raise UserError("--beta1 and --beta2 must lie in [0, 1), --adam-eps be > 0 and --weight-decay >= 0")
-        if self.val_images < 1 or self.warmup_steps < 0 or self.num_workers < -1:
-            raise UserError("--val-images must be >= 1, --warmup-steps >= 0 and --num-workers >= -1 (-1: auto)")
-        if self.log_every < 1 or self.sample_every < 1 or self.save_every_steps < 0 or self.save_every_epochs < 0:
-            raise UserError("--log-every and --sample-every must be >= 1, --save-every-steps and --save-every-epochs >= 0")
         self.check_probe()
-        if not 0 < self.crop_scale <= 1:
-            raise UserError(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
 
     def _validate_other_systems(self) -> None:
         """The combinations the seed-000/001/002/004 models and schedules need."""
@@ -157,10 +138,6 @@ class PretrainConfig(ProbeOptions, ModelOptions, MaskOptions, SourceOptions, Dis
             raise UserError("--generator approx_attention and --schedule approx_then_refine go together (ApproxNet trains in the first stage)")
         if self.schedule == "two_stage" and not self.adversarial:
             raise UserError("--schedule two_stage needs a discriminator: enable --global-d or --local-d")
-        if not 0 < self.stage_fraction < 1:
-            raise UserError(f"--stage-fraction must be between 0 and 1, got {self.stage_fraction}")
-        if min(self.w_perceptual, self.w_style) < 0:
-            raise UserError("loss weights must be non-negative")
         if (self.w_perceptual or self.w_style or self.discriminator == "vgg16") and not self.vgg_weights:
             raise UserError(
                 "--w-perceptual/--w-style and --discriminator vgg16 need VGG16 weights: pass --vgg-weights PATH "

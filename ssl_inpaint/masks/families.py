@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from ssl_inpaint.config import option
+from ssl_inpaint.config import at_least, check_domains, MAX_SIDE, option, positive, Range, UNIT
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.registry import Registry
 
@@ -225,21 +225,21 @@ class MaskOptions:
     every command that cuts holes, so a recipe's mask keys mean the same thing everywhere."""
 
     mask: str = option("centre", f"Hole family: {MASKS.choices()}.")
-    centre_size: float = option(0.5, "centre: hole side as a fraction of the image side.")
-    rect_min: float = option(20 / 64, "rect: smallest hole side (fraction of the image side).")
-    rect_max: float = option(25 / 64, "rect: largest hole side (fraction of the image side).")
-    rect_count: int = option(1, "rect: number of rectangles per image.")
-    gauss_mean: float = option(25 / 64, "gaussian_rect: mean of the top-left corner (fraction of the side).")
-    gauss_std: float = option(10 / 64, "gaussian_rect: std of the top-left corner (fraction of the side).")
-    gauss_min: float = option(10 / 64, "gaussian_rect: smallest side (fraction of the side).")
-    gauss_max: float = option(20 / 64, "gaussian_rect: largest side (fraction of the side).")
-    region_min: float = option(0.2, "region: smallest fraction of the image covered.")
-    region_max: float = option(0.3, "region: largest fraction of the image covered.")
-    brush_strokes: int = option(4, "brush: most strokes per image.")
-    patch_size: int = option(4, "patches: side of a square patch in pixels.")
-    mask_ratio: float = option(0.75, "patches: fraction of the patches that become the hole (MAE: 0.75).")
-    object_min_area: float = option(0.02, "coco_object: smallest eligible object (fraction of the crop).")
-    object_max_area: float = option(0.5, "coco_object: largest eligible object (fraction of the crop).")
+    centre_size: float = option(0.5, "centre: hole side as a fraction of the image side.", Range(0, 1, low_open=True, high_open=True))
+    rect_min: float = option(20 / 64, "rect: smallest hole side (fraction of the image side).", positive(1))
+    rect_max: float = option(25 / 64, "rect: largest hole side (fraction of the image side).", positive(1))
+    rect_count: int = option(1, "rect: number of rectangles per image.", at_least(1, 64))
+    gauss_mean: float = option(25 / 64, "gaussian_rect: mean of the top-left corner (fraction of the side).", UNIT)
+    gauss_std: float = option(10 / 64, "gaussian_rect: std of the top-left corner (fraction of the side).", UNIT)
+    gauss_min: float = option(10 / 64, "gaussian_rect: smallest side (fraction of the side).", positive(1))
+    gauss_max: float = option(20 / 64, "gaussian_rect: largest side (fraction of the side).", positive(1))
+    region_min: float = option(0.2, "region: smallest fraction of the image covered.", Range(0, 1, low_open=True, high_open=True))
+    region_max: float = option(0.3, "region: largest fraction of the image covered.", Range(0, 1, low_open=True, high_open=True))
+    brush_strokes: int = option(4, "brush: most strokes per image.", at_least(1, 1000))
+    patch_size: int = option(4, "patches: side of a square patch in pixels.", at_least(1, MAX_SIDE))
+    mask_ratio: float = option(0.75, "patches: fraction of the patches that become the hole (MAE: 0.75).", Range(0, 1, low_open=True, high_open=True))
+    object_min_area: float = option(0.02, "coco_object: smallest eligible object (fraction of the crop).", UNIT)
+    object_max_area: float = option(0.5, "coco_object: largest eligible object (fraction of the crop).", positive(1))
 
     def mask_generator(self) -> MaskGenerator:
         params = {
@@ -257,48 +257,19 @@ class MaskOptions:
         return create_mask_generator(self.mask, **params[self.mask])
 
     def _check_ranges(self) -> None:
-        """Refuse options of the chosen family that would give an empty, whole-image or undefined hole
-        (a 0-size centre hole scores PSNR 100 for every method; a negative range draws nonsense)."""
-        def fraction(flag: str, value: float, low_open: bool = True, high: float = 1.0, high_open: bool = False) -> None:
-            above = value > 0 if low_open else value >= 0
-            below = value < high if high_open else value <= high
-            if not (math.isfinite(value) and above and below):
-                interval = f"{'(' if low_open else '['}0, {high:g}{')' if high_open else ']'}"
-                raise UserError(f"--{flag} must lie in {interval} (a fraction of the image side or area), got {value}")
-
-        def ordered(low_flag: str, low: float, high_flag: str, high: float) -> None:
+        """Each option's own ``Range`` (again here: options built in code skip the CLI), then the
+        smallest-largest pairs of the chosen family, which would otherwise draw nonsense."""
+        check_domains(self)
+        pairs = {
+            "rect": ("rect-min", self.rect_min, "rect-max", self.rect_max),
+            "gaussian_rect": ("gauss-min", self.gauss_min, "gauss-max", self.gauss_max),
+            "region": ("region-min", self.region_min, "region-max", self.region_max),
+            "coco_object": ("object-min-area", self.object_min_area, "object-max-area", self.object_max_area),
+        }
+        if self.mask in pairs:
+            low_flag, low, high_flag, high = pairs[self.mask]
             if low > high:
                 raise UserError(f"--{low_flag} ({low}) must not exceed --{high_flag} ({high})")
-
-        if self.mask == "centre":
-            fraction("centre-size", self.centre_size, high_open=True)
-        elif self.mask == "rect":
-            fraction("rect-min", self.rect_min)
-            fraction("rect-max", self.rect_max)
-            ordered("rect-min", self.rect_min, "rect-max", self.rect_max)
-            if self.rect_count < 1:
-                raise UserError(f"--rect-count must be at least 1, got {self.rect_count}")
-        elif self.mask == "gaussian_rect":
-            fraction("gauss-min", self.gauss_min)
-            fraction("gauss-max", self.gauss_max)
-            ordered("gauss-min", self.gauss_min, "gauss-max", self.gauss_max)
-            if not (math.isfinite(self.gauss_mean) and math.isfinite(self.gauss_std) and self.gauss_std >= 0):
-                raise UserError(f"--gauss-mean must be finite and --gauss-std finite and >= 0, got {self.gauss_mean}, {self.gauss_std}")
-        elif self.mask == "region":
-            fraction("region-min", self.region_min, high_open=True)
-            fraction("region-max", self.region_max, high_open=True)
-            ordered("region-min", self.region_min, "region-max", self.region_max)
-        elif self.mask == "brush" and self.brush_strokes < 1:
-            raise UserError(f"--brush-strokes must be at least 1, got {self.brush_strokes}")
-        elif self.mask == "patches" and (self.patch_size < 1 or not 0 < self.mask_ratio < 1):
-            raise UserError(
-                f"--patch-size must be at least 1 and --mask-ratio strictly between 0 and 1, "
-                f"got {self.patch_size} and {self.mask_ratio}"
-            )
-        elif self.mask == "coco_object":
-            fraction("object-min-area", self.object_min_area, low_open=False)
-            fraction("object-max-area", self.object_max_area)
-            ordered("object-min-area", self.object_min_area, "object-max-area", self.object_max_area)
 
 
 def degenerate_holes(masks: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ssl_inpaint.checkpoint import PRETRAIN_FORMAT, last_checkpoint, load_checkpoint
-from ssl_inpaint.config import option
+from ssl_inpaint.config import at_least, MAX_SIDE, MAX_WIDTH, option
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.models.approx_attention import ApproxAttentionGenerator
 from ssl_inpaint.models.discriminators import (
@@ -53,10 +53,10 @@ DISCRIMINATORS: Registry[Callable[["ModelOptions", int], Pair]] = Registry("disc
 class ModelOptions:
     """The networks of an inpainting run, as config fields (every ``ssl pretrain`` recipe sets some)."""
 
-    image_size: int = option(128, "Training crop side in pixels (a multiple of 32); the networks are built for it.")
+    image_size: int = option(128, "Training crop side in pixels (a multiple of 32); the networks are built for it.", at_least(8, MAX_SIDE))
     generator: str = option("unet", f"Generator architecture: {GENERATORS.choices()}.")
     encoder: str = option("unet", "Generator encoder: unet (seed 003, Table 1) or timm:<name>, e.g. timm:resnet50, timm:convnext_tiny.")
-    bottleneck_channels: int = option(4000, "Channels of the generator's 1x1 latent.")
+    bottleneck_channels: int = option(4000, "Channels of the generator's 1x1 latent.", at_least(1, MAX_WIDTH))
     widths: str = option(
         ",".join(map(str, UNET_WIDTHS)),
         "--encoder unet: the encoder's stage widths, shallow to deep, comma-separated; each stage is one 4x4 stride-2 conv, so "
@@ -71,7 +71,7 @@ class ModelOptions:
     norm: str = option("batch", "Normalisation in generator and discriminators: batch (Tables 1-2) or none.")
     global_d: bool = option(True, "Use the global discriminator.")
     local_d: bool = option(True, "Use the local discriminator (on a crop around the hole).")
-    local_size: int = option(0, "Local discriminator crop side in pixels (0: half the image side).")
+    local_size: int = option(0, "Local discriminator crop side in pixels (0: half the image side).", at_least(0, MAX_SIDE))
     discriminator: str = option(
         "table2",
         "table2: seed-003 global/local discriminators; glcic_fused: seed-000 global + local trunks fused into one "
@@ -79,8 +79,8 @@ class ModelOptions:
         "convs + dense 128-128-1 (seed 004, needs --vgg-weights). The last three judge the whole image (--no-local-d).",
     )
     d_pool: str = option("flatten", f"glcic_fused: {', '.join(D_POOLS)} (GLCIC, or global average pooling) before the fully connected layer.")
-    base_channels: int = option(64, "First-layer width of the glcic, approx_attention, pix2pix_unet and perceptual_unet generators and of the glcic_fused, patchgan and pixel discriminators.")
-    approx_hidden: int = option(512, "approx_attention: width of ApproxNet's two hidden dense layers.")
+    base_channels: int = option(64, "First-layer width of the glcic, approx_attention, pix2pix_unet and perceptual_unet generators and of the glcic_fused, patchgan and pixel discriminators.", at_least(2, MAX_WIDTH))
+    approx_hidden: int = option(512, "approx_attention: width of ApproxNet's two hidden dense layers.", at_least(1, MAX_WIDTH))
 
     @property
     def unet_widths(self) -> tuple[int, ...]:
@@ -132,8 +132,6 @@ class ModelOptions:
             raise UserError(f"--discriminator {self.discriminator} judges the whole image: use --global-d --no-local-d")
         if self.discriminator == "patchgan" and self.image_size < 24:
             raise UserError("--discriminator patchgan needs --image-size 24 or more (three stride-2 convs, then two 4x4 convs)")
-        if self.base_channels < 2 or self.approx_hidden < 1:
-            raise UserError("--base-channels must be at least 2 and --approx-hidden at least 1")
         if self.discriminator == "table2" and self.local_d and self.resolved_local_size % 32:
             if not self.local_size:  # the user never chose it: say where the size comes from
                 raise UserError(
