@@ -119,6 +119,18 @@ def inpaint(
     run_inpaint(source, checkpoint, output, mask, box, batch_size, device, precision, overwrite)
 
 
+def usage_error(exc: Exception) -> None:
+    """A flag of the wrong type, an unknown flag or a missing argument: one ``error:`` line (through
+    UserError) pointing at --help. ``ssl`` or ``ssl CMD`` alone prints the help, as click does."""
+    ctx = getattr(exc, "ctx", None)
+    if exc.__class__.__name__ == "NoArgsIsHelpError" and ctx is not None:
+        print(ctx.get_help())
+        sys.exit(0)
+    where = f"; see {ctx.command_path} --help" if ctx is not None else ""
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    raise UserError(f"{message.rstrip('.')}{where}") from None
+
+
 def error_line(exc: BaseException) -> str:
     """One line for the user. Errors raised in DataLoader workers arrive wrapped with the worker's
     traceback; keep only the original message."""
@@ -131,7 +143,14 @@ def error_line(exc: BaseException) -> str:
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app()
+        try:
+            code = app(standalone_mode=False, prog_name="ssl")
+        except typer.TyperException as exc:  # click's usage errors: one line instead of a box
+            usage_error(exc)
+        except typer.Abort:  # end of input at a prompt
+            sys.exit(1)
+        # click returns a status (--help: 0, Ctrl-C: 130) or the command's own result (a path, rows): success
+        sys.exit(code if isinstance(code, int) else 0)
     except UserError as exc:
         # Every process of a distributed run meets the same error; one line is enough.
         if os.environ.get("RANK", "0") == "0":

@@ -70,3 +70,24 @@ def test_finetune_seed_lists_are_checked_too(seeds, tmp_path, monkeypatch, capsy
         main()
     err = capsys.readouterr().err.strip()
     assert exited.value.code == 2 and "--seeds" in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["pretrain", "--seed", "abc"], "Invalid value for '--seed'"),
+    (["pretrain", "--no-such-flag", "3"], "No such option: --no-such-flag"),
+    (["export"], "Missing argument 'run'; see ssl export --help"),
+    (["finetune", "--epochs", "1.5"], "Invalid value for '--epochs'"),
+])
+def test_usage_errors_are_one_line_too(args, expected, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["ssl", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert exited.value.code == 2 and err.startswith("error: ") and expected in err and len(err.splitlines()) == 1, err
+
+
+def test_a_bare_command_prints_its_help(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["ssl"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 0 and "Usage: ssl" in capsys.readouterr().out
