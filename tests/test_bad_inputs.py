@@ -456,3 +456,32 @@ def test_pack_owns_its_partial_folder(tiny_data, tmp_path, monkeypatch, capsys):
     code, err = run_cli(monkeypatch, capsys, *pack)  # a killed pack's leftover: replaced
     assert code == 0, err
     assert not partial.exists() and sorted(p.name for p in (tmp_path / "p").iterdir()) == ["names.txt", "pack.json", "pixels.u8", "shapes.npy"]
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims ``width`` x ``height`` pixels (no pixel data): what a bomb looks like
+    to every reader before it decodes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000])  # above Pillow's limit (it warns), above twice it (it raises)
+def test_decompression_bombs_and_animations_are_unreadable_images(side, trained, tmp_path, monkeypatch, capsys):
+    from ssl_inpaint.data.sources import open_image
+
+    bomb = png_header_only(tmp_path / "bomb.png", side, side)
+    with pytest.raises(ValueError, match="decompression bomb"):
+        open_image(bomb)
+    assert_refused(monkeypatch, capsys, "decompression bomb", "inpaint", bomb, "--checkpoint", trained / "run", "--box", "1,1,4,4",
+                   "-o", tmp_path / "out.png", keep=(tmp_path,))
+    frames = [Image.fromarray(np.full((20, 20, 3), 60 * i, np.uint8)) for i in range(3)]
+    frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(ValueError, match="animation or stack of 3 frames"):
+        open_image(tmp_path / "moving.gif")

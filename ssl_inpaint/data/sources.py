@@ -14,6 +14,7 @@ import gzip
 import io
 import math
 import shutil
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,15 +62,27 @@ def to_8bit(image: Image.Image) -> Image.Image:
     return image
 
 
+ANIMATED_FORMATS = ("GIF", "PNG", "WEBP", "TIFF")  # several frames here: which one would be the image is a guess
+
+
 def open_image(path: Path, min_side: int = 0) -> Image.Image:
     """The one way every command decodes an image file: fully (a truncated file fails here, not later
     inside a transform), upright (the EXIF rotation a viewer applies), and at 8 bits per channel
-    (``to_8bit``); the colour mode is left as stored. Undecodable files raise OSError or ValueError.
+    (``to_8bit``); the colour mode is left as stored. Undecodable files raise OSError or ValueError, and
+    so do images above Pillow's pixel limit (decompression bombs) and animations (which frame?).
 
     ``min_side`` > 0 lets a JPEG decode at 1/2, 1/4 or 1/8 of its size (libjpeg's DCT scaling,
     ``Image.draft``) as long as its shorter side stays at least ``min_side``: a 640x480 photo cropped to
     128 px decodes at 320x240, about 2.5x faster, and is then resized as before."""
-    with Image.open(path) as image:
+    try:
+        with warnings.catch_warnings():  # between 1x and 2x its limit Pillow only warns, then decodes
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ValueError(f"a decompression bomb ({str(exc).split('could be')[0].strip()})") from None
+    with opened as image:
+        if image.format in ANIMATED_FORMATS and getattr(image, "n_frames", 1) > 1:  # not MPO: a camera JPEG's extra frames are previews
+            raise ValueError(f"an animation or stack of {image.n_frames} frames; save the frame you mean as a PNG")
         if min_side and image.format == "JPEG" and min(image.size) >= 2 * min_side:
             scale = min_side / min(image.size)
             image.draft(None, (math.ceil(image.size[0] * scale), math.ceil(image.size[1] * scale)))
