@@ -137,7 +137,9 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"recipe file not found: {path} (see the recipes/ folder for the shipped ones)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise UserError(f"recipe {path} is not a text file (not UTF-8); a recipe is YAML text") from None
     except yaml.YAMLError as exc:
         raise UserError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -147,7 +149,7 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
 
 def _coerce(key: str, value: Any, expected: type) -> Any:
     if value is None:
-        return None
+        raise UserError(f"option {key!r} has no value (null) in the recipe; give it one or delete the key to use the default")
     if expected is bool:
         if isinstance(value, bool):
             return value

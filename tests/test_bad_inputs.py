@@ -122,12 +122,30 @@ def test_missing_data_and_recipes(tmp_path, monkeypatch, capsys):
     assert_refused(monkeypatch, capsys, "must be a mapping", "pretrain", "--recipe", tmp_path / "list.yaml")
     (tmp_path / "unknown.yaml").write_text("learning_rate: 0.1\n")
     assert_refused(monkeypatch, capsys, "unknown recipe key(s) learning_rate", "pretrain", "--recipe", tmp_path / "unknown.yaml")
+    (tmp_path / "null.yaml").write_text("lr_g:\nbatch_size: 4\n")
+    assert_refused(monkeypatch, capsys, "option 'lr_g' has no value (null)", "pretrain", "--recipe", tmp_path / "null.yaml")
+    (tmp_path / "binary.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
+    assert_refused(monkeypatch, capsys, "is not a text file", "pretrain", "--recipe", tmp_path / "binary.yaml")
+
+
+IMAGE = {"id": 1, "file_name": "a.jpg", "width": 40, "height": 30}
+ANNOTATION = {"id": 7, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 20.0, "bbox": [1, 1, 5, 4],
+              "segmentation": [[1, 1, 6, 1, 6, 5, 1, 5]]}
+
+
+def coco_file(images: list, annotations: list) -> str:
+    return json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "thing"}]})
 
 
 @pytest.mark.parametrize("content, expected", [
     ("[1, 2, 3]", "is not a COCO instances file"),
     ("{not json", "is not a COCO instances file"),
     ('{"images": 5}', "is not a COCO instances file"),
+    (coco_file([{k: v for k, v in IMAGE.items() if k != "file_name"}], []), "image 1 has no usable file_name (None"),
+    (coco_file([{**IMAGE, "file_name": "../../etc/passwd"}], []), "image 1 has no usable file_name"),
+    (coco_file([{**IMAGE, "width": "40"}], []), "needs positive integer width and height"),
+    (coco_file([IMAGE], [{**ANNOTATION, "area": "big"}]), "annotation 7 has a non-numeric area ('big')"),
+    (coco_file([IMAGE], [{**ANNOTATION, "segmentation": "a polygon"}]), "annotation 7 has a segmentation that is neither"),
 ])
 def test_coco_annotation_files_that_are_not_coco(tiny_data, tmp_path, monkeypatch, capsys, content, expected):
     root = tmp_path / "coco"
@@ -485,3 +503,24 @@ def test_decompression_bombs_and_animations_are_unreadable_images(side, trained,
     frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:])
     with pytest.raises(ValueError, match="animation or stack of 3 frames"):
         open_image(tmp_path / "moving.gif")
+
+
+def test_object_masks_refuse_a_file_without_objects_and_report_their_fallbacks(tmp_path, monkeypatch, capsys):
+    from ssl_inpaint.data.sources import CocoSource
+    from ssl_inpaint.masks import PretextDataset, create_mask_generator
+
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    (root / "train2017").mkdir()
+    for i in range(1, 5):
+        Image.fromarray(np.full((30, 40, 3), 40 * i, np.uint8)).save(root / "train2017" / f"{i}.jpg")
+    images = [{**IMAGE, "id": i, "file_name": f"{i}.jpg"} for i in range(1, 5)]
+    (root / "annotations" / "instances_train2017.json").write_text(coco_file(images, []))
+    assert_refused(monkeypatch, capsys, "has no object annotations, so every hole would be a rectangle", *PRETRAIN, "--dataset", "coco",
+                   "--data", root, "--mask", "coco_object", "--val-images", "1", "--output-dir", tmp_path / "runs", keep=(root,))
+    (root / "annotations" / "instances_train2017.json").write_text(coco_file(images, [ANNOTATION, {**ANNOTATION, "id": 8, "image_id": 2,
+                                                                                       "segmentation": [[0, 0, 1, 0, 1, 1]]}]))
+    objects = create_mask_generator("coco_object", min_area=0.01, max_area=0.5)
+    dataset = PretextDataset(CocoSource(root, "train2017"), 16, objects, torch.zeros(3), seed=0, train=False, use_objects=True)
+    fallbacks = [int(dataset[i]["fallback_hole"]) for i in range(4)]
+    assert fallbacks == [0, 1, 1, 1]  # image 1's object is eligible; image 2's is too small; 3 and 4 have none

@@ -18,7 +18,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -212,6 +212,8 @@ class CocoSource(ImageSource):
                     f"{annotation_file} is not a COCO instances file ({reason}); it must be a JSON object "
                     f"with images, annotations and categories"
                 ) from None
+        self.annotation_file = annotation_file
+        _check_coco_fields(self.coco, annotation_file)
         self.image_ids = sorted(self.coco.getImgIds())
         self.name = f"COCO {split}"
 
@@ -227,13 +229,44 @@ class CocoSource(ImageSource):
     def describe(self, index: int) -> str:
         return str(self._path(index))
 
+    def annotation_count(self) -> int:
+        return len(self.coco.anns)
+
     def objects(self, index: int) -> Optional[np.ndarray]:
         info = self.coco.imgs[self.image_ids[index]]
         annotations = self.coco.loadAnns(self.coco.getAnnIds(imgIds=info["id"], iscrowd=None))
         annotations = sorted(annotations, key=lambda a: -a.get("area", 0))[: self.max_objects]
         if not annotations:
             return np.zeros((0, info["height"], info["width"]), dtype=np.uint8)
-        return np.stack([self.coco.annToMask(a) for a in annotations])
+        try:
+            return np.stack([self.coco.annToMask(a) for a in annotations])
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:  # pycocotools indexes without checks
+            ids = ", ".join(str(a.get("id")) for a in annotations)
+            raise UserError(
+                f"{self.annotation_file}: a segmentation of image {info['id']} (annotations {ids}) is malformed "
+                f"({exc.__class__.__name__}: {str(exc)[:100]}); fix or remove it"
+            ) from None
+
+
+def _check_coco_fields(coco: Any, annotation_file: Path) -> None:
+    """The fields this toolkit reads, with their types, in every image and annotation entry: a
+    missing ``file_name`` or a string ``area`` is one line naming the entry, not a traceback later."""
+    def refuse(what: str) -> None:
+        raise UserError(f"{annotation_file} is not a usable COCO instances file: {what}")
+
+    for image_id, info in coco.imgs.items():
+        name = info.get("file_name")
+        if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+            refuse(f"image {image_id} has no usable file_name ({name!r}; a path inside the split's folder)")
+        if not all(isinstance(info.get(k), int) and info[k] > 0 for k in ("width", "height")):
+            refuse(f"image {image_id} ({name}) needs positive integer width and height")
+    for ann_id, ann in coco.anns.items():
+        if ann.get("image_id") not in coco.imgs:
+            refuse(f"annotation {ann_id} names no image of the file (image_id {ann.get('image_id')!r})")
+        if not isinstance(ann.get("area", 0), (int, float)) or isinstance(ann.get("area"), bool):
+            refuse(f"annotation {ann_id} has a non-numeric area ({ann.get('area')!r})")
+        if not isinstance(ann.get("segmentation", []), (list, dict)):
+            refuse(f"annotation {ann_id} has a segmentation that is neither polygons nor RLE")
 
 
 def voc_root(root: str | Path, year: str) -> Path:

@@ -29,7 +29,7 @@ from ssl_inpaint.runtime import console
 from ssl_inpaint.runtime import configure_threads, resolve_workers
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.completion import Inpainter, load_inpainter
-from ssl_inpaint.masks import MaskOptions, PretextDataset, degenerate_holes
+from ssl_inpaint.masks import MaskOptions, PretextDataset, check_object_source, degenerate_holes
 from ssl_inpaint.metrics import HIGHER_IS_BETTER, image_quality, to_unit
 
 DEFAULT_SPLITS = {"coco": "val2017", "voc": "val", "fashion_mnist": "test", "cifar10": "test", "folder": ""}
@@ -139,6 +139,8 @@ def evaluation_images(config: EvaluateConfig, inpainter: Inpainter) -> tuple[Ima
             f"the generator takes {inpainter.channels}-channel images but {source.name} has {source.channels}; "
             f"evaluate it on data like its training data"
         )
+    if config.mask == "coco_object":
+        check_object_source(source)
     dataset = PretextDataset(
         source, inpainter.image_size, config.mask_generator(), torch.zeros(source.channels), config.seed,
         train=False, strict=config.strict, use_objects=config.mask == "coco_object",

@@ -41,7 +41,7 @@ from ssl_inpaint.runtime import autocast, check_precision, configure_threads, co
 from ssl_inpaint.runtime import prepare_module, ResumableSampler, rng_state, set_rng_state, StopSignal, unwrap
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.losses import LossWeights
-from ssl_inpaint.masks import MASKS, MaskOptions, PretextDataset, channel_mean, degenerate_holes
+from ssl_inpaint.masks import MASKS, MaskOptions, PretextDataset, channel_mean, check_object_source, degenerate_holes
 from ssl_inpaint.metrics import completion_metrics, ssim, to_unit
 from ssl_inpaint.probe import ProbeOptions, RepresentationProbe, make_probe
 from ssl_inpaint.gan_step import SCHEDULES, STAGES, Optimizers, composite, phase_at, train_step
@@ -304,6 +304,8 @@ def prepare_data(config: PretrainConfig) -> PretextData:
     channels = source.channels
     fill = channel_mean(train_source, config.image_size) if config.fill == "mean" else torch.zeros(channels)
     use_objects = config.mask == "coco_object"
+    if use_objects:
+        check_object_source(source)
     common = dict(strict=config.strict, use_objects=use_objects, reduced_decode=config.reduced_decode, cache_mb=config.cache_mb)
     train = PretextDataset(train_source, config.image_size, mask_generator, fill, config.seed, True, crop_scale=config.crop_scale, **common)
     val = PretextDataset(val_source, config.image_size, mask_generator, fill, config.seed + 1, False, **common)
@@ -589,13 +591,15 @@ def train_one_epoch(run: PretrainRun, logger: RunLogger, stop: StopSignal) -> bo
     run.data.train.set_epoch(epoch)
     run.sampler.start_at(epoch, position * config.batch_size * config.accumulate)
     batches = iter(run.loader)
-    skipped_epoch = 0
+    skipped_epoch = fallback_holes = holes = 0
     while position < run.steps_per_epoch and run.step < run.total_steps:
         micro = [next(batches) for _ in range(config.accumulate)]
         phase = phase_for(config, run.step, position, run.steps_per_epoch, run.total_steps)
         for scheduler in run.schedulers:
             scheduler.step_update(run.step)
         skipped_epoch += sum(int(mb["skipped"].sum()) for mb in micro)
+        fallback_holes += sum(int(mb["fallback_hole"].sum()) for mb in micro)
+        holes += sum(len(mb["fallback_hole"]) for mb in micro)
         micro = [to_device(mb, dist.device, config.channels_last) for mb in micro]
         stats = train_step(run.models, micro, run.opts, run.weights, config.recon_loss, phase, config.precision, dist.world_size)
         nonfinite = any(not math.isfinite(v) for v in stats.values())
@@ -615,6 +619,10 @@ def train_one_epoch(run: PretrainRun, logger: RunLogger, stop: StopSignal) -> bo
     run.skipped_total += skipped_epoch
     if skipped_epoch:
         logger.print(f"warning: skipped {skipped_epoch} unreadable images in epoch {epoch} (see the log for their names)", style="yellow")
+    if fallback_holes:  # this process's share; the other processes see the same proportion
+        logger.scalars({"data/fallback_hole_fraction": fallback_holes / holes}, run.step)
+        logger.print(f"note: {fallback_holes} of {holes} coco_object holes in epoch {epoch} were rectangles: no object of the crop "
+                     f"covered --object-min-area to --object-max-area of it", style="yellow")
     run.save(run.last)
     epoch_done = run.step // run.steps_per_epoch
     if position == run.steps_per_epoch and config.save_every_epochs and epoch_done % config.save_every_epochs == 0:

@@ -11,7 +11,7 @@ from ssl_inpaint.masks.families import (
     degenerate_holes,
     mask_seed,
 )
-from ssl_inpaint.masks.pretext import PretextDataset, channel_mean
+from ssl_inpaint.masks.pretext import PretextDataset, channel_mean, check_object_source
 
 __all__ = [
     "MASKS",
@@ -21,6 +21,7 @@ __all__ = [
     "RandomPatches",
     "apply_mask",
     "channel_mean",
+    "check_object_source",
     "create_mask_generator",
     "degenerate_holes",
     "mask_seed",

@@ -187,13 +187,18 @@ class CocoObject:
     max_area: float = 0.5
     fallback: MaskGenerator = field(default_factory=lambda: RandomRectangles(0.25, 0.5))
 
+    def eligible(self, objects: Optional[torch.Tensor]) -> torch.Tensor:
+        """Indices of the objects of the crop whose area lies in [min_area, max_area] (none: the fallback)."""
+        if objects is None or objects.numel() == 0:
+            return torch.zeros(0, dtype=torch.long)
+        areas = objects.flatten(1).float().mean(dim=1)
+        return torch.nonzero((areas >= self.min_area) & (areas <= self.max_area)).flatten()
+
     def __call__(self, height, width, rng, objects=None):
-        if objects is not None and objects.numel() > 0:
-            areas = objects.flatten(1).float().mean(dim=1)
-            eligible = torch.nonzero((areas >= self.min_area) & (areas <= self.max_area)).flatten()
-            if eligible.numel() > 0:
-                chosen = int(eligible[int(rng.integers(0, eligible.numel()))])
-                return (objects[chosen : chosen + 1] > 0).float()
+        eligible = self.eligible(objects)
+        if eligible.numel() > 0:
+            chosen = int(eligible[int(rng.integers(0, eligible.numel()))])
+            return (objects[chosen : chosen + 1] > 0).float()
         return self.fallback(height, width, rng)
 
 

@@ -26,7 +26,8 @@ MAX_REPLACEMENT_TRIES = 50  # unreadable files skipped in a row before the datas
 
 class PretextDataset(Dataset):
     """Items are dicts: ``image`` (C,H,W in [-1,1]), ``mask`` (1,H,W; 1 = hole), ``input``
-    (C+1,H,W: the holed image plus the mask channel) and ``skipped`` (unreadable files replaced)."""
+    (C+1,H,W: the holed image plus the mask channel), ``skipped`` (unreadable files replaced) and
+    ``fallback_hole`` (1: the object mask found no eligible object and cut its fallback rectangle)."""
 
     def __init__(
         self,
@@ -151,11 +152,13 @@ class PretextDataset(Dataset):
         height, width = image.shape[-2:]
         mask = self.mask_generator(height, width, rng, objects_t)
         image = image.as_subclass(torch.Tensor)
+        eligible = getattr(self.mask_generator, "eligible", None) if self.use_objects else None
         return {
             "image": image,
             "mask": mask,
             "input": apply_mask(image, mask, self.fill),
             "skipped": skipped,
+            "fallback_hole": int(eligible is not None and eligible(objects_t).numel() == 0),
         }
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
@@ -188,9 +191,19 @@ class PretextDataset(Dataset):
         images, holes = to_unit_range(pixels), torch.stack(masks)
         inputs = apply_mask(images, holes, self.fill)
         return [
-            {"image": image, "mask": mask, "input": x, "skipped": skipped}
+            {"image": image, "mask": mask, "input": x, "skipped": skipped, "fallback_hole": 0}  # never object masks
             for image, mask, x, skipped in zip(images, holes, inputs, skips)
         ]
+
+
+def check_object_source(source: ImageSource) -> None:
+    """``--mask coco_object`` needs annotated objects: an annotation file with none would make every
+    hole the fallback rectangle, which is ``--mask rect``, so it is refused instead."""
+    annotations = getattr(source, "annotation_count", None)
+    if annotations is None:
+        raise UserError(f"--mask coco_object needs COCO annotations, and {source.name} has none: use --dataset coco or another --mask")
+    if annotations() == 0:
+        raise UserError(f"--mask coco_object: {source.name} has no object annotations, so every hole would be a rectangle; use --mask rect")
 
 
 def channel_mean(source: ImageSource, image_size: int, max_images: int = 64) -> torch.Tensor:
