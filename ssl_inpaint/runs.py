@@ -22,7 +22,7 @@ from torch.utils.tensorboard import SummaryWriter
 from ssl_inpaint.checkpoint import last_checkpoint
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.runtime import console
-from ssl_inpaint.storage import LOCK_FILE, cannot_use, check_run_folder, claim_run_folder, make_folder
+from ssl_inpaint.storage import LOCK_FILE, cannot_use, check_run_folder, claim_run_folder, make_folder, remove_if_unused
 
 try:
     import fcntl
@@ -38,12 +38,26 @@ def run_folder_lock(run_dir: Path, command: str, enabled: bool = True) -> Iterat
     The lock keeps a second process out: it stops with the first one's PID instead of interleaving
     checkpoints. It is ``flock`` on RUN/.lock: the kernel drops it when its holder exits, even after
     kill -9, so a crashed run never leaves a stale lock. (No locking where fcntl is missing, i.e. on
-    Windows.) With ``enabled=False`` (the other processes of a distributed run) nothing happens."""
+    Windows.) A folder this call created is removed again when the run is refused (``UserError``)
+    before writing anything but its marker. With ``enabled=False`` (the other processes of a
+    distributed run) nothing happens."""
     if not enabled:
         yield
         return
     check_run_folder(run_dir, command)
+    created = not run_dir.exists()
     make_folder(run_dir)
+    try:
+        with _exclusive(run_dir, command):
+            yield
+    except UserError:
+        if created:  # a run refused before it wrote anything leaves no folder behind
+            remove_if_unused(run_dir)
+        raise
+
+
+@contextlib.contextmanager
+def _exclusive(run_dir: Path, command: str) -> Iterator[None]:
     if fcntl is None:
         claim_run_folder(run_dir, command)
         yield

@@ -187,6 +187,17 @@ def claim_run_folder(run_dir: Path, command: str) -> None:
         write_json_atomic({"command": command, "format": RUN_MARKER_FORMAT}, run_dir / RUN_MARKER)
 
 
+def remove_if_unused(run_dir: Path) -> None:
+    """Remove a run folder that holds nothing but its marker and lock (a run refused before it wrote)."""
+    try:
+        if {p.name for p in run_dir.iterdir()} <= {RUN_MARKER, LOCK_FILE}:
+            for name in (RUN_MARKER, LOCK_FILE):
+                (run_dir / name).unlink(missing_ok=True)
+            run_dir.rmdir()
+    except OSError:
+        pass  # another process got in, or the disk refused: leaving an empty run folder is harmless
+
+
 def _looks_like_unmarked_run(folder: Path) -> bool:
     """A run folder written before run markers existed: its config beside a checkpoint or result."""
     return (folder / "config.yaml").is_file() and any(

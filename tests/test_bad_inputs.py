@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import json
 import pickle
+import re
 import sys
 from pathlib import Path
 
@@ -524,3 +525,54 @@ def test_object_masks_refuse_a_file_without_objects_and_report_their_fallbacks(t
     dataset = PretextDataset(CocoSource(root, "train2017"), 16, objects, torch.zeros(3), seed=0, train=False, use_objects=True)
     fallbacks = [int(dataset[i]["fallback_hole"]) for i in range(4)]
     assert fallbacks == [0, 1, 1, 1]  # image 1's object is eligible; image 2's is too small; 3 and 4 have none
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda meta: [meta], "is a pack of format 'list'"),
+    (lambda meta: {**meta, "count": "3"}, "has no valid 'count' ('3')"),
+    (lambda meta: {k: v for k, v in meta.items() if k != "image_size"}, "has no valid 'image_size' (None)"),
+    (lambda meta: {**meta, "mode": "CMYK"}, "has colour mode 'CMYK'"),
+])
+def test_a_tampered_pack_is_one_line(edit, expected, tmp_path):
+    from ssl_inpaint.data.packed import PACK_FORMAT, PackedSource
+    from ssl_inpaint.errors import UserError
+
+    pack = tmp_path / "p"
+    pack.mkdir()
+    meta = {"format": PACK_FORMAT, "image_size": 4, "mode": "L", "count": 1, "source": "x"}
+    (pack / "pack.json").write_text(json.dumps(edit(meta)))
+    np.save(pack / "shapes.npy", np.asarray([[1, 4, 4]], dtype=np.int32))
+    (pack / "pixels.u8").write_bytes(bytes(16))
+    (pack / "names.txt").write_text("a\n")
+    with pytest.raises(UserError, match=re.escape(expected)):
+        PackedSource(pack)
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("[1, 2]", "not a JSON object"),
+    ('{"dataset": "voc", "mode": "finetune", "budget": "all", "metric": "mAP", "seed": 0, "value": NaN, "init": "random"}', "its value is nan"),
+])
+def test_compare_refuses_results_it_cannot_read(content, expected, tmp_path, monkeypatch, capsys):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "metrics.json").write_text(content)
+    assert_refused(monkeypatch, capsys, expected, "compare", tmp_path / "r", "--output", tmp_path / "c.md", "--logdir", tmp_path / "tb",
+                   keep=(tmp_path,))
+
+
+def test_a_label_budget_the_data_cannot_honour_is_refused_and_leaves_no_run_folder(tiny_data, trained, tmp_path, monkeypatch, capsys):
+    assert_refused(monkeypatch, capsys, "has only 3 labelled images; lower it to 3", "finetune", "--dataset", "voc", "--data",
+                   tiny_data / "VOCdevkit", "--image-size", "32", "--checkpoint", trained / "run", "--output-dir", tmp_path,
+                   "--labels-per-class", "50", "--epochs", "1", "--num-workers", "0", keep=(trained,))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_finetune_refuses_a_timm_encoder_under_encoder_unet(tiny_data, tmp_path, monkeypatch, capsys):
+    from ssl_inpaint.checkpoint import ENCODER_FORMAT
+    from ssl_inpaint.storage import save_atomic
+
+    encoder = tmp_path / "encoder.pt"
+    save_atomic({"format": ENCODER_FORMAT, "arch": {"arch": "timm", "name": "resnet18", "in_channels": 4, "image_size": 32},
+                 "state_dict": {}}, encoder)
+    assert_refused(monkeypatch, capsys, "holds a timm:resnet18 encoder; pass --encoder timm:resnet18", "finetune", "--dataset", "voc",
+                   "--data", tiny_data / "VOCdevkit", "--image-size", "32", "--checkpoint", encoder, "--output-dir", tmp_path / "runs",
+                   "--labels-per-class", "2", "--epochs", "1", "--num-workers", "0", keep=(tmp_path,))

@@ -207,6 +207,13 @@ def label_budget(
         raise UserError(f"--label-fraction must be in (0, 1], got {fraction}")
     rng = np.random.default_rng(data_seed)
     members = labelled.class_members()
+    if per_class:  # a budget is what the runs are labelled with: never silently less than asked
+        smallest = min(range(len(members)), key=lambda k: len(members[k]))
+        if len(members[smallest]) < per_class:
+            raise UserError(
+                f"--labels-per-class {per_class}: class {labelled.classes[smallest]!r} of {labelled.source.name} has only "
+                f"{len(members[smallest])} labelled images; lower it to {len(members[smallest])} or use --labels-per-class 0 (all)"
+            )
     chosen: list[int] = []
     taken = np.zeros(len(labelled), dtype=bool)
     for k in rng.permutation(len(members)):

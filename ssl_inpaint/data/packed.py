@@ -147,6 +147,23 @@ def _partial_lock(partial: Path, output: Path) -> Iterator[None]:
         handle.close()
 
 
+PACK_META = {"format": str, "image_size": int, "mode": str, "count": int, "source": str}
+
+
+def _check_pack_meta(meta: object, root: Path) -> None:
+    """pack.json holds the fields a pack is read with, with their types: an edited or foreign file is
+    one line, not a KeyError."""
+    if not isinstance(meta, dict) or meta.get("format") != PACK_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise UserError(f"{root} is a pack of format {found!r}, not {PACK_FORMAT}; write it again with ssl pack")
+    for key, kind in PACK_META.items():
+        value = meta.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 1):
+            raise UserError(f"{root / 'pack.json'} has no valid {key!r} ({value!r}); write the pack again with ssl pack")
+    if meta["mode"] not in ("RGB", "L"):
+        raise UserError(f"{root / 'pack.json'} has colour mode {meta['mode']!r}, not RGB or L; write the pack again with ssl pack")
+
+
 class PackedSource(ImageSource):
     """A pack written by ``ssl pack``: images already resized to ``stored_size``, read from a memory
     map. ``load`` gives the stored uint8 (C, H, W) tensor."""
@@ -165,8 +182,9 @@ class PackedSource(ImageSource):
             self.names = paths["names.txt"].read_text().splitlines()
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot read the pack {self.root} ({exc}); write it again with ssl pack") from None
-        if meta.get("format") != PACK_FORMAT:
-            raise UserError(f"{self.root} is a pack of format {meta.get('format')!r}, not {PACK_FORMAT}; write it again with ssl pack")
+        _check_pack_meta(meta, self.root)
+        if self.shapes.ndim != 2 or self.shapes.shape[1] != 3 or self.shapes.dtype.kind not in "iu" or (self.shapes < 1).any():
+            raise UserError(f"the pack {self.root} has a damaged shapes.npy (not one positive C, H, W row an image); write it again with ssl pack")
         self.offsets = np.concatenate([[0], np.cumsum(np.prod(self.shapes.astype(np.int64), axis=1))])
         if len(self.shapes) != meta["count"] or len(self.names) != meta["count"] or self.offsets[-1] != self.pixels_map.size:
             raise UserError(f"the pack {self.root} is incomplete (its files disagree on the image count or size); write it again with ssl pack")

@@ -281,8 +281,9 @@ def voc_root(root: str | Path, year: str) -> Path:
 
 def voc_image_ids(root: Path, split: str) -> list[str]:
     split_file = root / "ImageSets" / "Main" / f"{split}.txt"
-    if not split_file.is_file():
-        raise UserError(f"VOC split file not found: {split_file} (check --split)")
+    if not split_file.is_file():  # named by the split, not a flag: --split, --train-split and the probe's all end here
+        present = sorted(p.stem for p in split_file.parent.glob("*.txt") if "_" not in p.stem)
+        raise UserError(f"VOC split {split!r} not found: no {split_file}; the splits there are: {', '.join(present) or 'none'}")
     return [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
 
 

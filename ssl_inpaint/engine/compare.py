@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +125,8 @@ def collect(runs: list[Path]) -> list[Row]:
                 raise ValueError("not a JSON object")
             key = (dataset_identity(m), m["mode"], m["budget"], m["metric"], protocol_key(m))
             seed, value = int(m["seed"]), float(m["value"])
+            if not math.isfinite(value):
+                raise ValueError(f"its value is {value}: no score to compare")
             if m["init"] in BASELINES:
                 column, source = m["init"], "—"
                 baselines[key][column][seed] = value

@@ -234,6 +234,8 @@ def build_classifier(config: FinetuneConfig, num_classes: int, image_channels: i
     if config.checkpoint:
         encoder_file = resolve_encoder_file(config.checkpoint)
         payload = load_checkpoint(encoder_file, ENCODER_FORMAT)
+        if payload["arch"].get("arch") == "timm":  # its run would be recorded as --encoder unet
+            raise UserError(f"{encoder_file} holds a timm:{payload['arch'].get('name')} encoder; pass --encoder timm:{payload['arch'].get('name')}")
         encoder = encoder_from_arch(payload["arch"], config.image_size, image_channels, config.features)
     else:
         encoder = UNetEncoder(image_channels + 1, config.image_size, bottleneck_channels=config.bottleneck_channels)
