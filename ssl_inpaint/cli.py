@@ -24,6 +24,7 @@ from ssl_inpaint.engine.inpaint import run_inpaint
 from ssl_inpaint.engine.pack import PackConfig, run_pack
 from ssl_inpaint.engine.pixelcnn import PixelCNNConfig, run_pixelcnn
 from ssl_inpaint.engine.pretrain import PretrainConfig, run_pretrain
+from ssl_inpaint.distributed import joined_a_group
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.runtime import PRECISIONS
 from ssl_inpaint.storage import cannot_use
@@ -119,6 +120,32 @@ def inpaint(
     run_inpaint(source, checkpoint, output, mask, box, batch_size, device, precision, overwrite)
 
 
+def report(line: str, always: bool = False) -> None:
+    """Print ``error: line`` and exit with status 2. In a distributed run every process meets an error
+    found before the processes connect (an option, a recipe) alike, so only rank 0 reports it; an
+    error met later is this process's own (an image only its shard holds), so it reports it, with its
+    rank, whichever rank it is."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        print(f"error: {line}", file=sys.stderr)
+    elif joined_a_group() or always or os.environ.get("RANK", "0") == "0":
+        print(f"error: [rank {os.environ.get('RANK', '?')}] {line}", file=sys.stderr)
+    sys.exit(2)
+
+
+def peer_failed(exc: RuntimeError) -> bool:
+    """A collective that broke because another process of the run exited (its own error is reported
+    there): Gloo's 'Connection closed by peer', NCCL's remote errors, a store that went away."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1 or not joined_a_group():
+        return False
+    text = str(exc)
+    return isinstance(exc, getattr(dist, "DistBackendError", ())) or any(
+        marker in text for marker in ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL", "gloo")
+    )
+
+
 def usage_error(exc: Exception) -> None:
     """A flag of the wrong type, an unknown flag or a missing argument: one ``error:`` line (through
     UserError) pointing at --help. ``ssl`` or ``ssl CMD`` alone prints the help, as click does."""
@@ -152,14 +179,13 @@ def main() -> None:
         # click returns a status (--help: 0, Ctrl-C: 130) or the command's own result (a path, rows): success
         sys.exit(code if isinstance(code, int) else 0)
     except UserError as exc:
-        # Every process of a distributed run meets the same error; one line is enough.
-        if os.environ.get("RANK", "0") == "0":
-            print(f"error: {error_line(exc)}", file=sys.stderr)
-        sys.exit(2)
+        report(error_line(exc))
     except OSError as exc:  # the filesystem said no: not writable, full, a file where a folder must be
-        if os.environ.get("RANK", "0") == "0":
-            print(f"error: {cannot_use(None, exc)}", file=sys.stderr)
-        sys.exit(2)
+        report(cannot_use(None, exc))
+    except RuntimeError as exc:
+        if not peer_failed(exc):
+            raise
+        report("stopped because another process of this run failed (see that process's error line)", always=True)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

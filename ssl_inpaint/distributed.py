@@ -65,7 +65,17 @@ def setup(device_name: str) -> Distributed:
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30), device_id=device if device.type == "cuda" else None)
+    global _joined
+    _joined = True
     return Distributed(rank, world_size, local_rank, device)
+
+
+_joined = False  # this process joined a process group (kept after teardown, for its error report)
+
+
+def joined_a_group() -> bool:
+    """Whether this process has been connected to the other processes of a distributed run."""
+    return _joined
 
 
 def teardown() -> None:
@@ -134,9 +144,11 @@ def barrier(world_size: int) -> None:
 
 
 def relaunch_under_torchrun(nproc: int) -> None:
-    """``ssl <command> ... --nproc N`` (or ``nproc: N`` in a recipe): replace this process by torchrun
-    running the same command line N times on this machine. The children see torchrun's WORLD_SIZE
-    and run the command itself."""
+    """``ssl <command> ... --nproc N`` (or ``nproc: N`` in a recipe): run torchrun's launcher here,
+    starting the same command line N times on this machine, then exit with their status. The
+    children see torchrun's WORLD_SIZE and run the command itself. When a child fails, its own error
+    line (and the others' "stopped because another process failed") is what the user reads: the
+    launcher's report of the failure, a traceback of its own, is replaced by one line, exit status 2."""
     if nproc <= 1 or "WORLD_SIZE" in os.environ:
         return
     args, skip = [], False
@@ -148,7 +160,15 @@ def relaunch_under_torchrun(nproc: int) -> None:
             skip = True
             continue
         args.append(arg)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, command + ["-m", "ssl_inpaint", *args])
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its per-child lines repeat the children's
+    try:
+        torchrun(["--standalone", f"--nproc-per-node={nproc}", "-m", "ssl_inpaint", *args])
+    except ChildFailedError as exc:
+        rank, first = exc.get_first_failure()  # the others were stopped by the launcher or by the broken connection
+        raise UserError(f"process {rank} of {nproc} failed first (exit status {first.exitcode}); its error line is above") from None
+    sys.exit(0)

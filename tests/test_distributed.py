@@ -137,3 +137,27 @@ def test_distributed_finetune_runs(tiny_data, tmp_path):
     assert metrics["world_size"] == 2 and metrics["metric"] == "mAP" and len(metrics["history"]) == 1
     aps = [ap for ap in metrics["per_class"].values() if ap == ap]  # NaN: a class without test positives
     assert aps and metrics["value"] == pytest.approx(sum(aps) / len(aps))  # both processes' predictions scored
+
+
+def test_a_bad_image_on_one_process_is_that_processes_line_and_the_run_exits_2(tmp_path):
+    """Issue 21: the failing process reports its own error with its rank, the other stops with one line
+    (no Gloo traceback), and the launcher's own failure report is one line too."""
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(12):
+        Image.fromarray(torch.full((40, 40, 3), 20 * i, dtype=torch.uint8).numpy()).save(folder / f"{i:02d}.png")
+    (folder / "99.png").write_bytes((folder / "01.png").read_bytes()[:30])
+    args = ["pretrain", "--dataset", "folder", "--data", str(folder), "--image-size", "32", "--bottleneck-channels", "8",
+            "--widths", "8,8,8,8,8", "--norm", "none", "--batch-size", "2", "--val-images", "2", "--max-steps", "30", "--mask", "rect",
+            "--no-global-d", "--no-local-d", "--num-workers", "0", "--strict", "--nproc", "2", "--output-dir", str(tmp_path / "runs")]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    result = subprocess.run([sys.executable, "-m", "ssl_inpaint", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "ChildFailedError" not in result.stderr, result.stderr[-3000:]
+    assert any(line.startswith("error: [rank ") and "unreadable image" in line and "99.png" in line for line in errors), errors
+    # The other process says it stopped for that reason, unless the launcher's SIGTERM ended it first.
+    assert all("unreadable image" in line or "another process" in line or "failed first" in line for line in errors), errors
+    assert "of 2 failed first (exit status 2)" in errors[-1], errors
