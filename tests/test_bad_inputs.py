@@ -576,3 +576,17 @@ def test_finetune_refuses_a_timm_encoder_under_encoder_unet(tiny_data, tmp_path,
     assert_refused(monkeypatch, capsys, "holds a timm:resnet18 encoder; pass --encoder timm:resnet18", "finetune", "--dataset", "voc",
                    "--data", tiny_data / "VOCdevkit", "--image-size", "32", "--checkpoint", encoder, "--output-dir", tmp_path / "runs",
                    "--labels-per-class", "2", "--epochs", "1", "--num-workers", "0", keep=(tmp_path,))
+
+
+def test_a_malformed_voc_class_list_names_its_line(tmp_path):
+    from ssl_inpaint.data.classification import VOC_CLASSES, voc_targets_from_imagesets
+    from ssl_inpaint.errors import UserError
+
+    main_dir = tmp_path / "ImageSets" / "Main"
+    main_dir.mkdir(parents=True)
+    for name in VOC_CLASSES:
+        (main_dir / f"{name}_train.txt").write_text("000001  1\n000002 -1\n")
+    assert voc_targets_from_imagesets(tmp_path, "train", ["000001", "000002"])[0][:, 0].tolist() == [1.0, 0.0]
+    (main_dir / f"{VOC_CLASSES[3]}_train.txt").write_text("000001  1\n000002\n")
+    with pytest.raises(UserError, match="line 2 is not '<image id> <1|-1|0>'"):
+        voc_targets_from_imagesets(tmp_path, "train", ["000001", "000002"])

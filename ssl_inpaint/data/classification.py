@@ -112,10 +112,13 @@ def voc_targets_from_imagesets(root: Path, split: str, ids: Sequence[str]) -> tu
         path = root / "ImageSets" / "Main" / f"{name}_{split}.txt"
         if not path.is_file():
             raise UserError(f"VOC class list not found: {path} (use --voc-labels xml)")
-        for line in path.read_text().splitlines():
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
             if not line.strip():
                 continue
-            image_id, flag = line.split()
+            fields = line.split()
+            if len(fields) != 2 or fields[1] not in ("1", "-1", "0"):
+                raise UserError(f"{path} line {number} is not '<image id> <1|-1|0>': {line[:80]!r}; fix the file or use --voc-labels xml")
+            image_id, flag = fields
             if image_id in position:
                 present[position[image_id], k] = float(flag in ("1", "0"))
                 ignore[position[image_id], k] = flag == "0"
