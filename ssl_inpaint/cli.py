@@ -15,7 +15,7 @@ import typer
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
-from ssl_inpaint.config import typer_command
+from ssl_inpaint.config import MAX_WIDTH, at_least, check_range, typer_command
 from ssl_inpaint.engine.compare import run_compare
 from ssl_inpaint.engine.evaluate import EvaluateConfig, run_evaluate
 from ssl_inpaint.engine.export import run_export
@@ -78,6 +78,14 @@ config_command(
 )
 
 
+# The numeric options of the commands without a config dataclass, with their ranges (the others
+# declare theirs in their config; tests/test_option_domains.py walks both).
+PLAIN_RANGES = {
+    ("export", "num_classes"): at_least(1, 1_000_000),
+    ("inpaint", "batch_size"): at_least(1, MAX_WIDTH),
+}
+
+
 @app.command("compare")
 def compare(
     runs: List[str] = typer.Argument(..., help="Finetune run folders, globs, or folders holding runs."),
@@ -98,6 +106,7 @@ def export(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file (never one of the run's own files)."),
 ) -> None:
     """Export a timm encoder for timm.create_model(name, num_classes=K) with no glue code."""
+    check_range("num_classes", num_classes, PLAIN_RANGES[("export", "num_classes")])
     run_export(run, format, output, num_classes, overwrite)
 
 
@@ -117,6 +126,7 @@ def inpaint(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace output files that exist already."),
 ) -> None:
     """Fill holes in your images with a trained generator, at any size; known pixels are kept byte for byte."""
+    check_range("batch_size", batch_size, PLAIN_RANGES[("inpaint", "batch_size")])
     run_inpaint(source, checkpoint, output, mask, box, batch_size, device, precision, overwrite)
 
 

@@ -88,9 +88,15 @@ def check_domains(config: Any) -> None:
     """Refuse a number outside its option's ``Range``, naming the flag, the range and the value."""
     for field in dataclasses.fields(config):
         domain, value = field.metadata.get("domain"), getattr(config, field.name)
-        if domain is not None and isinstance(value, (int, float)) and value not in domain:
-            shown = f"{value:g}" if isinstance(value, float) else value
-            raise UserError(f"--{field.name.replace('_', '-')} must be {domain.describe()}, got {shown}")
+        if domain is not None and isinstance(value, (int, float)):
+            check_range(field.name, value, domain)
+
+
+def check_range(name: str, value: float, domain: Range) -> None:
+    """One option's value against its ``Range`` (also for the options of commands without a config)."""
+    if value not in domain:
+        shown = f"{value:g}" if isinstance(value, float) else value
+        raise UserError(f"--{name.replace('_', '-')} must be {domain.describe()}, got {shown}")
 
 
 @dataclasses.dataclass

@@ -590,3 +590,42 @@ def test_a_malformed_voc_class_list_names_its_line(tmp_path):
     (main_dir / f"{VOC_CLASSES[3]}_train.txt").write_text("000001  1\n000002\n")
     with pytest.raises(UserError, match="line 2 is not '<image id> <1|-1|0>'"):
         voc_targets_from_imagesets(tmp_path, "train", ["000001", "000002"])
+
+
+# --- several processes (issue 21): the failing process's own line; the fast half of tests/test_distributed.py ---
+
+@pytest.mark.parametrize("rank, joined, printed", [
+    ("0", False, "error: [rank 0] bad option"),  # before the processes connect: every one has it, rank 0 says it
+    ("1", False, ""),
+    ("1", True, "error: [rank 1] bad option"),  # after: it is this process's own
+])
+def test_each_process_reports_only_its_own_errors(rank, joined, printed, monkeypatch, capsys):
+    import ssl_inpaint.cli as cli
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setattr(cli, "joined_a_group", lambda: joined)
+    with pytest.raises(SystemExit) as exited:
+        cli.report("bad option")
+    assert exited.value.code == 2 and capsys.readouterr().err.strip() == printed
+    monkeypatch.setattr(cli, "joined_a_group", lambda: True)
+    assert cli.peer_failed(RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:4321"))
+    assert not cli.peer_failed(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+
+
+def test_the_launcher_reports_the_first_failure_in_one_line(monkeypatch):
+    import torch.distributed.run
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from ssl_inpaint.distributed import relaunch_under_torchrun
+    from ssl_inpaint.errors import UserError
+
+    def failing(args):
+        failure = ProcessFailure(local_rank=1, pid=42, exitcode=2, error_file="/nonexistent")
+        raise ChildFailedError("ssl_inpaint", {1: failure})
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(torch.distributed.run, "main", failing)
+    monkeypatch.setattr(sys, "argv", ["ssl", "pretrain", "--nproc", "2"])
+    with pytest.raises(UserError, match=r"process 1 of 2 failed first \(exit status 2\)"):
+        relaunch_under_torchrun(2)

@@ -1,6 +1,7 @@
-"""Every numeric option of every command declares the range it accepts (issue 21), and a value just
-outside it ends in one ``error:`` line naming the flag, exit status 2, before any work: a new option
-without a domain fails here."""
+"""Every numeric option of every command of the ``ssl`` CLI declares the range it accepts (issue 21),
+and a value just outside it ends in one ``error:`` line naming the flag, exit status 2, before any
+work: a new option without a range fails here. The options are read from the CLI itself, so a
+command without a config dataclass is walked too (its ranges: ``cli.PLAIN_RANGES``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import typing
 
 import pytest
 
-from ssl_inpaint.cli import main
+from ssl_inpaint.cli import PLAIN_RANGES, app, main
 from ssl_inpaint.config import MAX_SEED, Range
 from ssl_inpaint.engine.evaluate import EvaluateConfig
 from ssl_inpaint.engine.finetune import FinetuneConfig
@@ -22,34 +23,55 @@ COMMANDS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "evaluate": 
             "pack": PackConfig}
 
 
-def numeric_options() -> list[tuple[str, dataclasses.Field, type]]:
+def numeric_options() -> list[tuple[str, str, type, object]]:
+    """(command, option name, int or float, its Range or None) for every numeric option of every
+    command of the ``ssl`` CLI itself: from a config field, or from ``cli.PLAIN_RANGES``."""
+    import typer
+
     found = []
-    for command, config in COMMANDS.items():
-        hints = typing.get_type_hints(config)
-        found += [(command, f, hints[f.name]) for f in dataclasses.fields(config) if hints[f.name] in (int, float)]
+    group = typer.main.get_command(app)
+    for command, cli_command in sorted(group.commands.items()):
+        config = COMMANDS.get(command)
+        fields = {f.name: f for f in dataclasses.fields(config)} if config else {}
+        for param in cli_command.params:
+            annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+            kinds = [t for t in (typing.get_args(annotation) or (annotation,)) if t in (int, float)]  # Optional[int] too
+            if not kinds:
+                continue
+            kind = kinds[0]
+            field = fields.get(param.name)
+            domain = field.metadata.get("domain") if field is not None else PLAIN_RANGES.get((command, param.name))
+            found.append((command, param.name, kind, domain))
     return found
 
 
 OPTIONS = numeric_options()
 
 
-@pytest.mark.parametrize("command, field, kind", OPTIONS, ids=[f"{c}--{f.name}" for c, f, _ in OPTIONS])
-def test_every_numeric_option_declares_a_range_holding_its_default(command, field, kind):
-    domain = field.metadata.get("domain")
-    assert isinstance(domain, Range), f"ssl {command} --{field.name}: give option(...) a Range (ssl_inpaint.config)"
-    assert field.default in domain, f"ssl {command} --{field.name}: the default {field.default} lies outside {domain.describe()}"
-    assert domain.outside(kind is int), f"ssl {command} --{field.name}: a range with no bound at all checks nothing"
+def test_every_command_has_numeric_options_to_check():
+    assert {command for command, *_ in OPTIONS} >= {*COMMANDS, "export", "inpaint"}
 
 
-CASES = [(c, f, v) for c, f, kind in OPTIONS for v in f.metadata["domain"].outside(kind is int)]
+@pytest.mark.parametrize("command, name, kind, domain", OPTIONS, ids=[f"{c}--{n}" for c, n, _, _ in OPTIONS])
+def test_every_numeric_option_declares_a_range_holding_its_default(command, name, kind, domain):
+    assert isinstance(domain, Range), f"ssl {command} --{name}: give option(...) a Range (config) or add it to cli.PLAIN_RANGES"
+    assert domain.outside(kind is int), f"ssl {command} --{name}: a range with no bound at all checks nothing"
+    config = COMMANDS.get(command)
+    if config is not None:
+        default = next(f.default for f in dataclasses.fields(config) if f.name == name)
+        assert default in domain, f"ssl {command} --{name}: the default {default} lies outside {domain.describe()}"
 
 
-@pytest.mark.parametrize("command, field, value", CASES, ids=[f"{c}--{f.name}={v:g}" for c, f, v in CASES])
-def test_a_value_outside_its_range_is_one_error_line(command, field, value, tmp_path, monkeypatch, capsys):
-    flag = "--" + field.name.replace("_", "-")
+REQUIRED = {"export": ["RUN", "-o", "OUT"], "inpaint": ["IMAGE", "--checkpoint", "RUN", "-o", "OUT", "--box", "1,1,2,2"]}
+CASES = [(c, n, v) for c, n, kind, d in OPTIONS if d is not None for v in d.outside(kind is int)]
+
+
+@pytest.mark.parametrize("command, name, value", CASES, ids=[f"{c}--{n}={v:g}" for c, n, v in CASES])
+def test_a_value_outside_its_range_is_one_error_line(command, name, value, tmp_path, monkeypatch, capsys):
+    flag = "--" + name.replace("_", "-")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["ssl", command, flag, str(value), "--output-dir" if command != "pack" else "--output",
-                                      str(tmp_path / "out")])
+    where = {"pack": ["--output", "out"], "export": [], "inpaint": []}.get(command, ["--output-dir", "out"])
+    monkeypatch.setattr(sys, "argv", ["ssl", command, *REQUIRED.get(command, []), flag, str(value), *where])
     with pytest.raises(SystemExit) as exited:
         main()
     err = capsys.readouterr().err.strip()

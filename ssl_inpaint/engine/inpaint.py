@@ -313,8 +313,6 @@ def run_inpaint(
         raise UserError("no hole given: pass --mask MASK.png (white = hole) or one or more --box x,y,w,h")
     if mask is not None and boxes:
         raise UserError("give the hole as --mask or as --box, not both")
-    if batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
     if precision not in PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     parsed_boxes = [parse_box(b) for b in boxes]
