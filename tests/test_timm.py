@@ -97,3 +97,43 @@ def test_generator_on_timm_encoders_and_clear_errors():
         create_generator("unet", encoder="timm:resnet18", image_channels=3, image_size=48)
     with pytest.raises(UserError, match="--encoder must be unet or timm"):
         check_encoder_spec("resnet18")
+
+
+@pytest.mark.parametrize("skips", ["masked", "none"])
+def test_timm_decoder_skips_carry_no_hole_information(skips):
+    """As the U-Net's masked skips (issue 22): with the deepest stage fixed, changing the timm encoder's
+    shallower features inside the hole does not move the output; with ``all`` it does."""
+    torch.manual_seed(0)
+    generator = create_generator("unet", encoder="timm:resnet18", image_channels=3, image_size=64, skips=skips).eval()
+    x = torch.randn(2, 4, 64, 64)
+    x[:, 3] = 0
+    x[:, 3, 16:48, 16:48] = 1  # a centre hole
+    features = generator.encoder(x)
+    disturbed = []
+    for f in features[:-1]:
+        inside = torch.nn.functional.adaptive_max_pool2d(x[:, 3:], f.shape[-2:]) > 0
+        disturbed.append(torch.where(inside, f + 100 * torch.randn_like(f), f))
+
+    def decode(model, maps):
+        original = model.encoder.forward
+        model.encoder.forward = lambda _: maps
+        try:
+            return model(x)
+        finally:
+            model.encoder.forward = original
+
+    assert torch.allclose(decode(generator, features), decode(generator, [*disturbed, features[-1]]))
+    plain = create_generator("unet", encoder="timm:resnet18", image_channels=3, image_size=64, skips="all").eval()
+    assert not torch.allclose(decode(plain, features), decode(plain, [*disturbed, features[-1]]))
+    if skips == "masked":
+        assert len(generator.mask_tokens) == len(features) - 1
+
+
+def test_timm_generators_refuse_unknown_skips_and_the_unet_only_options():
+    from ssl_inpaint.models.factory import ModelOptions
+
+    with pytest.raises(UserError, match="--skips must be all, none or masked"):
+        create_generator("unet", encoder="timm:resnet18", image_channels=3, image_size=64, skips="some")
+    options = ModelOptions(image_size=64, encoder="timm:resnet18", predict="hole")
+    with pytest.raises(UserError, match="--predict hole and --norm none apply to --encoder unet only"):
+        options.check_model()

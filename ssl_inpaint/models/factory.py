@@ -120,8 +120,8 @@ class ModelOptions:
             raise UserError(f"--image-size must be a positive multiple of {stride} (2^stages of --widths {self.widths}), got {self.image_size}")
         if self.widths != ",".join(map(str, UNET_WIDTHS)) and (self.generator != "unet" or self.encoder != "unet"):
             raise UserError("--widths sets the stages of --generator unet with --encoder unet")
-        if self.encoder != "unet" and (self.predict != "image" or self.skips != "all" or self.norm != "batch"):
-            raise UserError("--predict hole, --skips none|masked and --norm none apply to --encoder unet only")
+        if self.encoder != "unet" and (self.predict != "image" or self.norm != "batch"):
+            raise UserError("--predict hole and --norm none apply to --encoder unet only (--skips all|none|masked work with timm encoders)")
         if self.generator != "unet" and (
             self.encoder != "unet" or self.predict != "image" or self.skips != "all" or self.norm != "batch"
         ):
@@ -160,7 +160,7 @@ def create_generator(name: str, encoder: str = "unet", **kwargs: Any) -> nn.Modu
     ``encoder='timm:<name>'`` puts a timm backbone under a U-Net decoder instead of the seed-003 encoder.
     """
     if encoder.startswith("timm:"):
-        return TimmUNetGenerator(encoder[len("timm:"):], kwargs["image_channels"], kwargs["image_size"])
+        return TimmUNetGenerator(encoder[len("timm:"):], kwargs["image_channels"], kwargs["image_size"], kwargs.get("skips", "all"))
     if encoder != "unet":
         raise UserError(f"--encoder must be unet or timm:<model name>, got {encoder!r}")
     return GENERATORS.get(name)(**kwargs)

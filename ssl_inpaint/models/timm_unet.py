@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ssl_inpaint.errors import UserError
+from ssl_inpaint.models.unet import mask_skip
 
 
 def check_encoder_spec(spec: str) -> None:
@@ -79,11 +80,19 @@ def _mix(in_ch: int, out_ch: int) -> nn.Sequential:
 
 
 class TimmUNetGenerator(nn.Module):
-    """U-Net generator on a timm encoder. Input (B, C+1, H, W); output the completed (B, C, H, W)."""
+    """U-Net generator on a timm encoder. Input (B, C+1, H, W); output the completed (B, C, H, W).
 
-    def __init__(self, name: str, image_channels: int = 3, image_size: int = 128):
+    ``skips`` as for the seed-003 U-Net: ``all`` concatenates every shallower stage's features into the
+    decoder; ``none`` gives the decoder the deepest stage only, so the hole must be completed from what
+    the encoder's last stage holds; ``masked`` (SparK's mask tokens at every scale) passes each stage's
+    features with every position touching the hole replaced by a learned per-stage token, so no skip
+    carries anything computed from the hole's neighbourhood and the encoder alone must represent it."""
+
+    def __init__(self, name: str, image_channels: int = 3, image_size: int = 128, skips: str = "all"):
         super().__init__()
-        self.image_channels = image_channels
+        if skips not in ("all", "none", "masked"):
+            raise UserError(f"--skips must be all, none or masked, got {skips!r}")
+        self.image_channels, self.skips = image_channels, skips
         self.encoder = TimmEncoder(name, image_channels + 1, image_size)
         channels, reductions = self.encoder.out_channels, self.encoder.reductions
         self.ups = nn.ModuleList()
@@ -93,17 +102,28 @@ class TimmUNetGenerator(nn.Module):
             factor = reductions[i + 1] // reductions[i]
             steps = [_up(current, channels[i])] + [_up(channels[i], channels[i]) for _ in range(int(math.log2(factor)) - 1)]
             self.ups.append(nn.Sequential(*steps))
-            self.mixes.append(_mix(2 * channels[i], channels[i]))
+            self.mixes.append(_mix(channels[i] * (1 if skips == "none" else 2), channels[i]))
             current = channels[i]
         to_full = [_up(current, current) for _ in range(int(math.log2(reductions[0])))]
         self.to_full = nn.Sequential(*to_full)
         self.to_image = nn.Conv2d(current, image_channels, 3, 1, 1)
+        if skips == "masked":  # one token per stage the decoder sees
+            self.mask_tokens = nn.ParameterList(nn.Parameter(torch.zeros(1, c, 1, 1)) for c in channels[:-1])
+            for token in self.mask_tokens:
+                nn.init.trunc_normal_(token, std=0.02)
+
+    def decoder_skips(self, features: list[torch.Tensor], hole: torch.Tensor) -> list[torch.Tensor]:
+        """The shallower stages' features as the decoder receives them, deepest first."""
+        skips = features[:-1]
+        if self.skips == "masked":
+            skips = [mask_skip(f, hole, token) for f, token in zip(skips, self.mask_tokens)]
+        return skips[::-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.encoder(x)
         y = features[-1]
-        for up, mix, skip in zip(self.ups, self.mixes, reversed(features[:-1])):
-            y = mix(torch.cat([up(y), skip], dim=1))
+        for up, mix, skip in zip(self.ups, self.mixes, self.decoder_skips(features, x[:, -1:])):
+            y = mix(up(y) if self.skips == "none" else torch.cat([up(y), skip], dim=1))
         return torch.tanh(self.to_image(self.to_full(y)))
 
 
