@@ -137,3 +137,44 @@ def test_timm_generators_refuse_unknown_skips_and_the_unet_only_options():
     options = ModelOptions(image_size=64, encoder="timm:resnet18", predict="hole")
     with pytest.raises(UserError, match="--predict hole and --norm none apply to --encoder unet only"):
         options.check_model()
+
+
+# --- ssl pretrain --init-from (issue 22) ---------------------------------------------------------------
+
+def test_init_from_a_plain_timm_state_dict_computes_the_plain_models_features(tmp_path):
+    import timm
+
+    from ssl_inpaint.models.init_from import initialise_encoder
+
+    plain = timm.create_model("resnet18", pretrained=False, num_classes=7).eval()
+    torch.save(plain.state_dict(), tmp_path / "resnet18.pth")
+    generator = create_generator("unet", encoder="timm:resnet18", image_channels=3, image_size=64).eval()
+    line = initialise_encoder(generator, tmp_path / "resnet18.pth")
+    assert "hole channel of its first conv at zero" in line
+    image = torch.randn(2, 3, 64, 64)
+    holed = torch.cat([image, torch.ones(2, 1, 64, 64)], dim=1)  # the hole channel changes nothing: its weights are zero
+    torch.testing.assert_close(generator.encoder(holed)[-1], plain.forward_features(image))
+    with pytest.raises(UserError, match="resnet50|does not fit|line up"):
+        initialise_encoder(create_generator("unet", encoder="timm:resnet50", image_channels=3, image_size=64), tmp_path / "resnet18.pth")
+
+
+def test_init_from_an_encoder_file_checks_the_architecture(tmp_path):
+    from ssl_inpaint.checkpoint import ENCODER_FORMAT
+    from ssl_inpaint.models.init_from import initialise_encoder
+    from ssl_inpaint.storage import save_atomic
+
+    source = create_generator("unet", image_channels=3, image_size=32, widths=(8, 8, 16, 16, 32), bottleneck_channels=16)
+    payload = {"format": ENCODER_FORMAT, "arch": dict(source.encoder.arch), "state_dict": source.encoder.state_dict(), "step": 7}
+    save_atomic(payload, tmp_path / "run" / "encoder.pt")
+    target = create_generator("unet", image_channels=3, image_size=32, widths=(8, 8, 16, 16, 32), bottleneck_channels=16)
+    assert "step 7" in initialise_encoder(target, tmp_path / "run")
+    for key, value in source.encoder.state_dict().items():
+        assert torch.equal(value, target.encoder.state_dict()[key]), key
+    other = create_generator("unet", image_channels=3, image_size=32, widths=(8, 8, 16, 16, 32), bottleneck_channels=32)
+    with pytest.raises(UserError, match="holds another encoder \\(bottleneck_channels 16 vs 32\\)"):
+        initialise_encoder(other, tmp_path / "run" / "encoder.pt")
+    with pytest.raises(UserError, match="no such file"):
+        initialise_encoder(other, tmp_path / "missing.pt")
+    torch.save({"w": torch.zeros(1)}, tmp_path / "plain.pt")
+    with pytest.raises(UserError, match="is not an ssl encoder.pt; a plain state dict initialises --encoder timm"):
+        initialise_encoder(other, tmp_path / "plain.pt")

@@ -45,8 +45,9 @@ from ssl_inpaint.masks import MASKS, MaskOptions, PretextDataset, channel_mean, 
 from ssl_inpaint.metrics import completion_metrics, ssim, to_unit
 from ssl_inpaint.probe import ProbeOptions, RepresentationProbe, make_probe
 from ssl_inpaint.gan_step import SCHEDULES, STAGES, Optimizers, composite, phase_at, train_step
-from ssl_inpaint.models.vgg import load_vgg16_features, read_vgg16_trunk
 from ssl_inpaint.models import InpaintingModels, ModelOptions, make_models
+from ssl_inpaint.models.init_from import initialise_encoder
+from ssl_inpaint.models.vgg import load_vgg16_features, read_vgg16_trunk
 
 
 
@@ -70,6 +71,7 @@ class PretrainConfig(ProbeOptions, ModelOptions, MaskOptions, SourceOptions, Dis
     w_perceptual: float = option(0.0, "Weight of the VGG16 perceptual loss on the completed image (needs --vgg-weights).", at_least(0))
     w_style: float = option(0.0, "Weight of the VGG16 style (Gram matrix) loss on the completed image (needs --vgg-weights).", at_least(0))
     vgg_weights: str = option("", "File holding a torchvision vgg16 state dict, for --w-perceptual / --w-style and --discriminator vgg16 (never downloaded).")
+    init_from: str = option("", "Start the encoder from these weights, the rest fresh: an earlier run's encoder.pt (or run folder) of the same architecture, or a timm state dict (.pth/.safetensors, e.g. supervised ImageNet weights) for --encoder timm:<name>.")
     # optimisation
     batch_size: int = option(64, "Images per step.", at_least(2, MAX_WIDTH))
     epochs: int = option(10, "Passes over the training images.", at_least(1))
@@ -451,11 +453,15 @@ def loss_weights(config: PretrainConfig) -> LossWeights:
 
 
 def resume_or_start(run: PretrainRun) -> None:
-    """Load the run's last checkpoint if there is one (a new vgg16 run loads the ImageNet trunk
-    instead), then compile the networks if asked."""
+    """Load the run's last checkpoint if there is one (a new run loads --init-from's encoder and a
+    vgg16 discriminator's ImageNet trunk instead), then compile the networks if asked."""
     config, models, last = run.config, run.models, run.last
     if config.discriminator == "vgg16" and not last.exists():
         unwrap(models.global_d).load_trunk(read_vgg16_trunk(config.vgg_weights))
+    if config.init_from and not last.exists():  # every process loads the same file: they stay identical
+        loaded = initialise_encoder(unwrap(models.generator), config.init_from)
+        if run.dist.is_main:
+            console.print(loaded)
     if last.exists():
         state, run.resume_changes = load_resume_state(config, last, run.global_batch)
         models.load_state_dicts(state)
