@@ -55,7 +55,7 @@ def select_device(name: str) -> torch.device:
 def setup(device_name: str) -> Distributed:
     """Join the torchrun process group if there is one; otherwise a single process on ``device_name``."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
+    if world_size == 1 and "TORCHELASTIC_RUN_ID" not in os.environ:  # torchrun with one process still joins its group
         return Distributed(0, 1, 0, select_device(device_name))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     device = select_device(device_name)
