@@ -7,7 +7,6 @@ import re
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from ssl_inpaint.config import resolve_config
 from ssl_inpaint.data.classification import classification_transform, parse_augment
@@ -20,6 +19,7 @@ from ssl_inpaint.masks import MaskOptions, RandomPatches, mask_seed
 from ssl_inpaint.models.classifier import EncoderClassifier, encoder_features, feature_dim, reestimate_batchnorm
 from ssl_inpaint.models.unet import UNetEncoder, UNetGenerator, mask_skip
 from ssl_inpaint.probe import RepresentationProbe, knn_scores, linear_scores
+from tests.helpers import decode_maps, disturb_inside_hole
 
 
 # --- the patch mask ---------------------------------------------------------------------------------
@@ -76,26 +76,11 @@ def test_masked_skips_carry_no_hole_information():
     x[:, 1] = 0
     x[:, 1, 8:24, 8:24] = 1  # a centre hole
     features = generator.encoder(x)
-
-    def decode(maps):
-        original = generator.encoder.forward
-        generator.encoder.forward = lambda _: maps
-        try:
-            return generator(x)
-        finally:
-            generator.encoder.forward = original
-
-    disturbed = []
-    for f in features[:-1]:
-        inside = nn.functional.adaptive_max_pool2d(x[:, 1:], f.shape[-2:]) > 0
-        disturbed.append(torch.where(inside, f + 100 * torch.randn_like(f), f))
-    assert torch.allclose(decode(features), decode([*disturbed, features[-1]]))
+    disturbed = disturb_inside_hole(features, x[:, 1:])
+    assert torch.allclose(decode_maps(generator, x, features), decode_maps(generator, x, disturbed))
     plain = UNetGenerator(1, 32, widths=(8, 8, 16, 16, 32), bottleneck_channels=16, skips="all").eval()
     plain.load_state_dict({k: v for k, v in generator.state_dict().items() if "mask_tokens" not in k})
-    original = plain.encoder.forward
-    plain.encoder.forward = lambda _: disturbed + [features[-1]]
-    assert not torch.allclose(plain(x), generator(x))  # all skips would have passed the change on
-    plain.encoder.forward = original
+    assert not torch.allclose(decode_maps(plain, x, disturbed), generator(x))  # all skips would have passed the change on
 
 
 def test_no_skips_generator_decodes_from_the_latent_alone():

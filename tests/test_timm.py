@@ -11,7 +11,7 @@ import torch
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.models import build_encoder, create_generator
 from ssl_inpaint.models.timm_unet import check_encoder_spec
-from tests.helpers import run_ssl
+from tests.helpers import decode_maps, disturb_inside_hole, run_ssl
 
 pytestmark = pytest.mark.slow
 
@@ -109,22 +109,10 @@ def test_timm_decoder_skips_carry_no_hole_information(skips):
     x[:, 3] = 0
     x[:, 3, 16:48, 16:48] = 1  # a centre hole
     features = generator.encoder(x)
-    disturbed = []
-    for f in features[:-1]:
-        inside = torch.nn.functional.adaptive_max_pool2d(x[:, 3:], f.shape[-2:]) > 0
-        disturbed.append(torch.where(inside, f + 100 * torch.randn_like(f), f))
-
-    def decode(model, maps):
-        original = model.encoder.forward
-        model.encoder.forward = lambda _: maps
-        try:
-            return model(x)
-        finally:
-            model.encoder.forward = original
-
-    assert torch.allclose(decode(generator, features), decode(generator, [*disturbed, features[-1]]))
+    disturbed = disturb_inside_hole(features, x[:, 3:])
+    assert torch.allclose(decode_maps(generator, x, features), decode_maps(generator, x, disturbed))
     plain = create_generator("unet", encoder="timm:resnet18", image_channels=3, image_size=64, skips="all").eval()
-    assert not torch.allclose(decode(plain, features), decode(plain, [*disturbed, features[-1]]))
+    assert not torch.allclose(decode_maps(plain, x, features), decode_maps(plain, x, disturbed))
     if skips == "masked":
         assert len(generator.mask_tokens) == len(features) - 1
 
