@@ -1,30 +1,32 @@
 #!/usr/bin/env bash
 # Transfer-protocol variants on real photos (issue 20). Each variant is
-# recipes/finetune_cifar10_10_per_class.yaml with one change, applied to the pretrained encoder and
+# recipes/finetune_<SET>_10_per_class.yaml with one change, applied to the pretrained encoder and
 # to both baselines of its architecture (random, datadep), 3 seeds each, so every init gets the same
 # protocol and the same tuning budget.
 #   bash tools/photo_protocols.sh PHOTOS PRETEXT [PRETEXT ...]
 # PRETEXT is a pretext run folder, or the name of a lever run of tools/photo_levers.sh
 # (RUN/photo_levers/NAME). Results land in RUN/photo_levers/ft (LABELS=10) or
-# RUN/photo_levers/ft<LABELS> (other budgets), compared with the levers' own runs into
-# RUN/photo_levers/compare.md (compare<LABELS>.md for other budgets).
-# Env: PROTOCOL_VARIANTS (default: pooled multi), LABELS (labels per class, default 10; 100 runs half the
-# epochs, as the study does), SEEDS (default 0,1,2).
+# RUN/photo_levers/ft<LABELS> (other budgets), each folder compared into RUN/photo_levers/compare_<folder>.md.
+# Env: SET (cifar10, default, or imagenette: PHOTOS/SET and its recipe; imagenette's results go to
+# RUN/photo_levers/imagenette_ft<LABELS>), PROTOCOL_VARIANTS (default: pooled multi), LABELS (labels per
+# class, default 10; 100 runs half the epochs, as the study does), SEEDS (default 0,1,2).
 # Time on 2 CPU cores, per variant and pretext (9 runs): about 1.5 min at 10 labels per class, 6 at 100.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
 PHOTOS=${1:?usage: tools/photo_protocols.sh PHOTOS PRETEXT [PRETEXT ...]}
 shift
-DATA=$PHOTOS/cifar10
+SET=${SET:-cifar10}
+DATA=$PHOTOS/$SET
 SSL=${SSL:-.venv/bin/ssl}
 RUN=${RUN_DIR:-runs}/photo_levers
-FT=recipes/finetune_cifar10_10_per_class.yaml
+FT=recipes/finetune_${SET}_10_per_class.yaml
+[ -f "$FT" ] || { echo "error: SET must be cifar10 or imagenette (no $FT)" >&2; exit 2; }
 VARIANTS=${PROTOCOL_VARIANTS:-pooled multi}
 LABELS=${LABELS:-10}
 SEEDS=${SEEDS:-0,1,2}
-SUFFIX=$([ "$LABELS" = 10 ] || echo "$LABELS")
-OUT=$RUN/ft$SUFFIX
+SUFFIX=$([ "$SET" = cifar10 ] || echo "${SET}_")ft$([ "$LABELS" = 10 ] && [ "$SET" = cifar10 ] || echo "$LABELS")
+OUT=$RUN/$SUFFIX
 EPOCHS=$([ "$LABELS" -ge 100 ] && echo 15 || echo 30)  # the recipe's 30 epochs at 10 per class; 15 at 100, as the study
 
 variant_flags() {  # one protocol change each; the epochs of the long ones are multiples of the budget's EPOCHS
@@ -58,4 +60,4 @@ for pretext in "$@"; do
     for init in random datadep; do transfer "ft${LABELS}${variant}_${init}_$arch" "$init" "$run" $flags; done
   done
 done
-$SSL compare "$OUT" --output "$RUN/compare$SUFFIX.md" --logdir "$RUN/compare$SUFFIX"
+$SSL compare "$OUT" --output "$RUN/compare_$SUFFIX.md" --logdir "$RUN/compare_$SUFFIX"
