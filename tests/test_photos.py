@@ -317,3 +317,35 @@ def test_budget_curves_plot_each_init_against_labels_per_class(tmp_path):
     assert budget_curves([r for r in rows if r.budget == "10-per-class"]) is None  # one budget: no curve
     run_compare([str(tmp_path)], tmp_path / "out/compare.md", tmp_path / "out/tb")
     assert (tmp_path / "out/compare_budgets.png").stat().st_size > 10000 and (tmp_path / "out/compare.png").is_file()
+
+
+def test_rescaling_convs_to_the_init_norm_changes_no_output():
+    from ssl_inpaint.models.classifier import rescale_convs_to_init_norm
+
+    torch.manual_seed(0)
+    encoder = UNetEncoder(4, 32, widths=(8, 16, 32), bottleneck_channels=16)
+    with torch.no_grad():
+        for conv in [m for m in encoder.modules() if isinstance(m, nn.Conv2d)]:
+            conv.weight.mul_(5.0)  # what a pretext leaves: deep convs several times the init's norm
+    encoder.train()
+    encoder(torch.randn(8, 4, 32, 32))  # running statistics of the large weights
+    encoder.eval()
+    x = torch.randn(4, 4, 32, 32)
+    before = [m.clone() for m in encoder(x)]
+    assert rescale_convs_to_init_norm(encoder) == 4  # three stages and the latent
+    for conv in [m for m in encoder.modules() if isinstance(m, nn.Conv2d)]:
+        expected = (conv.weight.numel() / (3 * conv.weight[0].numel())) ** 0.5
+        assert abs(conv.weight.norm().item() - expected) < 1e-4 * expected
+        fresh = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, bias=False)
+        assert abs(fresh.weight.norm().item() / expected - 1) < 0.1  # PyTorch's own init has that norm
+    for a, b in zip(before, encoder(x)):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
+def test_a_protocol_setting_added_later_pairs_with_runs_written_before_it():
+    from ssl_inpaint.engine.compare import protocol_defaults, protocol_key
+
+    today = protocol_defaults()
+    older = {k: v for k, v in today.items() if k != "weight_scale"}
+    assert protocol_key({"protocol": today, "arch": {}}) == protocol_key({"protocol": older, "arch": {}})
+    assert protocol_key({"protocol": {**today, "weight_scale": "init"}, "arch": {}}) != protocol_key({"protocol": older, "arch": {}})

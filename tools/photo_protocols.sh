@@ -39,6 +39,11 @@ variant_flags() {  # one protocol change each; the epochs of the long ones are m
     # first full-network steps do not start from a random head's gradients.
     pooled_lpft) echo --features pooled --epochs $((2 * EPOCHS)) --head-warmup-epochs "$EPOCHS" --eval-every $((2 * EPOCHS)) ;;
     pooled_long_cosine) echo --features pooled --epochs $((3 * EPOCHS)) --lr-schedule cosine --eval-every $((3 * EPOCHS)) ;;
+    # Every conv feeding a BatchNorm rescaled to PyTorch's init norm first (--weight-scale init): no output
+    # changes, but the pretext's 4-7x larger deep convs no longer take 16-50x smaller effective SGD steps.
+    pooled_rescaled) echo --features pooled --weight-scale init ;;
+    pooled_rescaled_lpft) echo --features pooled --weight-scale init --epochs $((2 * EPOCHS)) --head-warmup-epochs "$EPOCHS" --eval-every $((2 * EPOCHS)) ;;
+    pooled_rescaled_no_decay) echo --features pooled --weight-scale init --layer-decay 1 ;;
     pooled_pad_crop_lpft) echo --features pooled --augment pad_crop,flip --epochs $((2 * EPOCHS)) --head-warmup-epochs "$EPOCHS" --eval-every $((2 * EPOCHS)) ;;
     *) echo "error: unknown protocol variant $1" >&2; exit 2 ;;
   esac

@@ -81,7 +81,15 @@ def protocol_key(metrics: dict) -> str:
     Results written before these were recorded share the empty key."""
     if "protocol" not in metrics:
         return ""
-    return json.dumps([metrics["protocol"], metrics.get("arch", {})], sort_keys=True)
+    protocol = {**protocol_defaults(), **metrics["protocol"]}  # a setting added later: its default, as the older run had
+    return json.dumps([protocol, metrics.get("arch", {})], sort_keys=True)
+
+
+def protocol_defaults() -> dict:
+    """The default of every protocol setting ssl finetune records today."""
+    from ssl_inpaint.engine.finetune import FinetuneConfig, protocol_settings
+
+    return protocol_settings(FinetuneConfig())
 
 
 def dataset_identity(metrics: dict) -> tuple[str, str]:

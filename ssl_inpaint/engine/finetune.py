@@ -60,7 +60,7 @@ from ssl_inpaint.models import (
     load_pretrained_encoder,
     timm_state_dict,
 )
-from ssl_inpaint.models.classifier import BN_STATS, FEATURES, encoder_maps, reestimate_batchnorm
+from ssl_inpaint.models.classifier import BN_STATS, FEATURES, WEIGHT_SCALES, encoder_maps, reestimate_batchnorm, rescale_convs_to_init_norm
 from ssl_inpaint.models.datadep import data_dependent_init
 
 MODES = ("finetune", "linear", "svm")
@@ -105,6 +105,7 @@ class FinetuneConfig(DistributedOptions, PrecisionOptions, RuntimeOptions, RunOp
     bn_stats: str = option("running", "running: the encoder's BatchNorm statistics as loaded; clean: re-estimated on --bn-images clean training images first (both inits alike).")
     bn_images: int = option(2048, "Images of the training split (labels unused) for --bn-stats clean.", at_least(2))
     head_warmup_epochs: int = option(0, "finetune: the first N of --epochs train the head alone on the frozen encoder, then every layer.", at_least(0))
+    weight_scale: str = option("loaded", f"finetune: {', '.join(WEIGHT_SCALES)}. init: before training, every conv feeding a BatchNorm is rescaled to PyTorch's default-init weight norm (no output changes; the same effective SGD step for every init: a pretext leaves deep convs 4-7x larger).")
     layer_decay: float = option(1.0, "finetune: layer-wise learning-rate decay; encoder stage i of n trains at lr x decay^(n + 1 - i), the head at lr.", positive(1))
     svm_costs: str = option("0.01,0.1,1,10,100", "svm: cost grid searched per class by 3-fold cross-validated AP.")
     eval_every: int = option(1, "Evaluate on the test split every N epochs (and at the end).", at_least(1))
@@ -123,7 +124,7 @@ class FinetuneConfig(DistributedOptions, PrecisionOptions, RuntimeOptions, RunOp
         choices = {
             "dataset": CLASSIFICATION_DATASETS, "mode": MODES,
             "features": FEATURES, "optimizer": ("sgd", "adam"), "lr_schedule": ("constant", "cosine"),
-            "voc_labels": ("xml", "imagesets"), "bn_stats": BN_STATS,
+            "voc_labels": ("xml", "imagesets"), "bn_stats": BN_STATS, "weight_scale": WEIGHT_SCALES,
         }
         check_choices(self, choices)
         self.check_precision_name()
@@ -444,6 +445,8 @@ def _finetune_once(config: FinetuneConfig, dist: Distributed) -> Path:
     model = build_classifier(config, len(train.classes), train.source.channels)
     if config.init == "datadep":  # every process computes the same init from the same images
         initialise_from_data(model, train_all, config)
+    if config.weight_scale == "init" and config.mode == "finetune":
+        rescale_convs_to_init_norm(model.encoder if hasattr(model, "encoder") else model)
     model = prepare_module(model, dist, config.sync_bn and config.mode == "finetune", channels_last=False)
     broadcast_module(model, dist.world_size)
     if dist.is_main:
