@@ -14,8 +14,9 @@
 # labels per class, error bars over seeds). Finished runs are reused when it is run again.
 #   bash tools/photo_transfer.sh PHOTOS [cifar10|imagenette|cross ...]
 # PHOTOS holds cifar10/{train,test}/<class>/ and imagenette/{train,val}/<class>/ (ImageFolder trees).
-# Time on 2 CPU cores: about 30 min per pretext (their max_steps), 15 min of transfers per dataset,
-# and the ceiling (CEILING_SEEDS, default one seed: about 5 min on CIFAR-10, 2 on Imagenette).
+# Time on 2 CPU cores: about 30 min per pretext (their max_steps), 15-25 min of transfers per dataset,
+# the ceiling (CEILING_SEEDS, default one seed: about 13 min on CIFAR-10, 6 on Imagenette) and 10 min
+# for the cross part: about 2.5 h in all (measured: CIFAR-10 1 h 12 min, Imagenette and cross 1 h 22 min).
 # Shorter checks: CIFAR_STEPS / IMAGENETTE_STEPS override the pretext lengths, SEEDS the seeds,
 # PRETEXT_FLAGS adds flags to both pretexts (e.g. a smaller --batch-size for a tiny set).
 set -euo pipefail
