@@ -82,6 +82,7 @@ def main() -> None:
           f"decode rates measured on this machine, one process\n")
     print("| recipe | size | GFLOP per image (train step) | img/s per GPU | GPU-hours | wall, 1 GPU | wall, 8 GPUs | decode img/s per worker | workers per GPU |")
     print("|---|---|---|---|---|---|---|---|---|")
+    notes: list[str] = []
     for recipe in RECIPES:
         flops, size = flops_per_image(recipe)
         rate = mfu * args.peak_tflops * 1e12 / flops
@@ -90,6 +91,14 @@ def main() -> None:
         workers = int(np.ceil(rate / decode))
         print(f"| `{Path(recipe).name}` | {size} | {flops / 1e9:.1f} | {rate:,.0f} | {total_hours:.1f} | {total_hours:.1f} h | "
               f"{total_hours / 8:.2f} h | {decode:.0f} | {workers} |")
+        notes.append(f"`{Path(recipe).name}`: " + (
+            f"{workers} JPEG-decoding workers per GPU is more than a node has: decode once with `ssl pack` (a pack reads from "
+            f"memory at over 10,000 images/s a process, README Performance); a {flops / 1e9:.1f} GFLOP step is also too small "
+            f"to be compute-bound, so the assumed MFU overstates it: measure it with tools/gpu_check.sh"
+            if workers > 16 else f"{workers} loader workers per GPU feed it from JPEGs"))
+    print()
+    for note in notes:
+        print(f"- {note}")
 
 
 if __name__ == "__main__":
