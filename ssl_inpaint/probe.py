@@ -41,7 +41,7 @@ def probe_subsets(train: LabelledImages, test: LabelledImages, images: int, seed
     if images < len(train.classes):
         raise UserError(f"--probe-images must be at least the number of classes ({len(train.classes)}), got {images}")
     per_class = max(1, images // len(train.classes))
-    train_indices = label_budget(train, seed, per_class=per_class)
+    train_indices = label_budget(train, seed, per_class=per_class, at_most=True)  # a probe takes what a small set has
     test_indices = np.sort(np.random.default_rng(seed).permutation(len(test))[: min(images, len(test))])
     return train.subset(train_indices), test.subset(test_indices)
 

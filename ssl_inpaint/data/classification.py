@@ -194,13 +194,16 @@ def label_budget(
     data_seed: int,
     per_class: int = 0,
     fraction: float = 0.0,
+    at_most: bool = False,
 ) -> np.ndarray:
     """Indices of a stratified labelled subset, a pure function of the dataset and ``data_seed`` (so the
     pretrained and the random-init runs train on the very same images).
 
     Each class, in turn, contributes ``per_class`` (or ``round(fraction x its size)``, at least one) of
     its images not yet chosen; for multi-label data an image chosen for one class also counts for
-    the others it contains. With neither budget set, every image is used.
+    the others it contains. With neither budget set, every image is used. A class with fewer than
+    ``per_class`` images is refused (a run is recorded with the budget it asked for), unless
+    ``at_most``: then it gives what it has (the online probe's stratified sample).
     """
     if per_class and fraction:
         raise UserError("give either --labels-per-class or --label-fraction, not both")
@@ -210,7 +213,7 @@ def label_budget(
         raise UserError(f"--label-fraction must be in (0, 1], got {fraction}")
     rng = np.random.default_rng(data_seed)
     members = labelled.class_members()
-    if per_class:  # a budget is what the runs are labelled with: never silently less than asked
+    if per_class and not at_most:  # a budget is what the runs are labelled with: never silently less than asked
         smallest = min(range(len(members)), key=lambda k: len(members[k]))
         if len(members[smallest]) < per_class:
             raise UserError(

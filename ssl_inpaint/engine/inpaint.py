@@ -317,13 +317,13 @@ def run_inpaint(
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     parsed_boxes = [parse_box(b) for b in boxes]
     jobs = plan_jobs(source, mask, output)
-    for job in jobs:  # never into the generator's run folder, nor into any other command's
-        check_output_path(job.output, [checkpoint], "inpaint")
     existing = [job.output for job in jobs if job.output.exists()]
     if existing and not overwrite:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
         raise UserError(f"{existing[0]}{more} already exist(s); pass --overwrite to replace them or choose another -o")
-    inpainter = load_inpainter(checkpoint, device, precision)
+    inpainter = load_inpainter(checkpoint, device, precision)  # first: a wrong --checkpoint is named as such
+    for job in jobs:  # never into the generator's run folder, nor into any other command's
+        check_output_path(job.output, [checkpoint], "inpaint")
     written: list[Path] = []
     holes_filled = 0
     for chunk in _chunks(jobs, batch_size):
