@@ -4,6 +4,7 @@ protocol, encoder architecture and pretrain run."""
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import math
@@ -85,7 +86,8 @@ def protocol_key(metrics: dict) -> str:
     return json.dumps([protocol, metrics.get("arch", {})], sort_keys=True)
 
 
-def protocol_defaults() -> dict:
+@functools.lru_cache(maxsize=1)
+def protocol_defaults() -> dict:  # callers copy it (``{**defaults, ...}``), never change it
     """The default of every protocol setting ssl finetune records today."""
     from ssl_inpaint.engine.finetune import FinetuneConfig, protocol_settings
 

@@ -15,7 +15,7 @@ kinds of file are accepted, each checked against the encoder it is loaded into:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -33,23 +33,25 @@ def initialise_encoder(generator: nn.Module, source: str | Path) -> str:
         raise UserError(f"--init-from {source}: no such file (an encoder.pt, a pretrain run folder, or a timm state dict)")
     encoder = generator.encoder
     arch = dict(getattr(encoder, "arch", {}))
-    if path.suffix == ".pt" and _is_encoder_file(path):
-        return _load_encoder_file(encoder, arch, path)
+    payload = _encoder_payload(path)
+    if payload is not None:
+        return _load_encoder_file(encoder, arch, payload, path)
     if arch.get("arch") != "timm":
         raise UserError(f"--init-from {path} is not an ssl encoder.pt; a plain state dict initialises --encoder timm:<name> only")
     return _load_timm_state(encoder, arch, load_weights_file(path), path)
 
 
-def _is_encoder_file(path: Path) -> bool:
+def _encoder_payload(path: Path) -> Optional[dict[str, Any]]:
+    """The file as an ssl encoder.pt, or None when it is something else (e.g. a plain state dict)."""
+    if path.suffix != ".pt":
+        return None
     try:
-        load_checkpoint(path, ENCODER_FORMAT)
+        return load_checkpoint(path, ENCODER_FORMAT)
     except UserError:
-        return False
-    return True
+        return None
 
 
-def _load_encoder_file(encoder: nn.Module, arch: dict[str, Any], path: Path) -> str:
-    payload = load_checkpoint(path, ENCODER_FORMAT)
+def _load_encoder_file(encoder: nn.Module, arch: dict[str, Any], payload: dict[str, Any], path: Path) -> str:
     if dict(payload["arch"]) != arch:
         differing = sorted(k for k in set(arch) | set(payload["arch"]) if arch.get(k) != payload["arch"].get(k))
         details = ", ".join(f"{k} {payload['arch'].get(k)!r} vs {arch.get(k)!r}" for k in differing[:4])
