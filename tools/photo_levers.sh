@@ -5,28 +5,38 @@
 # the random init at step 0) and then by the transfer protocols it is built for: fine-tuned and
 # linear-probed at 10 labels per class, 3 seeds, against a random init of the same architecture
 # under the same protocol. Finished runs are reused when it is run again.
+# SET=imagenette runs the same search from recipes/pretrain_imagenette_64.yaml on Imagenette at 64 px
+# (the levers' sizes in proportion), scored on its val photos.
 #   bash tools/photo_levers.sh PHOTOS [LEVER ...]     PHOTOS holds cifar10/{train,test}/<class>/
-# About 4 minutes a lever on 2 CPU cores (2.5 of pretext, 1.5 of transfer).
+#   SET=imagenette bash tools/photo_levers.sh PHOTOS [LEVER ...]   PHOTOS holds imagenette/{train,val}/
+# About 4 minutes a lever on 2 CPU cores for CIFAR-10 (2.5 of pretext, 1.5 of transfer), about 12 for
+# Imagenette (8 of pretext).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
-PHOTOS=${1:?usage: tools/photo_levers.sh PHOTOS [LEVER ...] (PHOTOS holds cifar10/train and cifar10/test)}
+PHOTOS=${1:?usage: [SET=cifar10|imagenette] tools/photo_levers.sh PHOTOS [LEVER ...]}
 shift
-DATA=$PHOTOS/cifar10
-[ -d "$DATA/train" ] && [ -d "$DATA/test" ] || { echo "error: $DATA/train and $DATA/test not found (unpack CIFAR-10 as an ImageFolder tree)" >&2; exit 2; }
+SET=${SET:-cifar10}
+case $SET in
+  cifar10) TEST=test; OUT_NAME=photo_levers; SCALE=1 ;;  # SCALE: the image size over 32 px
+  imagenette) TEST=val; OUT_NAME=photo_levers_imagenette; SCALE=2 ;;
+  *) echo "error: SET=$SET is not a photo set (use cifar10 or imagenette)" >&2; exit 2 ;;
+esac
+DATA=$PHOTOS/$SET
+[ -d "$DATA/train" ] && [ -d "$DATA/$TEST" ] || { echo "error: $DATA/train and $DATA/$TEST not found (unpack $SET as an ImageFolder tree)" >&2; exit 2; }
 SSL=${SSL:-.venv/bin/ssl}
 RUN=${RUN_DIR:-runs}
-OUT=$RUN/photo_levers
+OUT=$RUN/$OUT_NAME
 STEPS=${LEVER_STEPS:-1500}
-PRE=recipes/pretrain_cifar10.yaml
-FT=recipes/finetune_cifar10_10_per_class.yaml
-LIN=recipes/linear_cifar10_10_per_class.yaml
+if [ "$SET" = cifar10 ]; then PRE=recipes/pretrain_cifar10.yaml; else PRE=recipes/pretrain_imagenette_64.yaml; fi
+FT=recipes/finetune_${SET}_10_per_class.yaml
+LIN=recipes/linear_${SET}_10_per_class.yaml
 
 lever_flags() {  # the one change each lever makes to the recipe
   case $1 in
     ref) ;;
-    patch8) echo --patch-size 8 ;;
-    patch2) echo --patch-size 2 ;;
+    patch8) echo --patch-size $((8 * SCALE)) ;;  # twice the recipe's patch (named for CIFAR-10's 32 px)
+    patch2) echo --patch-size $((2 * SCALE)) ;;  # half of it
     ratio050) echo --mask-ratio 0.5 ;;
     ratio090) echo --mask-ratio 0.9 ;;
     norm_pix) echo --norm-pix-loss ;;
@@ -37,8 +47,9 @@ lever_flags() {  # the one change each lever makes to the recipe
     rect) echo --mask rect --rect-min 0.3 --rect-max 0.5 ;;
     crop035) echo --crop-scale 0.35 ;;
     crop020) echo --crop-scale 0.2 ;;
-    stages4) echo --widths 64,128,256,512 ;;
-    wide) echo --widths 128,128,256,512,1024 ;;
+    stages4) echo --widths 64,128,256,512 ;;  # CIFAR-10's recipe has it; at 64 px: a 4x4 deepest map
+    stages5) echo --widths 64,64,128,256,512 ;;  # Imagenette's recipe has it; at 32 px: a 1x1 deepest map
+    wide) [ "$SET" = cifar10 ] && echo --widths 128,256,512,1024 || echo --widths 128,128,256,512,1024 ;;
     latent128) echo --bottleneck-channels 128 ;;
     *) echo "error: unknown lever $1" >&2; exit 2 ;;
   esac
