@@ -79,9 +79,32 @@ UNIT = Range(0, 1)  # probabilities, fractions, weights of a convex combination
 SEEDS = Range(0, MAX_SEED)
 
 
-def option(default: Any, help: str, domain: Optional[Range] = None) -> Any:
-    """A config field with the help text shown by ``--help`` and, for a number, the ``Range`` it accepts."""
-    return dataclasses.field(default=default, metadata={"help": help, "domain": domain})
+def option(default: Any, help: str, domain: Optional[Range] = None, *, resume: Optional[bool] = None,
+           protocol: Optional[bool] = None) -> Any:
+    """A config field with the help text shown by ``--help``, for a number the ``Range`` it accepts, and
+    two decisions that behaviour reads from the field itself, so a new field cannot be forgotten:
+
+    ``resume``: whether a resumed ``ssl pretrain`` / ``ssl pixelcnn`` run may change it (how long the run
+    goes, how it logs, saves and computes: yes; what it learns from and how: no, the checkpoint's state
+    would override it or the run would change meaning half-way). Every field of a resumable config
+    decides (``tests/test_option_domains.py``).
+
+    ``protocol``: whether it is part of what a transfer run measures; ``ssl compare`` sets a pretrained
+    run only against baseline runs whose protocol fields all agree (where the data lives, the seed and
+    the init are not). Every field of ``FinetuneConfig`` decides."""
+    metadata = {"help": help, "domain": domain, "resume": resume, "protocol": protocol}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def fields_deciding(config_type: type, decision: str, value: bool = True) -> tuple[str, ...]:
+    """The fields of a config dataclass whose ``option(...)`` sets ``decision`` (``"resume"`` or
+    ``"protocol"``) to ``value``."""
+    return tuple(f.name for f in dataclasses.fields(config_type) if f.metadata.get(decision) is value)
+
+
+def undecided_fields(config_type: type, decision: str) -> tuple[str, ...]:
+    """The fields of a config dataclass that do not say ``decision`` (a test keeps this empty)."""
+    return tuple(f.name for f in dataclasses.fields(config_type) if f.metadata.get(decision) is None)
 
 
 def check_domains(config: Any) -> None:
@@ -103,30 +126,30 @@ def check_range(name: str, value: float, domain: Range) -> None:
 class RunOptions:
     """Where a run writes and how it is seeded: every command that writes a run folder has these."""
 
-    name: str = option("", "Run name: outputs go to OUTPUT_DIR/NAME (default: the recipe's file name).")
-    output_dir: str = option("runs", "Folder holding all runs (point TensorBoard here).")
-    seed: int = option(0, "Seed of everything random in the run (initialisation, shuffling, crops, holes, sampling).", SEEDS)
+    name: str = option("", "Run name: outputs go to OUTPUT_DIR/NAME (default: the recipe's file name).", resume=True, protocol=False)
+    output_dir: str = option("runs", "Folder holding all runs (point TensorBoard here).", resume=True, protocol=False)
+    seed: int = option(0, "Seed of everything random in the run (initialisation, shuffling, crops, holes, sampling).", SEEDS, resume=False, protocol=False)
 
 
 @dataclasses.dataclass
 class RuntimeOptions:
     """Where the work runs and how data reaches it."""
 
-    device: str = option("auto", "auto, cpu, cuda or cuda:N.")
-    num_workers: int = option(-1, NUM_WORKERS_HELP, at_least(-1, 256))
+    device: str = option("auto", "auto, cpu, cuda or cuda:N.", resume=True, protocol=False)
+    num_workers: int = option(-1, NUM_WORKERS_HELP, at_least(-1, 256), resume=True, protocol=False)
 
 
 @dataclasses.dataclass
 class DistributedOptions:
     """Training on several processes (GPUs, nodes): torchrun's launch and BatchNorm across processes."""
 
-    nproc: int = option(1, "Launch this many processes on this machine with torchrun (one per GPU).", at_least(1, 1024))
-    sync_bn: bool = option(True, "SyncBatchNorm across processes when the world size is > 1 (CUDA only).")
+    nproc: int = option(1, "Launch this many processes on this machine with torchrun (one per GPU).", at_least(1, 1024), resume=True, protocol=False)
+    sync_bn: bool = option(True, "SyncBatchNorm across processes when the world size is > 1 (CUDA only).", resume=True, protocol=True)
 
 
 @dataclasses.dataclass
 class PrecisionOptions:
-    precision: str = option("fp32", f"{', '.join(PRECISIONS)} (autocast; fp16 adds a GradScaler, CUDA only).")
+    precision: str = option("fp32", f"{', '.join(PRECISIONS)} (autocast; fp16 adds a GradScaler, CUDA only).", resume=True, protocol=True)
 
     def check_precision_name(self) -> None:
         check_choices(self, {"precision": tuple(PRECISIONS)})

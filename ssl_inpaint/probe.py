@@ -180,14 +180,14 @@ PROBE_SPLITS = {"fashion_mnist": ("train", "test"), "cifar10": ("train", "test")
 class ProbeOptions:
     """The online representation probe of ``ssl pretrain`` as config fields."""
 
-    probe_every: int = option(500, "Probe the frozen encoder (kNN and linear top-1, or mAP) every N steps and at step 0; 0: off. Off when no labels are found (see --probe-data).", at_least(0))
-    probe_data: str = option("", "Labelled dataset for the probe (default: --data when --dataset is fashion_mnist, cifar10 or voc).")
-    probe_dataset: str = option("", f"Kind of --probe-data: {', '.join(PROBE_SPLITS)} (default: --dataset).")
-    probe_train_split: str = option("", "Probe training split (default: train).")
-    probe_test_split: str = option("", "Probe test split (default: test for fashion_mnist and cifar10, val otherwise).")
-    probe_images: int = option(1000, "Images in each probe split (the training ones stratified by class).", at_least(1, 100000))
-    probe_features: str = option("pooled", f"Features probed: {', '.join(FEATURES)} (as ssl finetune --features).")
-    probe_bn_stats: str = option("running", f"BatchNorm statistics for the probe: {', '.join(BN_STATS)} (re-estimated on the clean probe images).")
+    probe_every: int = option(500, "Probe the frozen encoder (kNN and linear top-1, or mAP) every N steps and at step 0; 0: off. Off when no labels are found (see --probe-data).", at_least(0), resume=True)
+    probe_data: str = option("", "Labelled dataset for the probe (default: --data when --dataset is fashion_mnist, cifar10 or voc).", resume=True)
+    probe_dataset: str = option("", f"Kind of --probe-data: {', '.join(PROBE_SPLITS)} (default: --dataset).", resume=True)
+    probe_train_split: str = option("", "Probe training split (default: train).", resume=True)
+    probe_test_split: str = option("", "Probe test split (default: test for fashion_mnist and cifar10, val otherwise).", resume=True)
+    probe_images: int = option(1000, "Images in each probe split (the training ones stratified by class).", at_least(1, 100000), resume=True)
+    probe_features: str = option("pooled", f"Features probed: {', '.join(FEATURES)} (as ssl finetune --features).", resume=True)
+    probe_bn_stats: str = option("running", f"BatchNorm statistics for the probe: {', '.join(BN_STATS)} (re-estimated on the clean probe images).", resume=True)
 
     def check_probe(self) -> None:
         check_choices(self, {"probe_features": FEATURES, "probe_bn_stats": BN_STATS})

@@ -398,11 +398,11 @@ DATASETS = ("coco", "voc", "folder", "fashion_mnist", "cifar10", "packed")
 class SourceOptions:
     """Which images a command reads: the dataset kind, its root folder and split."""
 
-    dataset: str = option("coco", f"Dataset kind: {', '.join(DATASETS)}.")
-    data: str = option("", "Dataset root (COCO root, VOCdevkit, image folder, Fashion-MNIST files, CIFAR-10's official batches, a folder written by ssl pack).")
-    split: str = option("train2017", "Split (COCO train2017 / val2017, VOC train / val, Fashion-MNIST and CIFAR-10 train / test, a folder's sub-folder).")
-    year: str = option("2012", "VOC year (with --dataset voc).")
-    strict: bool = option(False, "Stop on an unreadable image instead of skipping it.")
+    dataset: str = option("coco", f"Dataset kind: {', '.join(DATASETS)}.", resume=False)
+    data: str = option("", "Dataset root (COCO root, VOCdevkit, image folder, Fashion-MNIST files, CIFAR-10's official batches, a folder written by ssl pack).", resume=False)
+    split: str = option("train2017", "Split (COCO train2017 / val2017, VOC train / val, Fashion-MNIST and CIFAR-10 train / test, a folder's sub-folder).", resume=False)
+    year: str = option("2012", "VOC year (with --dataset voc).", resume=False)
+    strict: bool = option(False, "Stop on an unreadable image instead of skipping it.", resume=True)
 
 
 def create_source(dataset: str, data: str | Path, split: str, year: str = "2012") -> ImageSource:

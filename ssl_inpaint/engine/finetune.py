@@ -32,7 +32,7 @@ from ssl_inpaint.checkpoint import (
     load_weights_file,
     resolve_encoder_file,
 )
-from ssl_inpaint.config import at_least, check_choices, DistributedOptions, MAX_SIDE, MAX_WIDTH, option, positive, PrecisionOptions, Range, RunOptions, RuntimeOptions, save_config, SEEDS, UNIT
+from ssl_inpaint.config import at_least, check_choices, fields_deciding, DistributedOptions, MAX_SIDE, MAX_WIDTH, option, positive, PrecisionOptions, Range, RunOptions, RuntimeOptions, save_config, SEEDS, UNIT
 from ssl_inpaint.data.classification import (
     AUGMENTATIONS,
     CLASSIFICATION_DATASETS,
@@ -71,47 +71,47 @@ DATADEP_IMAGES = 256  # training images (labels unused) a data-dependent init lo
 @dataclass
 class FinetuneConfig(DistributedOptions, PrecisionOptions, RuntimeOptions, RunOptions):
     # run
-    name: str = option("", "Run name prefix: runs are NAME_<init>_s<seed> (default NAME: the recipe's file name, else <dataset>_<mode>_<budget>).")
-    seeds: str = option("", "Comma-separated seeds: one run per seed (overrides --seed).")
+    name: str = option("", "Run name prefix: runs are NAME_<init>_s<seed> (default NAME: the recipe's file name, else <dataset>_<mode>_<budget>).", protocol=False)
+    seeds: str = option("", "Comma-separated seeds: one run per seed (overrides --seed).", protocol=False)
     # data
-    dataset: str = option("voc", f"Dataset: {', '.join(CLASSIFICATION_DATASETS)}.")
-    data: str = option("", "Dataset root (VOCdevkit, Fashion-MNIST files, CIFAR-10's official batches, or an ImageFolder root).")
-    year: str = option("2007", "VOC year.")
-    train_split: str = option("trainval", "Training split (VOC trainval, Fashion-MNIST and CIFAR-10 train, folder sub-folder).")
-    test_split: str = option("test", "Evaluation split.")
-    voc_labels: str = option("xml", "VOC targets from the xml annotations or ImageSets/Main/<class>_<split>.txt (imagesets).")
-    image_size: int = option(128, "Crop side in pixels. Any multiple of the U-Net's total stride with --features pooled or multi; --features latent (the latent conv covers the whole deepest map) needs the pretraining size.", at_least(8, MAX_SIDE))
+    dataset: str = option("voc", f"Dataset: {', '.join(CLASSIFICATION_DATASETS)}.", protocol=True)
+    data: str = option("", "Dataset root (VOCdevkit, Fashion-MNIST files, CIFAR-10's official batches, or an ImageFolder root).", protocol=False)
+    year: str = option("2007", "VOC year.", protocol=True)
+    train_split: str = option("trainval", "Training split (VOC trainval, Fashion-MNIST and CIFAR-10 train, folder sub-folder).", protocol=True)
+    test_split: str = option("test", "Evaluation split.", protocol=True)
+    voc_labels: str = option("xml", "VOC targets from the xml annotations or ImageSets/Main/<class>_<split>.txt (imagesets).", protocol=True)
+    image_size: int = option(128, "Crop side in pixels. Any multiple of the U-Net's total stride with --features pooled or multi; --features latent (the latent conv covers the whole deepest map) needs the pretraining size.", at_least(8, MAX_SIDE), protocol=True)
     # model
-    encoder: str = option("unet", "unet (the seed-003 encoder + head) or timm:<name> (timm's own classifier, e.g. timm:resnet50).")
-    init: str = option("pretrained", "pretrained (the encoder of --checkpoint), random (same architecture, PyTorch's default init), datadep (same architecture, a data-dependent init with no pretext: k-means first layer, per-layer rescaling; Krähenbühl et al. 2016), or a local weights file for a timm model (e.g. supervised ImageNet weights).")
-    checkpoint: str = option("", "A pretrain run folder or its encoder.pt (for random init: only its architecture is used).")
-    bottleneck_channels: int = option(4000, "Latent channels of a random encoder built without --checkpoint.", at_least(1, MAX_WIDTH))
-    features: str = option("latent", f"Features for the head: {', '.join(FEATURES)}.")
-    hidden: int = option(512, "Hidden units of the finetune head.", at_least(1, MAX_WIDTH))
-    dropout: float = option(0.5, "Dropout of the finetune head.", Range(0, 1, high_open=True))
+    encoder: str = option("unet", "unet (the seed-003 encoder + head) or timm:<name> (timm's own classifier, e.g. timm:resnet50).", protocol=True)
+    init: str = option("pretrained", "pretrained (the encoder of --checkpoint), random (same architecture, PyTorch's default init), datadep (same architecture, a data-dependent init with no pretext: k-means first layer, per-layer rescaling; Krähenbühl et al. 2016), or a local weights file for a timm model (e.g. supervised ImageNet weights).", protocol=False)
+    checkpoint: str = option("", "A pretrain run folder or its encoder.pt (for random init: only its architecture is used).", protocol=False)
+    bottleneck_channels: int = option(4000, "Latent channels of a random encoder built without --checkpoint.", at_least(1, MAX_WIDTH), protocol=True)
+    features: str = option("latent", f"Features for the head: {', '.join(FEATURES)}.", protocol=True)
+    hidden: int = option(512, "Hidden units of the finetune head.", at_least(1, MAX_WIDTH), protocol=True)
+    dropout: float = option(0.5, "Dropout of the finetune head.", Range(0, 1, high_open=True), protocol=True)
     # protocol
-    mode: str = option("finetune", f"{', '.join(MODES)}.")
-    labels_per_class: int = option(0, "Label budget: training images per class (0: all).", at_least(0))
-    label_fraction: float = option(0.0, "Label budget: fraction of each class's training images (0: all).", UNIT)
-    data_seed: int = option(0, "Seed of the label-budget subset (kept fixed across inits and seeds).", SEEDS)
-    epochs: int = option(14, "Training epochs (finetune and linear).", at_least(1))
-    batch_size: int = option(64, "Images per step.", at_least(2, MAX_WIDTH))
-    optimizer: str = option("sgd", "sgd (momentum) or adam.")
-    lr: float = option(0.005, "Learning rate.", positive(10))
-    momentum: float = option(0.9, "SGD momentum.", Range(0, 1, high_open=True))
-    weight_decay: float = option(5e-4, "Weight decay.", at_least(0, 10))
-    lr_schedule: str = option("constant", "constant or cosine.")
-    augment: str = option(DEFAULT_AUGMENT, f"finetune: training augmentations, comma-separated: {', '.join(AUGMENTATIONS)}, or none.")
-    bn_stats: str = option("running", "running: the encoder's BatchNorm statistics as loaded; clean: re-estimated on --bn-images clean training images first (both inits alike).")
-    bn_images: int = option(2048, "Images of the training split (labels unused) for --bn-stats clean.", at_least(2))
-    head_warmup_epochs: int = option(0, "finetune: the first N of --epochs train the head alone on the frozen encoder, then every layer.", at_least(0))
-    weight_scale: str = option("loaded", f"finetune: {', '.join(WEIGHT_SCALES)}. init: before training, every conv feeding a BatchNorm is rescaled to PyTorch's default-init weight norm (no output changes; the same effective SGD step for every init: a pretext leaves deep convs 4-7x larger).")
-    layer_decay: float = option(1.0, "finetune: layer-wise learning-rate decay; encoder stage i of n trains at lr x decay^(n + 1 - i), the head at lr.", positive(1))
-    svm_costs: str = option("0.01,0.1,1,10,100", "svm: cost grid searched per class by 3-fold cross-validated AP.")
-    eval_every: int = option(1, "Evaluate on the test split every N epochs (and at the end).", at_least(1))
-    log_every: int = option(10, "Without a terminal (a log file), print a progress line every N steps.", at_least(1))
+    mode: str = option("finetune", f"{', '.join(MODES)}.", protocol=True)
+    labels_per_class: int = option(0, "Label budget: training images per class (0: all).", at_least(0), protocol=True)
+    label_fraction: float = option(0.0, "Label budget: fraction of each class's training images (0: all).", UNIT, protocol=True)
+    data_seed: int = option(0, "Seed of the label-budget subset (kept fixed across inits and seeds).", SEEDS, protocol=True)
+    epochs: int = option(14, "Training epochs (finetune and linear).", at_least(1), protocol=True)
+    batch_size: int = option(64, "Images per step.", at_least(2, MAX_WIDTH), protocol=True)
+    optimizer: str = option("sgd", "sgd (momentum) or adam.", protocol=True)
+    lr: float = option(0.005, "Learning rate.", positive(10), protocol=True)
+    momentum: float = option(0.9, "SGD momentum.", Range(0, 1, high_open=True), protocol=True)
+    weight_decay: float = option(5e-4, "Weight decay.", at_least(0, 10), protocol=True)
+    lr_schedule: str = option("constant", "constant or cosine.", protocol=True)
+    augment: str = option(DEFAULT_AUGMENT, f"finetune: training augmentations, comma-separated: {', '.join(AUGMENTATIONS)}, or none.", protocol=True)
+    bn_stats: str = option("running", "running: the encoder's BatchNorm statistics as loaded; clean: re-estimated on --bn-images clean training images first (both inits alike).", protocol=True)
+    bn_images: int = option(2048, "Images of the training split (labels unused) for --bn-stats clean.", at_least(2), protocol=True)
+    head_warmup_epochs: int = option(0, "finetune: the first N of --epochs train the head alone on the frozen encoder, then every layer.", at_least(0), protocol=True)
+    weight_scale: str = option("loaded", f"finetune: {', '.join(WEIGHT_SCALES)}. init: before training, every conv feeding a BatchNorm is rescaled to PyTorch's default-init weight norm (no output changes; the same effective SGD step for every init: a pretext leaves deep convs 4-7x larger).", protocol=True)
+    layer_decay: float = option(1.0, "finetune: layer-wise learning-rate decay; encoder stage i of n trains at lr x decay^(n + 1 - i), the head at lr.", positive(1), protocol=True)
+    svm_costs: str = option("0.01,0.1,1,10,100", "svm: cost grid searched per class by 3-fold cross-validated AP.", protocol=True)
+    eval_every: int = option(1, "Evaluate on the test split every N epochs (and at the end).", at_least(1), protocol=False)
+    log_every: int = option(10, "Without a terminal (a log file), print a progress line every N steps.", at_least(1), protocol=False)
     # scale-out
-    resume: bool = option(True, "Continue an interrupted run from its checkpoints/last.pt (saved every epoch); --no-resume refuses.")
+    resume: bool = option(True, "Continue an interrupted run from its checkpoints/last.pt (saved every epoch); --no-resume refuses.", protocol=False)
 
     def validate(self) -> None:
         if self.init == "datadep" and self.encoder != "unet":
@@ -357,16 +357,10 @@ def run_finetune(config: FinetuneConfig) -> list[Path]:
         teardown()
 
 
-# Settings that do not change what a transfer run measures; all others define its protocol, and
-# `ssl compare` only sets a pretrained run against random-init runs of the same protocol and encoder.
-NOT_PROTOCOL = (
-    "name", "output_dir", "seed", "seeds", "device", "data", "init", "checkpoint", "nproc", "num_workers", "resume", "eval_every",
-    "log_every",
-)
-
-
 def protocol_settings(config: FinetuneConfig) -> dict[str, Any]:
-    return {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_PROTOCOL}
+    """The settings that define what a transfer run measures (each option's ``protocol`` decision):
+    ``ssl compare`` only sets a pretrained run against baseline runs of the same protocol and encoder."""
+    return {name: getattr(config, name) for name in fields_deciding(FinetuneConfig, "protocol")}
 
 
 def run_prefix(config: FinetuneConfig) -> str:

@@ -20,7 +20,7 @@ from torchvision.utils import make_grid
 
 from ssl_inpaint.checkpoint import PIXELCNN_FORMAT, last_checkpoint, load_checkpoint
 from ssl_inpaint.storage import save_atomic, save_png_atomic
-from ssl_inpaint.config import at_least, check_choices, MAX_WIDTH, option, positive, Range, RunOptions, RuntimeOptions, save_config
+from ssl_inpaint.config import at_least, check_choices, fields_deciding, MAX_WIDTH, option, positive, Range, RunOptions, RuntimeOptions, save_config
 from ssl_inpaint.data import DATASETS, SourceOptions, SubsetSource, create_source
 from ssl_inpaint.masks import PretextDataset
 from ssl_inpaint.distributed import select_device
@@ -36,23 +36,23 @@ from ssl_inpaint.models.pixelcnn import PixelCNNPP, quantize, sample_lower_half
 
 @dataclass
 class PixelCNNConfig(SourceOptions, RuntimeOptions, RunOptions):
-    dataset: str = option("folder", f"Dataset kind: {', '.join(DATASETS)}.")
-    split: str = option("train", "Split to train on.")
-    val_images: int = option(16, "Held-out images for validation bits/dim and samples.", at_least(1, 4096))
-    image_size: int = option(32, "Image side in pixels (a multiple of 4; seed 002: 32).", at_least(4, 1024))
-    filters: int = option(160, "Channels of every convolution.", at_least(1, MAX_WIDTH))
-    blocks: int = option(5, "Gated ResNet blocks per stage.", at_least(1, 64))
-    components: int = option(10, "Logistic mixture components per pixel.", at_least(1, 256))
-    dropout: float = option(0.5, "Dropout inside the gated ResNet blocks.", Range(0, 1, high_open=True))
-    batch_size: int = option(12, "Images per step.", at_least(1, MAX_WIDTH))
-    epochs: int = option(1, "Passes over the training images.", at_least(1))
-    max_steps: int = option(0, "Stop after this many steps (0: run all epochs).", at_least(0))
-    lr: float = option(1e-3, "Adam learning rate.", positive(10))
-    lr_decay: float = option(0.999995, "Learning rate multiplied by this after every step.", positive(1))
-    log_every: int = option(10, "Log the training bits/dim every N steps.", at_least(1))
-    sample_every: int = option(1000, "Validation bits/dim and sampled lower halves every N steps (and at the end).", at_least(1))
-    sample_images: int = option(4, "Validation images whose lower half is sampled (one forward pass per pixel each time).", at_least(1, 4096))
-    resume: bool = option(True, "Continue from checkpoints/last.pt (saved at the end, or when a signal stops the run); --no-resume refuses to touch it.")
+    dataset: str = option("folder", f"Dataset kind: {', '.join(DATASETS)}.", resume=False)
+    split: str = option("train", "Split to train on.", resume=False)
+    val_images: int = option(16, "Held-out images for validation bits/dim and samples.", at_least(1, 4096), resume=False)
+    image_size: int = option(32, "Image side in pixels (a multiple of 4; seed 002: 32).", at_least(4, 1024), resume=False)
+    filters: int = option(160, "Channels of every convolution.", at_least(1, MAX_WIDTH), resume=False)
+    blocks: int = option(5, "Gated ResNet blocks per stage.", at_least(1, 64), resume=False)
+    components: int = option(10, "Logistic mixture components per pixel.", at_least(1, 256), resume=False)
+    dropout: float = option(0.5, "Dropout inside the gated ResNet blocks.", Range(0, 1, high_open=True), resume=False)
+    batch_size: int = option(12, "Images per step.", at_least(1, MAX_WIDTH), resume=False)
+    epochs: int = option(1, "Passes over the training images.", at_least(1), resume=True)
+    max_steps: int = option(0, "Stop after this many steps (0: run all epochs).", at_least(0), resume=True)
+    lr: float = option(1e-3, "Adam learning rate.", positive(10), resume=False)
+    lr_decay: float = option(0.999995, "Learning rate multiplied by this after every step.", positive(1), resume=False)
+    log_every: int = option(10, "Log the training bits/dim every N steps.", at_least(1), resume=True)
+    sample_every: int = option(1000, "Validation bits/dim and sampled lower halves every N steps (and at the end).", at_least(1), resume=True)
+    sample_images: int = option(4, "Validation images whose lower half is sampled (one forward pass per pixel each time).", at_least(1, 4096), resume=False)
+    resume: bool = option(True, "Continue from checkpoints/last.pt (saved at the end, or when a signal stops the run); --no-resume refuses to touch it.", resume=True)
 
     def validate(self) -> None:
         check_choices(self, {"dataset": DATASETS})
@@ -104,8 +104,9 @@ def run_pixelcnn(config: PixelCNNConfig) -> Path:
         return _run_pixelcnn(config)
 
 
-# What a resumed ssl pixelcnn run may change: how long it runs, how often it logs, and where.
-RESUME_MAY_CHANGE = ("epochs", "max_steps", "log_every", "sample_every", "device", "num_workers")
+# What a resumed ssl pixelcnn run may change (each option's ``resume`` decision): how long it runs, how
+# often it logs, where and on what.
+RESUMABLE = fields_deciding(PixelCNNConfig, "resume")
 
 
 @dataclass
@@ -136,11 +137,11 @@ class PixelCNNRun:
         }
 
     def resume(self) -> None:
-        """Continue from RUN/checkpoints/last.pt under the one resume policy (only RESUME_MAY_CHANGE may differ)."""
+        """Continue from RUN/checkpoints/last.pt under the one resume policy (only RESUMABLE settings may differ)."""
         state = load_checkpoint(self.last, PIXELCNN_FORMAT)
         if "rng" not in state:
             raise UserError(f"{self.last} was written by an older ssl pixelcnn that could not resume; pick another --name")
-        refuse_changes(self.last, changed_settings(state["config"], self.config), RESUME_MAY_CHANGE)
+        refuse_changes(self.last, changed_settings(state["config"], self.config), RESUMABLE)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.decay.load_state_dict(state["decay"])

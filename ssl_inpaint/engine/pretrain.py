@@ -25,7 +25,7 @@ from torchvision.utils import make_grid
 
 from ssl_inpaint.checkpoint import ENCODER_FORMAT, PRETRAIN_FORMAT, last_checkpoint, load_checkpoint
 from ssl_inpaint.storage import save_atomic, save_png_atomic, write_text_atomic
-from ssl_inpaint.config import at_least, check_choices, DistributedOptions, MAX_WIDTH, option, positive, PrecisionOptions, Range, RunOptions, RuntimeOptions, save_config
+from ssl_inpaint.config import at_least, check_choices, fields_deciding, DistributedOptions, MAX_WIDTH, option, positive, PrecisionOptions, Range, RunOptions, RuntimeOptions, save_config
 from ssl_inpaint.data import DATASETS, ImageSource, SourceOptions, SubsetSource, create_source
 from ssl_inpaint.data.transforms import UNREADABLE
 from ssl_inpaint.distributed import (
@@ -54,55 +54,56 @@ from ssl_inpaint.models.vgg import load_vgg16_features, read_vgg16_trunk
 @dataclass
 class PretrainConfig(ProbeOptions, ModelOptions, MaskOptions, SourceOptions, DistributedOptions, PrecisionOptions, RuntimeOptions, RunOptions):
     # data (the source: SourceOptions)
-    val_split: str = option("", "Split for the fixed validation batch; empty: hold out --val-images training images.")
-    val_images: int = option(16, "Size of the fixed validation batch (PSNR/SSIM/L1 and image grids).", at_least(1, 4096))
-    reduced_decode: bool = option(True, "Decode JPEGs at 1/2, 1/4 or 1/8 size when the crop still fits (libjpeg DCT scaling, 2-4x faster loading of large photos); --no-reduced-decode decodes every pixel.")
-    crop_scale: float = option(1.0, "Random resized crops in training: each crop covers a fraction of the (resized) image's area drawn from [crop-scale, 1], aspect 3/4-4/3, resized to --image-size (MAE: 0.2); 1: the plain random square crop.", positive(1))
-    cache_mb: int = option(1024, "Keep decoded, resized training images in RAM, up to this many MB per loading process, so later epochs skip decoding them (identical pixels); 0: decode every time. In-memory datasets (Fashion-MNIST) are always kept.", at_least(0, 2**20))
+    val_split: str = option("", "Split for the fixed validation batch; empty: hold out --val-images training images.", resume=False)
+    val_images: int = option(16, "Size of the fixed validation batch (PSNR/SSIM/L1 and image grids).", at_least(1, 4096), resume=False)
+    reduced_decode: bool = option(True, "Decode JPEGs at 1/2, 1/4 or 1/8 size when the crop still fits (libjpeg DCT scaling, 2-4x faster loading of large photos); --no-reduced-decode decodes every pixel.", resume=True)
+    crop_scale: float = option(1.0, "Random resized crops in training: each crop covers a fraction of the (resized) image's area drawn from [crop-scale, 1], aspect 3/4-4/3, resized to --image-size (MAE: 0.2); 1: the plain random square crop.", positive(1), resume=False)
+    cache_mb: int = option(1024, "Keep decoded, resized training images in RAM, up to this many MB per loading process, so later epochs skip decoding them (identical pixels); 0: decode every time. In-memory datasets (Fashion-MNIST) are always kept.", at_least(0, 2**20), resume=True)
     # masks (the hole family and its parameters come from MaskOptions)
-    fill: str = option("zero", "Value in the hole of the input: zero (0 in the [-1,1] input, mid-grey) or mean (dataset mean).")
+    fill: str = option("zero", "Value in the hole of the input: zero (0 in the [-1,1] input, mid-grey) or mean (dataset mean).", resume=False)
     # losses
-    recon_loss: str = option("mse", "Reconstruction loss: mse or l1.")
-    w_known: float = option(0.9, "Weight w1 of the reconstruction loss on known pixels.", at_least(0))
-    w_hole: float = option(0.1, "Weight w2 of the reconstruction loss in the hole.", at_least(0))
-    w_adv_global: float = option(1e-5, "Weight w3 of the global adversarial loss.", at_least(0))
-    w_adv_local: float = option(1e-5, "Weight w4 of the local adversarial loss.", at_least(0))
-    norm_pix_loss: bool = option(False, "MAE's norm_pix_loss: the hole loss on per-patch normalised targets (patches of --patch-size px).")
-    w_perceptual: float = option(0.0, "Weight of the VGG16 perceptual loss on the completed image (needs --vgg-weights).", at_least(0))
-    w_style: float = option(0.0, "Weight of the VGG16 style (Gram matrix) loss on the completed image (needs --vgg-weights).", at_least(0))
-    vgg_weights: str = option("", "File holding a torchvision vgg16 state dict, for --w-perceptual / --w-style and --discriminator vgg16 (never downloaded).")
-    init_from: str = option("", "Start the encoder from these weights, the rest fresh: an earlier run's encoder.pt (or run folder) of the same architecture, or a timm state dict (.pth/.safetensors, e.g. supervised ImageNet weights) for --encoder timm:<name>.")
+    recon_loss: str = option("mse", "Reconstruction loss: mse or l1.", resume=False)
+    w_known: float = option(0.9, "Weight w1 of the reconstruction loss on known pixels.", at_least(0), resume=False)
+    w_hole: float = option(0.1, "Weight w2 of the reconstruction loss in the hole.", at_least(0), resume=False)
+    w_adv_global: float = option(1e-5, "Weight w3 of the global adversarial loss.", at_least(0), resume=False)
+    w_adv_local: float = option(1e-5, "Weight w4 of the local adversarial loss.", at_least(0), resume=False)
+    norm_pix_loss: bool = option(False, "MAE's norm_pix_loss: the hole loss on per-patch normalised targets (patches of --patch-size px).", resume=False)
+    w_perceptual: float = option(0.0, "Weight of the VGG16 perceptual loss on the completed image (needs --vgg-weights).", at_least(0), resume=False)
+    w_style: float = option(0.0, "Weight of the VGG16 style (Gram matrix) loss on the completed image (needs --vgg-weights).", at_least(0), resume=False)
+    vgg_weights: str = option("", "File holding a torchvision vgg16 state dict, for --w-perceptual / --w-style and --discriminator vgg16 (never downloaded).", resume=False)
+    init_from: str = option("", "Start the encoder from these weights, the rest fresh: an earlier run's encoder.pt (or run folder) of the same architecture, or a timm state dict (.pth/.safetensors, e.g. supervised ImageNet weights) for --encoder timm:<name>.", resume=False)
     # optimisation
-    batch_size: int = option(64, "Images per step.", at_least(2, MAX_WIDTH))
-    epochs: int = option(10, "Passes over the training images.", at_least(1))
-    max_steps: int = option(0, "Stop after this many steps (0: run all epochs).", at_least(0))
-    optimizer: str = option("adam", "adam (L2 weight decay, the seeds') or adamw (decoupled weight decay, MAE's) for both G and D.")
-    lr_g: float = option(2e-3, "Generator learning rate (Adam).", positive(10))
-    lr_d: float = option(1e-3, "Discriminators' learning rate (Adam).", positive(10))
-    beta1: float = option(0.5, "Adam beta1.", Range(0, 1, high_open=True))
-    beta2: float = option(0.999, "Adam beta2.", Range(0, 1, high_open=True))
-    adam_eps: float = option(1e-8, "Adam epsilon.", positive(1))
-    weight_decay: float = option(0.0, "Weight decay of both optimizers.", at_least(0, 10))
-    lr_schedule: str = option("constant", "constant or cosine (with --warmup-steps linear warm-up).")
-    warmup_steps: int = option(0, "Linear learning-rate warm-up steps.", at_least(0))
+    batch_size: int = option(64, "Images per step.", at_least(2, MAX_WIDTH), resume=True)
+    epochs: int = option(10, "Passes over the training images.", at_least(1), resume=True)
+    max_steps: int = option(0, "Stop after this many steps (0: run all epochs).", at_least(0), resume=True)
+    optimizer: str = option("adam", "adam (L2 weight decay, the seeds') or adamw (decoupled weight decay, MAE's) for both G and D.", resume=False)
+    lr_g: float = option(2e-3, "Generator learning rate (Adam).", positive(10), resume=False)
+    lr_d: float = option(1e-3, "Discriminators' learning rate (Adam).", positive(10), resume=False)
+    beta1: float = option(0.5, "Adam beta1.", Range(0, 1, high_open=True), resume=False)
+    beta2: float = option(0.999, "Adam beta2.", Range(0, 1, high_open=True), resume=False)
+    adam_eps: float = option(1e-8, "Adam epsilon.", positive(1), resume=False)
+    weight_decay: float = option(0.0, "Weight decay of both optimizers.", at_least(0, 10), resume=False)
+    lr_schedule: str = option("constant", "constant or cosine (with --warmup-steps linear warm-up).", resume=False)
+    warmup_steps: int = option(0, "Linear learning-rate warm-up steps.", at_least(0), resume=False)
     schedule: str = option(
         "joint",
         "joint: G and D every step; glcic: reconstruction, discriminator, joint phases; two_stage: joint, then G alone "
         "against the frozen D (seed 004); approx_then_refine: ApproxNet alone, then the refiner with the GAN (seed 001).",
+        resume=False,
     )
-    stage_fraction: float = option(0.5, "two_stage / approx_then_refine: fraction of the run spent in the first stage.", Range(0, 1, low_open=True, high_open=True))
-    phase_fractions: str = option("0.2,0.5,0.3", "glcic: fractions of the three phases, comma-separated.")
-    phase_scope: str = option("run", "glcic: phases span the whole run, or repeat in every epoch (seed 000).")
+    stage_fraction: float = option(0.5, "two_stage / approx_then_refine: fraction of the run spent in the first stage.", Range(0, 1, low_open=True, high_open=True), resume=False)
+    phase_fractions: str = option("0.2,0.5,0.3", "glcic: fractions of the three phases, comma-separated.", resume=False)
+    phase_scope: str = option("run", "glcic: phases span the whole run, or repeat in every epoch (seed 000).", resume=False)
     # scale-out
-    accumulate: int = option(1, "Gradient accumulation: micro-batches of --batch-size per optimizer step.", at_least(1, 4096))
-    channels_last: bool = option(False, "Use the channels_last memory format (faster convolutions on recent GPUs).")
-    compile: bool = option(False, "torch.compile the generator and discriminators.")
-    resume: bool = option(True, "Continue from checkpoints/last.pt if the run folder has one (--no-resume: refuse to touch it).")
+    accumulate: int = option(1, "Gradient accumulation: micro-batches of --batch-size per optimizer step.", at_least(1, 4096), resume=True)
+    channels_last: bool = option(False, "Use the channels_last memory format (faster convolutions on recent GPUs).", resume=True)
+    compile: bool = option(False, "torch.compile the generator and discriminators.", resume=True)
+    resume: bool = option(True, "Continue from checkpoints/last.pt if the run folder has one (--no-resume: refuse to touch it).", resume=True)
     # outputs
-    log_every: int = option(10, "Log scalars (and, without a terminal, a progress line) every N steps.", at_least(1))
-    sample_every: int = option(200, "Validation metrics and an image grid every N steps (and at the end).", at_least(1))
-    save_every_steps: int = option(1000, "Refresh checkpoints/last.pt every N steps (0: only at epoch ends).", at_least(0))
-    save_every_epochs: int = option(5, "Keep checkpoints/epoch_N.pt every N epochs (0: never).", at_least(0))
+    log_every: int = option(10, "Log scalars (and, without a terminal, a progress line) every N steps.", at_least(1), resume=True)
+    sample_every: int = option(200, "Validation metrics and an image grid every N steps (and at the end).", at_least(1), resume=True)
+    save_every_steps: int = option(1000, "Refresh checkpoints/last.pt every N steps (0: only at epoch ends).", at_least(0), resume=True)
+    save_every_epochs: int = option(5, "Keep checkpoints/epoch_N.pt every N epochs (0: never).", at_least(0), resume=True)
 
     def validate(self) -> None:
         choices = {
@@ -251,17 +252,13 @@ def to_device(batch: dict, device: torch.device, channels_last: bool = False) ->
     }
 
 
-# Settings a resumed run may change: how long it runs, how it logs and saves, how fast it computes.
-# Any other difference from the checkpoint (data, model, masks, losses, optimizer hyper-parameters held
-# in the restored state) would either be silently overridden by that state or change what the run
-# means half-way, so resuming refuses it and names the keys. The batch settings may change only as
-# long as the global batch stays the same (checked separately). Accepted changes are recorded.
-RESUME_MAY_CHANGE = (
-    "name", "output_dir", "device", "num_workers", "reduced_decode", "cache_mb", "strict", "epochs", "max_steps", "nproc",
-    "batch_size", "accumulate", "precision", "channels_last", "compile", "sync_bn", "resume", "probe_every",
-    "probe_data", "probe_dataset", "probe_train_split", "probe_test_split", "probe_images", "probe_features",
-    "probe_bn_stats", "log_every", "sample_every", "save_every_steps", "save_every_epochs",
-)
+# What a resumed run may change is each option's ``resume`` decision (config.option): how long it runs,
+# how it logs and saves, how fast it computes. Any other difference from the checkpoint (data, model,
+# masks, losses, optimizer hyper-parameters held in the restored state) would either be silently
+# overridden by that state or change what the run means half-way, so resuming refuses it and names the
+# keys. The batch settings may change only as long as the global batch stays the same (checked
+# separately). Accepted changes are recorded.
+RESUMABLE = fields_deciding(PretrainConfig, "resume")
 
 
 @dataclass
@@ -331,7 +328,7 @@ def load_resume_state(config: PretrainConfig, path: Path, global_batch: int) -> 
     every other change, naming each key."""
     state = load_checkpoint(path, PRETRAIN_FORMAT)
     differing = changed_settings(PretrainConfig.saved_values(state["config"]), config)
-    refuse_changes(path, differing, RESUME_MAY_CHANGE)
+    refuse_changes(path, differing, RESUMABLE)
     if state.get("global_batch") != global_batch:
         raise UserError(
             f"cannot resume {path} exactly: its global batch was {state.get('global_batch')}, now {global_batch} "

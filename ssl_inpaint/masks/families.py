@@ -229,22 +229,22 @@ class MaskOptions:
     """The hole family and its parameters as config fields (``--mask``, ``--rect-min``, ...), shared by
     every command that cuts holes, so a recipe's mask keys mean the same thing everywhere."""
 
-    mask: str = option("centre", f"Hole family: {MASKS.choices()}.")
-    centre_size: float = option(0.5, "centre: hole side as a fraction of the image side.", Range(0, 1, low_open=True, high_open=True))
-    rect_min: float = option(20 / 64, "rect: smallest hole side (fraction of the image side).", positive(1))
-    rect_max: float = option(25 / 64, "rect: largest hole side (fraction of the image side).", positive(1))
-    rect_count: int = option(1, "rect: number of rectangles per image.", at_least(1, 64))
-    gauss_mean: float = option(25 / 64, "gaussian_rect: mean of the top-left corner (fraction of the side).", UNIT)
-    gauss_std: float = option(10 / 64, "gaussian_rect: std of the top-left corner (fraction of the side).", UNIT)
-    gauss_min: float = option(10 / 64, "gaussian_rect: smallest side (fraction of the side).", positive(1))
-    gauss_max: float = option(20 / 64, "gaussian_rect: largest side (fraction of the side).", positive(1))
-    region_min: float = option(0.2, "region: smallest fraction of the image covered.", Range(0, 1, low_open=True, high_open=True))
-    region_max: float = option(0.3, "region: largest fraction of the image covered.", Range(0, 1, low_open=True, high_open=True))
-    brush_strokes: int = option(4, "brush: most strokes per image.", at_least(1, 1000))
-    patch_size: int = option(4, "patches: side of a square patch in pixels.", at_least(1, MAX_SIDE))
-    mask_ratio: float = option(0.75, "patches: fraction of the patches that become the hole (MAE: 0.75).", Range(0, 1, low_open=True, high_open=True))
-    object_min_area: float = option(0.02, "coco_object: smallest eligible object (fraction of the crop).", UNIT)
-    object_max_area: float = option(0.5, "coco_object: largest eligible object (fraction of the crop).", positive(1))
+    mask: str = option("centre", f"Hole family: {MASKS.choices()}.", resume=False)
+    centre_size: float = option(0.5, "centre: hole side as a fraction of the image side.", Range(0, 1, low_open=True, high_open=True), resume=False)
+    rect_min: float = option(20 / 64, "rect: smallest hole side (fraction of the image side).", positive(1), resume=False)
+    rect_max: float = option(25 / 64, "rect: largest hole side (fraction of the image side).", positive(1), resume=False)
+    rect_count: int = option(1, "rect: number of rectangles per image.", at_least(1, 64), resume=False)
+    gauss_mean: float = option(25 / 64, "gaussian_rect: mean of the top-left corner (fraction of the side).", UNIT, resume=False)
+    gauss_std: float = option(10 / 64, "gaussian_rect: std of the top-left corner (fraction of the side).", UNIT, resume=False)
+    gauss_min: float = option(10 / 64, "gaussian_rect: smallest side (fraction of the side).", positive(1), resume=False)
+    gauss_max: float = option(20 / 64, "gaussian_rect: largest side (fraction of the side).", positive(1), resume=False)
+    region_min: float = option(0.2, "region: smallest fraction of the image covered.", Range(0, 1, low_open=True, high_open=True), resume=False)
+    region_max: float = option(0.3, "region: largest fraction of the image covered.", Range(0, 1, low_open=True, high_open=True), resume=False)
+    brush_strokes: int = option(4, "brush: most strokes per image.", at_least(1, 1000), resume=False)
+    patch_size: int = option(4, "patches: side of a square patch in pixels.", at_least(1, MAX_SIDE), resume=False)
+    mask_ratio: float = option(0.75, "patches: fraction of the patches that become the hole (MAE: 0.75).", Range(0, 1, low_open=True, high_open=True), resume=False)
+    object_min_area: float = option(0.02, "coco_object: smallest eligible object (fraction of the crop).", UNIT, resume=False)
+    object_max_area: float = option(0.5, "coco_object: largest eligible object (fraction of the crop).", positive(1), resume=False)
 
     def mask_generator(self) -> MaskGenerator:
         params = {

@@ -53,34 +53,37 @@ DISCRIMINATORS: Registry[Callable[["ModelOptions", int], Pair]] = Registry("disc
 class ModelOptions:
     """The networks of an inpainting run, as config fields (every ``ssl pretrain`` recipe sets some)."""
 
-    image_size: int = option(128, "Training crop side in pixels (a multiple of 32); the networks are built for it.", at_least(8, MAX_SIDE))
-    generator: str = option("unet", f"Generator architecture: {GENERATORS.choices()}.")
-    encoder: str = option("unet", "Generator encoder: unet (seed 003, Table 1) or timm:<name>, e.g. timm:resnet50, timm:convnext_tiny.")
-    bottleneck_channels: int = option(4000, "Channels of the generator's 1x1 latent.", at_least(1, MAX_WIDTH))
+    image_size: int = option(128, "Training crop side in pixels (a multiple of 32); the networks are built for it.", at_least(8, MAX_SIDE), resume=False)
+    generator: str = option("unet", f"Generator architecture: {GENERATORS.choices()}.", resume=False)
+    encoder: str = option("unet", "Generator encoder: unet (seed 003, Table 1) or timm:<name>, e.g. timm:resnet50, timm:convnext_tiny.", resume=False)
+    bottleneck_channels: int = option(4000, "Channels of the generator's 1x1 latent.", at_least(1, MAX_WIDTH), resume=False)
     widths: str = option(
         ",".join(map(str, UNET_WIDTHS)),
         "--encoder unet: the encoder's stage widths, shallow to deep, comma-separated; each stage is one 4x4 stride-2 conv, so "
         "--image-size must be a multiple of 2^stages (Table 1: 64,64,128,256,512; e.g. 128,128,256,512 keeps a 2x2 map at 32 px).",
+        resume=False,
     )
     skips: str = option(
         "all",
         f"U-Net skips ({', '.join(SKIPS)}): all (Table 1), none (context encoder, seed 003 model M3), or masked "
         "(SparK: positions touching the hole replaced by a learned token, so the hole must go through the latent).",
+        resume=False,
     )
-    predict: str = option("image", "image: the generator outputs the whole image; hole: only the centre square (M3).")
-    norm: str = option("batch", "Normalisation in generator and discriminators: batch (Tables 1-2) or none.")
-    global_d: bool = option(True, "Use the global discriminator.")
-    local_d: bool = option(True, "Use the local discriminator (on a crop around the hole).")
-    local_size: int = option(0, "Local discriminator crop side in pixels (0: half the image side).", at_least(0, MAX_SIDE))
+    predict: str = option("image", "image: the generator outputs the whole image; hole: only the centre square (M3).", resume=False)
+    norm: str = option("batch", "Normalisation in generator and discriminators: batch (Tables 1-2) or none.", resume=False)
+    global_d: bool = option(True, "Use the global discriminator.", resume=False)
+    local_d: bool = option(True, "Use the local discriminator (on a crop around the hole).", resume=False)
+    local_size: int = option(0, "Local discriminator crop side in pixels (0: half the image side).", at_least(0, MAX_SIDE), resume=False)
     discriminator: str = option(
         "table2",
         "table2: seed-003 global/local discriminators; glcic_fused: seed-000 global + local trunks fused into one "
         "logit (needs --global-d --local-d); patchgan or pixel: pix2pix's (seed 002); vgg16: frozen ImageNet VGG16 "
         "convs + dense 128-128-1 (seed 004, needs --vgg-weights). The last three judge the whole image (--no-local-d).",
+        resume=False,
     )
-    d_pool: str = option("flatten", f"glcic_fused: {', '.join(D_POOLS)} (GLCIC, or global average pooling) before the fully connected layer.")
-    base_channels: int = option(64, "First-layer width of the glcic, approx_attention, pix2pix_unet and perceptual_unet generators and of the glcic_fused, patchgan and pixel discriminators.", at_least(2, MAX_WIDTH))
-    approx_hidden: int = option(512, "approx_attention: width of ApproxNet's two hidden dense layers.", at_least(1, MAX_WIDTH))
+    d_pool: str = option("flatten", f"glcic_fused: {', '.join(D_POOLS)} (GLCIC, or global average pooling) before the fully connected layer.", resume=False)
+    base_channels: int = option(64, "First-layer width of the glcic, approx_attention, pix2pix_unet and perceptual_unet generators and of the glcic_fused, patchgan and pixel discriminators.", at_least(2, MAX_WIDTH), resume=False)
+    approx_hidden: int = option(512, "approx_attention: width of ApproxNet's two hidden dense layers.", at_least(1, MAX_WIDTH), resume=False)
 
     @property
     def unet_widths(self) -> tuple[int, ...]:
