@@ -15,7 +15,7 @@ One interleaved run that times, with the same shapes and batches:
 It prints a table and a last line with the ratio ours/plain, and writes JSON. Nothing here is a
 test: timings depend on the machine and what else runs on it; run it on an otherwise idle machine.
 
-    .venv/bin/python tools/bench.py                       # the README's table (about 10 min on 2 cores)
+    .venv/bin/python tools/bench.py                       # docs/performance.md's table (about 10 min on 2 cores)
     .venv/bin/python tools/bench.py --sizes 32 --quick    # a one-minute look
     .venv/bin/python tools/bench.py --device cuda --precisions fp32,bf16
 

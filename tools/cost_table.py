@@ -93,7 +93,7 @@ def main() -> None:
               f"{total_hours / 8:.2f} h | {decode:.0f} | {workers} |")
         notes.append(f"`{Path(recipe).name}`: " + (
             f"{workers} JPEG-decoding workers per GPU is more than a node has: decode once with `ssl pack` (a pack reads from "
-            f"memory at over 10,000 images/s a process, README Performance); a {flops / 1e9:.1f} GFLOP step is also too small "
+            f"memory at over 10,000 images/s a process, docs/performance.md); a {flops / 1e9:.1f} GFLOP step is also too small "
             f"to be compute-bound, so the assumed MFU overstates it: measure it with tools/gpu_check.sh"
             if workers > 16 else f"{workers} loader workers per GPU feed it from JPEGs"))
     print()

@@ -1,5 +1,5 @@
 """Fast in-memory search over pretext levers on Fashion-MNIST (issue 11), to decide what to build
-into `ssl pretrain` and which recipe to run through the CLI. Not the source of any README number:
+into `ssl pretrain` and which recipe to run through the CLI. Not the source of any number in the docs:
 those come from the recipes. It holds the data as tensors (no DataLoader), trains the package's own
 U-Net generator with a given lever set, and reports, for the pretrained and the random-init encoder
 under the same protocol, the linear-probe and kNN top-1 at 10 labels per class on 2,000 test images.

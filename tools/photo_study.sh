@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The real-photo study of the README: build the photo dataset from the Debian wallpaper packages
+# The completion study of docs/results.md: build the photo dataset from the Debian wallpaper packages
 # (train/test split by source picture), pretrain the inpainting generator on the training pictures,
 # then `ssl evaluate` it against classical inpainting on the held-out pictures, for a 64x64 centre
 # hole and for random 32-48 px rectangles. A finished pretrain run is reused (pretrain also resumes

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What moves transfer on Fashion-MNIST (the README's ablation table, issue 11). Runs the quickstart
+# What moves transfer on Fashion-MNIST (docs/results.md's ablation table, issue 11). Runs the quickstart
 # first (the recipe's pretext and its transfer), then, one lever at a time:
 #   pretext levers  skips (all / masked vs none), loss on known pixels too, MAE's norm_pix_loss,
 #                   mask family and ratio, the adversarial term, the latent size, the seed-003 design
