@@ -26,6 +26,7 @@ from ssl_inpaint.engine.pixelcnn import PixelCNNConfig, run_pixelcnn
 from ssl_inpaint.engine.pretrain import PretrainConfig, run_pretrain
 from ssl_inpaint.distributed import joined_a_group
 from ssl_inpaint.errors import UserError
+from ssl_inpaint.plugins import load_plugins
 from ssl_inpaint.runtime import PRECISIONS
 from ssl_inpaint.storage import cannot_use
 
@@ -181,6 +182,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         try:
+            load_plugins()  # the user's own mask families, encoders, datasets (SSL_INPAINT_PLUGINS)
             code = app(standalone_mode=False, prog_name="ssl")
         except typer.TyperException as exc:  # click's usage errors: one line instead of a box
             usage_error(exc)

@@ -7,6 +7,7 @@ training side, the hole set to the training fill value, and the hole as an extra
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from torch import nn
 
 from ssl_inpaint.distributed import select_device
 from ssl_inpaint.runtime import autocast, check_precision
-from ssl_inpaint.masks import apply_mask
+from ssl_inpaint.masks import MASKS, MaskOptions, apply_mask
 from ssl_inpaint.models import load_generator
 from ssl_inpaint.metrics import to_unit
 
@@ -46,17 +47,14 @@ class Inpainter:
 
 
 def _max_hole(config: dict) -> float:
-    """The largest hole side the generator met in training (a fraction of the image side)."""
+    """The largest hole side the generator met in training (a fraction of the image side): its mask
+    family's, built from the run's saved options (0.5 for a family this installation does not know)."""
     if config.get("predict") == "hole":
         return 0.5
-    mask = config.get("mask")
-    if mask == "centre":
-        return float(config.get("centre_size", 0.5))
-    if mask == "rect":
-        return float(config.get("rect_max", 0.5))
-    if mask == "gaussian_rect":
-        return float(config.get("gauss_max", 0.5))
-    return 0.5
+    if config.get("mask") not in MASKS:
+        return 0.5
+    names = {f.name for f in dataclasses.fields(MaskOptions)}
+    return MaskOptions(**{k: v for k, v in config.items() if k in names}).mask_family().largest_hole()
 
 
 def load_inpainter(checkpoint: str | Path, device: str = "auto", precision: str = "fp32") -> Inpainter:

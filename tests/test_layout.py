@@ -17,7 +17,7 @@ LAYERS = [
     ("models", ["models"]),
     ("losses", ["losses", "metrics"]),
     ("engines", ["runs", "probe", "gan_step", "completion", "engine"]),
-    ("cli", ["cli", "__main__", "__init__"]),
+    ("cli", ["cli", "plugins", "__main__", "__init__"]),
 ]
 LAYER_OF = {top: rank for rank, (_, tops) in enumerate(LAYERS) for top in tops}
 MAX_FUNCTION_LINES = 80

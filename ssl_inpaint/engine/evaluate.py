@@ -65,8 +65,8 @@ class EvaluateConfig(MaskOptions, SourceOptions, PrecisionOptions, RuntimeOption
         if len(set(self.baseline_names)) != len(self.baseline_names):
             raise UserError(f"--baselines lists a method twice: {self.baselines}")
         self.check_precision_name()
-        if self.mask == "coco_object" and self.dataset != "coco":
-            raise UserError("--mask coco_object needs COCO annotations: use --dataset coco")
+        if self.mask_needs_objects and self.dataset != "coco":
+            raise UserError(f"--mask {self.mask} needs COCO annotations: use --dataset coco")
         self.mask_generator()
 
 
@@ -139,11 +139,11 @@ def evaluation_images(config: EvaluateConfig, inpainter: Inpainter) -> tuple[Ima
             f"the generator takes {inpainter.channels}-channel images but {source.name} has {source.channels}; "
             f"evaluate it on data like its training data"
         )
-    if config.mask == "coco_object":
+    if config.mask_needs_objects:
         check_object_source(source)
     dataset = PretextDataset(
         source, inpainter.image_size, config.mask_generator(), torch.zeros(source.channels), config.seed,
-        train=False, strict=config.strict, use_objects=config.mask == "coco_object",
+        train=False, strict=config.strict, use_objects=config.mask_needs_objects,
         reduced_decode=False,  # scores are for the images as they are: every pixel decoded
     )
     count = min(len(dataset), config.max_images) if config.max_images else len(dataset)

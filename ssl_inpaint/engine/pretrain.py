@@ -41,7 +41,7 @@ from ssl_inpaint.runtime import autocast, check_precision, configure_threads, co
 from ssl_inpaint.runtime import prepare_module, ResumableSampler, rng_state, set_rng_state, StopSignal, unwrap
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.losses import LossWeights
-from ssl_inpaint.masks import MASKS, MaskOptions, PretextDataset, channel_mean, check_object_source, degenerate_holes
+from ssl_inpaint.masks import CentreSquare, MASKS, MaskOptions, PretextDataset, channel_mean, check_object_source, degenerate_holes
 from ssl_inpaint.metrics import completion_metrics, ssim, to_unit
 from ssl_inpaint.probe import ProbeOptions, RepresentationProbe, make_probe
 from ssl_inpaint.gan_step import SCHEDULES, STAGES, Optimizers, composite, phase_at, train_step
@@ -122,12 +122,12 @@ class PretrainConfig(ProbeOptions, ModelOptions, MaskOptions, SourceOptions, Dis
         self._validate_other_systems()
         if self.norm_pix_loss and (self.recon_loss != "mse" or self.patch_size < 1):
             raise UserError("--norm-pix-loss is a squared error on patches: use --recon-loss mse and --patch-size >= 1")
-        if self.predict == "hole" and not (self.mask == "centre" and self.centre_size == 0.5):
+        if self.predict == "hole" and self.mask_family() != CentreSquare(size=0.5):
             raise UserError("--predict hole decodes the centre square only: use --mask centre --centre-size 0.5")
         if self.predict == "hole" and self.skips != "none":
             raise UserError("--predict hole is the no-skip model M3: add --skips none")
-        if self.mask == "coco_object" and self.dataset != "coco":
-            raise UserError("--mask coco_object needs COCO annotations: use --dataset coco")
+        if self.mask_needs_objects and self.dataset != "coco":
+            raise UserError(f"--mask {self.mask} needs COCO annotations: use --dataset coco")
         if self.schedule == "glcic" and not self.adversarial:
             raise UserError("--schedule glcic needs a discriminator: enable --global-d or --local-d")
         _ = self.fractions  # parses and checks --phase-fractions
@@ -302,7 +302,7 @@ def prepare_data(config: PretrainConfig) -> PretextData:
         train_source = SubsetSource(source, [i for i in order if i not in chosen])
     channels = source.channels
     fill = channel_mean(train_source, config.image_size) if config.fill == "mean" else torch.zeros(channels)
-    use_objects = config.mask == "coco_object"
+    use_objects = config.mask_needs_objects
     if use_objects:
         check_object_source(source)
     common = dict(strict=config.strict, use_objects=use_objects, reduced_decode=config.reduced_decode, cache_mb=config.cache_mb)

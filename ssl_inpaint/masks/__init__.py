@@ -3,10 +3,13 @@ them into images (``pretext.py``)."""
 
 from ssl_inpaint.masks.families import (
     MASKS,
+    CentreSquare,
+    MaskFamily,
     MaskGenerator,
     MaskOptions,
     RandomPatches,
     apply_mask,
+    check_not_above,
     create_mask_generator,
     degenerate_holes,
     mask_seed,
@@ -15,12 +18,15 @@ from ssl_inpaint.masks.pretext import PretextDataset, channel_mean, check_object
 
 __all__ = [
     "MASKS",
+    "CentreSquare",
+    "MaskFamily",
     "MaskGenerator",
     "MaskOptions",
     "PretextDataset",
     "RandomPatches",
     "apply_mask",
     "channel_mean",
+    "check_not_above",
     "check_object_source",
     "create_mask_generator",
     "degenerate_holes",

@@ -1,5 +1,11 @@
 """Hole generators for the inpainting pretext: one class per mask family, registered by name in ``MASKS``.
 
+A family is a ``MaskFamily``: it says how it is built from the command's mask options
+(``from_options``), which parameter combinations it refuses (``check``), the largest hole it draws
+(``largest_hole``, which ``ssl inpaint`` sizes its windows by) and whether it needs the crop's
+annotated objects (``needs_objects``); nothing outside this file names a family. docs/extending.md
+and templates/custom_mask.py show how to add one.
+
 Every generator is called as ``generator(height, width, rng, objects)`` and returns a float tensor of
 shape (1, H, W) with 1 inside the hole and 0 on known pixels. All randomness comes from the
 ``numpy.random.Generator`` passed in, so a mask is a pure function of its seed: the data pipeline seeds
@@ -11,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Protocol
+from typing import ClassVar, Optional, Protocol
 
 import numpy as np
 import torch
@@ -29,8 +35,38 @@ class MaskGenerator(Protocol):
     ) -> torch.Tensor: ...
 
 
+class MaskFamily:
+    """The base of every mask family (a dataclass whose fields are its parameters, registered with
+    ``@MASKS.register(name)``). Override ``__call__``, and what differs from these defaults."""
+
+    needs_objects: ClassVar[bool] = False  # draws from the crop's annotated objects (COCO), passed as ``objects``
+
+    @classmethod
+    def from_options(cls, options: "MaskOptions") -> "MaskFamily":
+        """The family built from the command's mask options (``--rect-min`` ...); default: its own defaults."""
+        return cls()
+
+    def check(self) -> None:
+        """Refuse parameters that would draw nonsense, with one line naming the flags (each option's
+        own range is checked before this)."""
+
+    def largest_hole(self) -> float:
+        """The largest hole side this family draws, as a fraction of the image side: ``ssl inpaint``
+        gives a larger hole a larger window, so the generator sees the context-to-hole ratio it learnt."""
+        return 0.5
+
+    def __call__(self, height: int, width: int, rng: np.random.Generator, objects: Optional[torch.Tensor] = None) -> torch.Tensor:
+        raise NotImplementedError
+
+
 # Where is the mask drawn? In the ``__call__`` of the family registered under the ``--mask`` name.
-MASKS: Registry[Callable[..., MaskGenerator]] = Registry("mask family", "--mask")
+MASKS: Registry[type[MaskFamily]] = Registry("mask family", "--mask")
+
+
+def check_not_above(low_flag: str, low: float, high_flag: str, high: float) -> None:
+    """A family's smallest-largest pair: one line naming both flags when the smallest is larger."""
+    if low > high:
+        raise UserError(f"--{low_flag} ({low}) must not exceed --{high_flag} ({high})")
 
 
 def _box_mask(height: int, width: int, top: int, left: int, box_h: int, box_w: int) -> torch.Tensor:
@@ -42,10 +78,17 @@ def _box_mask(height: int, width: int, top: int, left: int, box_h: int, box_w: i
 
 @MASKS.register("centre")
 @dataclass
-class CentreSquare:
+class CentreSquare(MaskFamily):
     """A centred square hole whose side is ``size`` x the image side (seed 003: 64 px of 128)."""
 
     size: float = 0.5
+
+    @classmethod
+    def from_options(cls, options: "MaskOptions") -> "CentreSquare":
+        return cls(size=options.centre_size)
+
+    def largest_hole(self) -> float:
+        return self.size
 
     def __call__(self, height, width, rng, objects=None):
         box_h, box_w = round(self.size * height), round(self.size * width)
@@ -54,7 +97,7 @@ class CentreSquare:
 
 @MASKS.register("rect")
 @dataclass
-class RandomRectangles:
+class RandomRectangles(MaskFamily):
     """``count`` rectangles, sides uniform in [min_size, max_size] x image side, anywhere in the image.
 
     Seed 000 used one 20-25 px hole on 64 px images: min_size=0.3125, max_size=0.39.
@@ -63,6 +106,16 @@ class RandomRectangles:
     min_size: float = 20 / 64
     max_size: float = 25 / 64
     count: int = 1
+
+    @classmethod
+    def from_options(cls, options: "MaskOptions") -> "RandomRectangles":
+        return cls(min_size=options.rect_min, max_size=options.rect_max, count=options.rect_count)
+
+    def check(self) -> None:
+        check_not_above("rect-min", self.min_size, "rect-max", self.max_size)
+
+    def largest_hole(self) -> float:
+        return self.max_size
 
     def __call__(self, height, width, rng, objects=None):
         mask = torch.zeros(1, height, width)
@@ -77,7 +130,7 @@ class RandomRectangles:
 
 @MASKS.register("gaussian_rect")
 @dataclass
-class GaussianRectangle:
+class GaussianRectangle(MaskFamily):
     """Seed 001: top-left corner ~ N(mean, std), sides ~ U[min_side, max_side], on 64 px images.
 
     Expressed as fractions of the side (25/64, 10/64, 10/64, 20/64); the box is clipped to the image.
@@ -87,6 +140,16 @@ class GaussianRectangle:
     std: float = 10 / 64
     min_side: float = 10 / 64
     max_side: float = 20 / 64
+
+    @classmethod
+    def from_options(cls, options: "MaskOptions") -> "GaussianRectangle":
+        return cls(mean=options.gauss_mean, std=options.gauss_std, min_side=options.gauss_min, max_side=options.gauss_max)
+
+    def check(self) -> None:
+        check_not_above("gauss-min", self.min_side, "gauss-max", self.max_side)
+
+    def largest_hole(self) -> float:
+        return self.max_side
 
     def __call__(self, height, width, rng, objects=None):
         box_h = max(1, round(rng.uniform(self.min_side, self.max_side) * height))
@@ -98,7 +161,7 @@ class GaussianRectangle:
 
 @MASKS.register("lower_half")
 @dataclass
-class LowerHalf:
+class LowerHalf(MaskFamily):
     """Seed 002: the whole lower half is the hole (the model sees only the upper half)."""
 
     def __call__(self, height, width, rng, objects=None):
@@ -107,13 +170,20 @@ class LowerHalf:
 
 @MASKS.register("region")
 @dataclass
-class RandomRegion:
+class RandomRegion(MaskFamily):
     """Context-encoder style random regions: coarse uniform noise, upsampled, thresholded so the hole
     covers a fraction drawn from U[min_coverage, max_coverage] of the image."""
 
     min_coverage: float = 0.2
     max_coverage: float = 0.3
     grain: int = 8  # noise cells per side; fewer cells give larger blobs
+
+    @classmethod
+    def from_options(cls, options: "MaskOptions") -> "RandomRegion":
+        return cls(min_coverage=options.region_min, max_coverage=options.region_max)
+
+    def check(self) -> None:
+        check_not_above("region-min", self.min_coverage, "region-max", self.max_coverage)
 
     def __call__(self, height, width, rng, objects=None):
         noise = torch.from_numpy(rng.random((1, 1, self.grain, self.grain), dtype=np.float32))
@@ -126,7 +196,7 @@ class RandomRegion:
 
 @MASKS.register("brush")
 @dataclass
-class BrushStrokes:
+class BrushStrokes(MaskFamily):
     """Free-form holes: random-walk brush strokes (the DeepFill v2 / LaMa family)."""
 
     max_strokes: int = 4
@@ -134,6 +204,10 @@ class BrushStrokes:
     min_width: float = 0.04  # brush width as a fraction of the image side
     max_width: float = 0.10
     max_step: float = 0.25  # length of one stroke segment as a fraction of the side
+
+    @classmethod
+    def from_options(cls, options: "MaskOptions") -> "BrushStrokes":
+        return cls(max_strokes=options.brush_strokes)
 
     def __call__(self, height, width, rng, objects=None):
         canvas = Image.new("L", (width, height), 0)
@@ -158,13 +232,17 @@ class BrushStrokes:
 
 @MASKS.register("patches")
 @dataclass
-class RandomPatches:
+class RandomPatches(MaskFamily):
     """MAE / SimMIM-style masking: the image is cut into ``patch_size`` x ``patch_size`` pixel patches
     (the last row and column may be smaller when the side is not a multiple) and exactly
     ``round(ratio x number of patches)`` of them, drawn without replacement, become the hole."""
 
     patch_size: int = 4
     ratio: float = 0.75
+
+    @classmethod
+    def from_options(cls, options: "MaskOptions") -> "RandomPatches":
+        return cls(patch_size=options.patch_size, ratio=options.mask_ratio)
 
     def __call__(self, height, width, rng, objects=None):
         rows, cols = math.ceil(height / self.patch_size), math.ceil(width / self.patch_size)
@@ -178,7 +256,7 @@ class RandomPatches:
 
 @MASKS.register("coco_object")
 @dataclass
-class CocoObject:
+class CocoObject(MaskFamily):
     """Holes shaped like an annotated object of the image (pycocotools ``annToMask``, cropped with the
     image), so the pretext has to complete objects. Objects covering between ``min_area`` and
     ``max_area`` of the crop are eligible; an image with none falls back to ``fallback``."""
@@ -186,6 +264,14 @@ class CocoObject:
     min_area: float = 0.02
     max_area: float = 0.5
     fallback: MaskGenerator = field(default_factory=lambda: RandomRectangles(0.25, 0.5))
+    needs_objects: ClassVar[bool] = True
+
+    @classmethod
+    def from_options(cls, options: "MaskOptions") -> "CocoObject":
+        return cls(min_area=options.object_min_area, max_area=options.object_max_area)
+
+    def check(self) -> None:
+        check_not_above("object-min-area", self.min_area, "object-max-area", self.max_area)
 
     def eligible(self, objects: Optional[torch.Tensor]) -> torch.Tensor:
         """Indices of the objects of the crop whose area lies in [min_area, max_area] (none: the fallback)."""
@@ -246,35 +332,22 @@ class MaskOptions:
     object_min_area: float = option(0.02, "coco_object: smallest eligible object (fraction of the crop).", UNIT, resume=False)
     object_max_area: float = option(0.5, "coco_object: largest eligible object (fraction of the crop).", positive(1), resume=False)
 
-    def mask_generator(self) -> MaskGenerator:
-        params = {
-            "centre": dict(size=self.centre_size),
-            "rect": dict(min_size=self.rect_min, max_size=self.rect_max, count=self.rect_count),
-            "gaussian_rect": dict(mean=self.gauss_mean, std=self.gauss_std, min_side=self.gauss_min, max_side=self.gauss_max),
-            "lower_half": {},
-            "region": dict(min_coverage=self.region_min, max_coverage=self.region_max),
-            "brush": dict(max_strokes=self.brush_strokes),
-            "patches": dict(patch_size=self.patch_size, ratio=self.mask_ratio),
-            "coco_object": dict(min_area=self.object_min_area, max_area=self.object_max_area),
-        }
-        MASKS.get(self.mask)  # an unknown name: one error line with the choices
-        self._check_ranges()
-        return create_mask_generator(self.mask, **params[self.mask])
+    @property
+    def mask_needs_objects(self) -> bool:
+        """Whether the chosen family draws holes from the crop's annotated objects (a COCO source)."""
+        return MASKS.get(self.mask).needs_objects
 
-    def _check_ranges(self) -> None:
-        """Each option's own ``Range`` (again here: options built in code skip the CLI), then the
-        smallest-largest pairs of the chosen family, which would otherwise draw nonsense."""
+    def mask_family(self) -> MaskFamily:
+        """The chosen family built from these options, unchecked (``mask_generator`` checks it)."""
+        return MASKS.get(self.mask).from_options(self)  # an unknown name: one error line with the choices
+
+    def mask_generator(self) -> MaskFamily:
+        """The chosen family, its options checked: each option's own ``Range`` (again here: options
+        built in code skip the CLI), then what the family refuses."""
+        family = self.mask_family()
         check_domains(self)
-        pairs = {
-            "rect": ("rect-min", self.rect_min, "rect-max", self.rect_max),
-            "gaussian_rect": ("gauss-min", self.gauss_min, "gauss-max", self.gauss_max),
-            "region": ("region-min", self.region_min, "region-max", self.region_max),
-            "coco_object": ("object-min-area", self.object_min_area, "object-max-area", self.object_max_area),
-        }
-        if self.mask in pairs:
-            low_flag, low, high_flag, high = pairs[self.mask]
-            if low > high:
-                raise UserError(f"--{low_flag} ({low}) must not exceed --{high_flag} ({high})")
+        family.check()
+        return family
 
 
 def degenerate_holes(masks: torch.Tensor) -> torch.Tensor:
