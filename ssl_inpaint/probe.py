@@ -21,8 +21,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ssl_inpaint.config import at_least, check_choices, option
-from ssl_inpaint.data.classification import ClassificationDataset, LabelledImages, create_classification_dataset, label_budget
-from ssl_inpaint.data.sources import SourceOptions
+from ssl_inpaint.data.classification import ClassificationDataset, LabelledImages, label_budget
+from ssl_inpaint.data.datasets import DATASETS, SourceOptions, create_classification_dataset
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.metrics import mean_average_precision, top1_accuracy
 from ssl_inpaint.models.classifier import BN_STATS, FEATURES, encoder_features, reestimate_batchnorm
@@ -172,8 +172,9 @@ class RepresentationProbe:
         }
 
 
-# Default (train, test) splits of the probe's labelled data, by dataset kind.
-PROBE_SPLITS = {"fashion_mnist": ("train", "test"), "cifar10": ("train", "test"), "voc": ("train", "val"), "folder": ("train", "val")}
+def probe_kinds() -> tuple[str, ...]:
+    """The dataset kinds the probe can read: labelled ones with default probe splits."""
+    return tuple(name for name in DATASETS if DATASETS.get(name).labelled and DATASETS.get(name).probe_splits)
 
 
 @dataclass
@@ -182,7 +183,7 @@ class ProbeOptions:
 
     probe_every: int = option(500, "Probe the frozen encoder (kNN and linear top-1, or mAP) every N steps and at step 0; 0: off. Off when no labels are found (see --probe-data).", at_least(0), resume=True)
     probe_data: str = option("", "Labelled dataset for the probe (default: --data when --dataset is fashion_mnist, cifar10 or voc).", resume=True)
-    probe_dataset: str = option("", f"Kind of --probe-data: {', '.join(PROBE_SPLITS)} (default: --dataset).", resume=True)
+    probe_dataset: str = option("", f"Kind of --probe-data: {', '.join(probe_kinds())} (default: --dataset).", resume=True)
     probe_train_split: str = option("", "Probe training split (default: train).", resume=True)
     probe_test_split: str = option("", "Probe test split (default: test for fashion_mnist and cifar10, val otherwise).", resume=True)
     probe_images: int = option(1000, "Images in each probe split (the training ones stratified by class).", at_least(1, 100000), resume=True)
@@ -191,8 +192,8 @@ class ProbeOptions:
 
     def check_probe(self) -> None:
         check_choices(self, {"probe_features": FEATURES, "probe_bn_stats": BN_STATS})
-        if self.probe_dataset and self.probe_dataset not in PROBE_SPLITS:
-            raise UserError(f"--probe-dataset must be one of {', '.join(PROBE_SPLITS)}, got {self.probe_dataset!r}")
+        if self.probe_dataset and self.probe_dataset not in probe_kinds():
+            raise UserError(f"--probe-dataset must be one of {', '.join(probe_kinds())}, got {self.probe_dataset!r}")
 
 
 def make_probe(options: ProbeOptions, source: SourceOptions, image_size: int, image_channels: int) -> tuple[Optional[RepresentationProbe], str]:
@@ -202,9 +203,9 @@ def make_probe(options: ProbeOptions, source: SourceOptions, image_size: int, im
         return None, "representation probe off (--probe-every 0)"
     kind = options.probe_dataset or source.dataset
     data = options.probe_data or (source.data if kind == source.dataset else "")
-    if kind not in PROBE_SPLITS or not data or (kind == "folder" and not options.probe_data):
+    if kind not in probe_kinds() or not data or (kind == "folder" and not options.probe_data):
         return None, f"representation probe off: --dataset {source.dataset} has no class labels; pass --probe-data (and --probe-dataset)"
-    train_split, test_split = PROBE_SPLITS[kind]
+    train_split, test_split = DATASETS.get(kind).probe_splits
     train_split, test_split = options.probe_train_split or train_split, options.probe_test_split or test_split
     train = create_classification_dataset(kind, data, train_split, source.year)
     test = create_classification_dataset(kind, data, test_split, source.year)

@@ -100,3 +100,106 @@ def test_a_pretext_runs_with_the_template_mask_through_the_ssl_command(tiny_data
     ], env=env, check=True, capture_output=True)
     assert yaml.safe_load((tmp_path / "stripes" / "config.yaml").read_text())["mask"] == "stripes"
     assert (tmp_path / "stripes" / "encoder.pt").exists()
+
+
+def test_the_generator_template_keeps_the_encoder_interface():
+    import torch
+
+    module = load_plugin(str(TEMPLATES / "custom_generator.py"))
+    generator = module.ResidualGenerator(image_channels=3, image_size=32, base_channels=8)
+    holed = torch.zeros(2, 4, 32, 32)
+    assert generator(holed).shape == (2, 3, 32, 32)
+    maps = generator.encoder(holed)
+    assert [m.shape[1] for m in maps] == generator.encoder.out_channels
+    from ssl_inpaint.models import build_encoder
+
+    rebuilt = build_encoder(generator.encoder.arch)
+    assert rebuilt.load_state_dict(generator.encoder.state_dict()) is not None  # every tensor has its place
+    with pytest.raises(UserError, match="multiple of 8"):
+        module.ResidualGenerator(image_channels=3, image_size=36)
+
+
+def test_the_discriminator_template_judges_whole_images_and_crops():
+    import torch
+
+    from ssl_inpaint.models import ModelOptions
+
+    load_plugin(str(TEMPLATES / "custom_discriminator.py"))
+    options = ModelOptions(image_size=32, discriminator="spectral", global_d=True, local_d=True, base_channels=8)
+    from ssl_inpaint.models import make_discriminators
+
+    whole, local = make_discriminators(options, 3)
+    assert whole(torch.zeros(2, 3, 32, 32)).shape == (2, 1) and local(torch.zeros(2, 3, 16, 16)).shape == (2, 1)
+    assert make_discriminators(ModelOptions(image_size=32, discriminator="spectral", local_d=False), 3)[1] is None
+
+
+@pytest.mark.slow
+def test_a_template_generator_and_discriminator_pretrain_and_transfer_through_the_ssl_command(tiny_data, tmp_path):
+    plugins = os.pathsep.join(str(TEMPLATES / name) for name in ("custom_generator.py", "custom_discriminator.py"))
+    env = {**os.environ, PLUGINS_VARIABLE: plugins}
+    common = ["--output-dir", str(tmp_path), "--image-size", "32", "--num-workers", "0"]
+    subprocess.run([
+        sys.executable, "-m", "ssl_inpaint", "pretrain", "--dataset", "fashion_mnist", "--data", str(tiny_data / "fashion-mnist"),
+        "--split", "train", "--name", "residual", "--generator", "residual", "--base-channels", "8", "--discriminator", "spectral",
+        "--global-d", "--no-local-d", "--batch-size", "2", "--val-images", "2", "--max-steps", "2", *common,
+    ], env=env, check=True, capture_output=True)
+    done = subprocess.run([
+        sys.executable, "-m", "ssl_inpaint", "finetune", "--dataset", "fashion_mnist", "--data", str(tiny_data / "fashion-mnist"),
+        "--train-split", "train", "--test-split", "test", "--labels-per-class", "2", "--init", "pretrained", "--checkpoint", str(tmp_path / "residual"),
+        "--features", "pooled", "--epochs", "1", "--batch-size", "4", "--name", "ft", *common,
+    ], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "ft_pretrained_s0" / "metrics.json").exists()
+
+
+def write_csv_dataset(folder: Path, per_split: dict[str, int]) -> Path:
+    """Two classes of small RGB images (dark and bright) and a CSV listing them by split."""
+    from PIL import Image
+
+    rows = ["path,label,split"]
+    for split, count in per_split.items():
+        for i in range(count):
+            label = "bright" if i % 2 else "dark"
+            path = folder / "images" / f"{split}_{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((20, 24, 3), 200 if i % 2 else 40, np.uint8)).save(path)
+            rows.append(f"images/{path.name},{label},{split}")
+    table = folder / "photos.csv"
+    table.write_text("\n".join(rows) + "\n")
+    return table
+
+
+def test_the_dataset_template_reads_images_and_labels_by_split(tmp_path):
+    from ssl_inpaint.data import create_classification_dataset, create_source, labelled_kinds
+
+    load_plugin(str(TEMPLATES / "custom_dataset.py"))
+    table = write_csv_dataset(tmp_path, {"train": 6, "test": 4})
+    assert len(create_source("csv", table, "train")) == 6
+    test = create_classification_dataset("csv", table, "test")
+    assert test.classes == ("bright", "dark") and test.targets.tolist() == [1, 0, 1, 0]
+    assert test.source.load(1).size == (24, 20) and "csv" in labelled_kinds()
+    with pytest.raises(UserError, match="no rows of split 'val'"):
+        create_source("csv", table, "val")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,label\nx.png,a\n")
+    with pytest.raises(UserError, match="no column path, split"):
+        create_source("csv", bad, "train")
+
+
+@pytest.mark.slow
+def test_a_template_dataset_pretrains_and_fine_tunes_through_the_ssl_command(tmp_path):
+    table = write_csv_dataset(tmp_path, {"train": 12, "test": 6})
+    env = {**os.environ, PLUGINS_VARIABLE: str(TEMPLATES / "custom_dataset.py")}
+    common = ["--dataset", "csv", "--data", str(table), "--output-dir", str(tmp_path / "runs"), "--image-size", "16", "--num-workers", "0"]
+    subprocess.run([
+        sys.executable, "-m", "ssl_inpaint", "pretrain", *common, "--split", "train", "--name", "pre", "--widths", "16,32",
+        "--bottleneck-channels", "8", "--batch-size", "2", "--val-images", "2", "--max-steps", "2", "--no-global-d", "--no-local-d",
+        "--mask", "patches", "--patch-size", "4", "--probe-every", "1", "--probe-images", "4",
+    ], env=env, check=True, capture_output=True)
+    done = subprocess.run([
+        sys.executable, "-m", "ssl_inpaint", "finetune", *common, "--train-split", "train", "--test-split", "test",
+        "--init", "pretrained", "--checkpoint", str(tmp_path / "runs" / "pre"), "--features", "pooled", "--epochs", "1",
+        "--batch-size", "4", "--name", "ft",
+    ], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "runs" / "ft_pretrained_s0" / "metrics.json").exists()

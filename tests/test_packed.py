@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from ssl_inpaint.data.packed import PackedSource
-from ssl_inpaint.data.sources import CocoSource, create_source
+from ssl_inpaint.data.datasets import create_source
+from ssl_inpaint.data.sources import CocoSource
 from ssl_inpaint.masks import PretextDataset, create_mask_generator
 from tests.helpers import run_ssl
 from tests.test_bad_inputs import run_cli, snapshot

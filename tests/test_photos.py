@@ -14,8 +14,7 @@ from torch import nn
 
 from ssl_inpaint.config import resolve_config
 from ssl_inpaint.data.cifar10 import BINARY_FILES, Cifar10Source, read_binary_batches
-from ssl_inpaint.data.classification import create_classification_dataset
-from ssl_inpaint.data.sources import create_source
+from ssl_inpaint.data.datasets import create_classification_dataset, create_source
 from ssl_inpaint.data.transforms import resized_crop_box, scaled_crop
 from ssl_inpaint.engine.compare import collect, dataset_labels, find_runs, markdown_table
 from ssl_inpaint.engine.finetune import FinetuneConfig

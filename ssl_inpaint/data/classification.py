@@ -166,29 +166,6 @@ def cifar10_classification(data: str | Path, split: str) -> LabelledImages:
     return LabelledImages(source, source.labels, source.classes, multilabel=False)
 
 
-CLASSIFICATION_DATASETS = ("voc", "fashion_mnist", "cifar10", "folder")
-
-
-def create_classification_dataset(
-    dataset: str, data: str | Path, split: str, year: str = "2007", voc_labels: str = "xml"
-) -> LabelledImages:
-    if not data or not Path(data).exists():
-        raise UserError(f"dataset path does not exist: {data!r} (pass --data pointing at your dataset)")
-    if dataset == "voc":
-        labelled = voc_classification(data, year, split, voc_labels)
-    elif dataset == "fashion_mnist":
-        labelled = fashion_mnist_classification(data, split)
-    elif dataset == "cifar10":
-        labelled = cifar10_classification(data, split)
-    elif dataset == "folder":
-        labelled = folder_classification(data, split)
-    else:
-        raise UserError(f"unknown dataset {dataset!r} for finetuning; choose one of: {', '.join(CLASSIFICATION_DATASETS)}")
-    if len(labelled) == 0:
-        raise UserError(f"{labelled.source.name} has no images")
-    return labelled
-
-
 def label_budget(
     labelled: LabelledImages,
     data_seed: int,

@@ -16,7 +16,6 @@ import math
 import shutil
 import warnings
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -24,7 +23,6 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from ssl_inpaint.config import option
 from ssl_inpaint.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -389,49 +387,3 @@ class FashionMnistSource(ImageSource):
     @property
     def labels(self) -> np.ndarray:
         return self.dataset.targets.numpy()
-
-
-DATASETS = ("coco", "voc", "folder", "fashion_mnist", "cifar10", "packed")
-
-
-@dataclass
-class SourceOptions:
-    """Which images a command reads: the dataset kind, its root folder and split."""
-
-    dataset: str = option("coco", f"Dataset kind: {', '.join(DATASETS)}.", resume=False)
-    data: str = option("", "Dataset root (COCO root, VOCdevkit, image folder, Fashion-MNIST files, CIFAR-10's official batches, a folder written by ssl pack).", resume=False)
-    split: str = option("train2017", "Split (COCO train2017 / val2017, VOC train / val, Fashion-MNIST and CIFAR-10 train / test, a folder's sub-folder).", resume=False)
-    year: str = option("2012", "VOC year (with --dataset voc).", resume=False)
-    strict: bool = option(False, "Stop on an unreadable image instead of skipping it.", resume=True)
-
-
-def create_source(dataset: str, data: str | Path, split: str, year: str = "2012") -> ImageSource:
-    """The factory behind ``--dataset``: build a source and refuse an empty one with a clear message."""
-    if not data:
-        raise UserError("no dataset path given: pass --data PATH")
-    if not Path(data).exists():
-        raise UserError(f"dataset path does not exist: {data} (pass --data pointing at your dataset)")
-    if dataset == "coco":
-        source: ImageSource = CocoSource(data, split)
-    elif dataset == "voc":
-        source = voc_source(data, year, split)
-    elif dataset == "folder":
-        source = folder_source(data)
-    elif dataset == "fashion_mnist":
-        source = FashionMnistSource(data, split)
-    elif dataset == "cifar10":
-        from ssl_inpaint.data.cifar10 import Cifar10Source  # cifar10.py builds on this module
-
-        source = Cifar10Source(data, split)
-    elif dataset == "packed":  # one pack per split when DATA/SPLIT is a pack, else DATA is the pack
-        from ssl_inpaint.data.packed import PackedSource  # packed.py builds on this module
-
-        source = PackedSource(Path(data, split) if split and Path(data, split, "pack.json").is_file() else data)
-    else:
-        raise UserError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
-    if len(source) == 0:
-        raise UserError(
-            f"dataset {source.name} at {data} has no images "
-            f"(looked for {', '.join(IMAGE_EXTENSIONS)} files in the expected layout)"
-        )
-    return source

@@ -32,13 +32,10 @@ from ssl_inpaint.completion import Inpainter, load_inpainter
 from ssl_inpaint.masks import MaskOptions, PretextDataset, check_object_source, degenerate_holes
 from ssl_inpaint.metrics import HIGHER_IS_BETTER, image_quality, to_unit
 
-DEFAULT_SPLITS = {"coco": "val2017", "voc": "val", "fashion_mnist": "test", "cifar10": "test", "folder": ""}
-
-
 @dataclass
 class EvaluateConfig(MaskOptions, SourceOptions, PrecisionOptions, RuntimeOptions, RunOptions):
     checkpoint: str = option("", "The generator: a pretrain run folder (runs/NAME) or one of its checkpoint files.")
-    dataset: str = option("folder", f"Dataset kind: {', '.join(DATASETS)}.")
+    dataset: str = option("folder", f"Dataset kind: {DATASETS.choices()}.")
     split: str = option("", "Split (empty: COCO val2017, VOC val, Fashion-MNIST test).")
     max_images: int = option(0, "Evaluate the first N images only (0: all).", at_least(0))
     baselines: str = option(",".join(BASELINES), f"Classical methods to compare with, comma-separated ({', '.join(BASELINES)}; empty: none).")
@@ -54,7 +51,7 @@ class EvaluateConfig(MaskOptions, SourceOptions, PrecisionOptions, RuntimeOption
 
     @property
     def resolved_split(self) -> str:
-        return self.split or DEFAULT_SPLITS.get(self.dataset, "")
+        return self.split or (DATASETS.get(self.dataset).evaluate_split if self.dataset in DATASETS else "")
 
     def validate(self) -> None:
         if not self.checkpoint:
@@ -65,8 +62,8 @@ class EvaluateConfig(MaskOptions, SourceOptions, PrecisionOptions, RuntimeOption
         if len(set(self.baseline_names)) != len(self.baseline_names):
             raise UserError(f"--baselines lists a method twice: {self.baselines}")
         self.check_precision_name()
-        if self.mask_needs_objects and self.dataset != "coco":
-            raise UserError(f"--mask {self.mask} needs COCO annotations: use --dataset coco")
+        if self.mask_needs_objects and not self.dataset_has_objects:
+            raise UserError(f"--mask {self.mask} needs object annotations: use --dataset coco")
         self.mask_generator()
 
 

@@ -35,14 +35,13 @@ from ssl_inpaint.checkpoint import (
 from ssl_inpaint.config import at_least, check_choices, fields_deciding, DistributedOptions, MAX_SIDE, MAX_WIDTH, option, positive, PrecisionOptions, Range, RunOptions, RuntimeOptions, save_config, SEEDS, UNIT
 from ssl_inpaint.data.classification import (
     AUGMENTATIONS,
-    CLASSIFICATION_DATASETS,
     DEFAULT_AUGMENT,
     ClassificationDataset,
     LabelledImages,
-    create_classification_dataset,
     label_budget,
     parse_augment,
 )
+from ssl_inpaint.data.datasets import create_classification_dataset, labelled_kinds
 from ssl_inpaint.distributed import Distributed, any_flag, average_gradients, broadcast_module, gather_rows, setup, teardown
 from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, refuse_without_resume, run_folder_lock, stop_if_not_finite
 from ssl_inpaint.runtime import autocast, check_precision, configure_threads, console, grad_scaler, resolve_workers, seed_everything
@@ -74,7 +73,7 @@ class FinetuneConfig(DistributedOptions, PrecisionOptions, RuntimeOptions, RunOp
     name: str = option("", "Run name prefix: runs are NAME_<init>_s<seed> (default NAME: the recipe's file name, else <dataset>_<mode>_<budget>).", protocol=False)
     seeds: str = option("", "Comma-separated seeds: one run per seed (overrides --seed).", protocol=False)
     # data
-    dataset: str = option("voc", f"Dataset: {', '.join(CLASSIFICATION_DATASETS)}.", protocol=True)
+    dataset: str = option("voc", f"Dataset: {', '.join(labelled_kinds())}.", protocol=True)
     data: str = option("", "Dataset root (VOCdevkit, Fashion-MNIST files, CIFAR-10's official batches, or an ImageFolder root).", protocol=False)
     year: str = option("2007", "VOC year.", protocol=True)
     train_split: str = option("trainval", "Training split (VOC trainval, Fashion-MNIST and CIFAR-10 train, folder sub-folder).", protocol=True)
@@ -122,7 +121,7 @@ class FinetuneConfig(DistributedOptions, PrecisionOptions, RuntimeOptions, RunOp
             if not Path(self.init).is_file():
                 raise UserError(f"--init must be pretrained, random or a weights file; {self.init!r} is none of these")
         choices = {
-            "dataset": CLASSIFICATION_DATASETS, "mode": MODES,
+            "dataset": labelled_kinds(), "mode": MODES,
             "features": FEATURES, "optimizer": ("sgd", "adam"), "lr_schedule": ("constant", "cosine"),
             "voc_labels": ("xml", "imagesets"), "bn_stats": BN_STATS, "weight_scale": WEIGHT_SCALES,
         }

@@ -7,13 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ssl_inpaint.config import at_least, check_choices, MAX_SIDE, option
-from ssl_inpaint.data import DATASETS, SourceOptions, create_source
+from ssl_inpaint.data import SourceOptions, create_source, packable_kinds
 from ssl_inpaint.data.packed import pack_images
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.runtime import console
-
-PACKABLE = tuple(d for d in DATASETS if d != "packed")
-
 
 @dataclass
 class PackConfig(SourceOptions):
@@ -23,7 +20,7 @@ class PackConfig(SourceOptions):
     log_every: int = option(1000, "A progress line every N images.", at_least(1))
 
     def validate(self) -> None:
-        check_choices(self, {"dataset": PACKABLE})
+        check_choices(self, {"dataset": packable_kinds()})
         if not self.output:
             raise UserError("no pack folder given: pass --output DIR")
 

@@ -36,7 +36,7 @@ from ssl_inpaint.models.pixelcnn import PixelCNNPP, quantize, sample_lower_half
 
 @dataclass
 class PixelCNNConfig(SourceOptions, RuntimeOptions, RunOptions):
-    dataset: str = option("folder", f"Dataset kind: {', '.join(DATASETS)}.", resume=False)
+    dataset: str = option("folder", f"Dataset kind: {DATASETS.choices()}.", resume=False)
     split: str = option("train", "Split to train on.", resume=False)
     val_images: int = option(16, "Held-out images for validation bits/dim and samples.", at_least(1, 4096), resume=False)
     image_size: int = option(32, "Image side in pixels (a multiple of 4; seed 002: 32).", at_least(4, 1024), resume=False)
@@ -55,7 +55,7 @@ class PixelCNNConfig(SourceOptions, RuntimeOptions, RunOptions):
     resume: bool = option(True, "Continue from checkpoints/last.pt (saved at the end, or when a signal stops the run); --no-resume refuses to touch it.", resume=True)
 
     def validate(self) -> None:
-        check_choices(self, {"dataset": DATASETS})
+        check_choices(self, {"dataset": DATASETS.names()})
         if self.image_size % 4:
             raise UserError(f"--image-size must be a multiple of 4, got {self.image_size}")
         if self.sample_images > self.val_images:

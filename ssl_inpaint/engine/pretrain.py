@@ -107,7 +107,7 @@ class PretrainConfig(ProbeOptions, ModelOptions, MaskOptions, SourceOptions, Dis
 
     def validate(self) -> None:
         choices = {
-            "dataset": DATASETS,
+            "dataset": DATASETS.names(),
             "mask": MASKS.names(),
             "fill": ("zero", "mean"),
             "recon_loss": ("mse", "l1"),
@@ -126,8 +126,8 @@ class PretrainConfig(ProbeOptions, ModelOptions, MaskOptions, SourceOptions, Dis
             raise UserError("--predict hole decodes the centre square only: use --mask centre --centre-size 0.5")
         if self.predict == "hole" and self.skips != "none":
             raise UserError("--predict hole is the no-skip model M3: add --skips none")
-        if self.mask_needs_objects and self.dataset != "coco":
-            raise UserError(f"--mask {self.mask} needs COCO annotations: use --dataset coco")
+        if self.mask_needs_objects and not self.dataset_has_objects:
+            raise UserError(f"--mask {self.mask} needs object annotations: use --dataset coco")
         if self.schedule == "glcic" and not self.adversarial:
             raise UserError("--schedule glcic needs a discriminator: enable --global-d or --local-d")
         _ = self.fractions  # parses and checks --phase-fractions

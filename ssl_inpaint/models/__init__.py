@@ -14,7 +14,7 @@ from ssl_inpaint.models.discriminators import (
     patchgan_discriminator,
     pixel_discriminator,
 )
-from ssl_inpaint.models.encoders import build_encoder
+from ssl_inpaint.models.encoders import ENCODERS, build_encoder
 from ssl_inpaint.models.factory import (
     DISCRIMINATORS,
     GENERATORS,
@@ -27,7 +27,7 @@ from ssl_inpaint.models.factory import (
     make_models,
 )
 from ssl_inpaint.models.timm_unet import TimmClassifier, TimmEncoder, TimmUNetGenerator, create_timm, timm_state_dict
-from ssl_inpaint.models.unet import UNetEncoder, UNetGenerator
+from ssl_inpaint.models.unet import StagedEncoder, UNetEncoder, UNetGenerator
 
 __all__ = [
     "TimmClassifier",
@@ -36,6 +36,8 @@ __all__ = [
     "create_timm",
     "timm_state_dict",
     "GENERATORS",
+    "ENCODERS",
+    "StagedEncoder",
     "DISCRIMINATORS",
     "InpaintingModels",
     "ModelOptions",
