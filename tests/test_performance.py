@@ -227,6 +227,27 @@ def test_bench_profile_names_the_heaviest_ops_of_both_steps(tmp_path):
     assert set(profile["adam_ms"]) == {"loop", "foreach", "fused"}
     assert "Adam update of the" in stdout
 
+
+def test_bench_times_the_engine_step_with_every_loss_term(capsys):
+    """bench's "ours" is the engine's step: its loss weights are the engine's (perceptual, style and
+    norm-pix terms included), never a copy; the plain loop names what it lacks."""
+    import importlib.util
+
+    from ssl_inpaint.engine.pretrain import PretrainConfig, loss_weights
+
+    spec = importlib.util.spec_from_file_location("bench", REPO / "tools" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.engine_loss_weights is loss_weights and not hasattr(bench, "loss_weights")
+    config = PretrainConfig(norm_pix_loss=True, patch_size=4, w_perceptual=0.5, w_style=0.25)
+    assert (loss_weights(config).norm_pix_patch, loss_weights(config).perceptual) == (4, 0.5)
+    plain = bench.plain_loss_weights(config)
+    assert (plain.norm_pix_patch, plain.perceptual, plain.style) == (0, 0.0, 0.0)
+    assert "no perceptual, style or norm-pix terms" in capsys.readouterr().out
+    bench.plain_loss_weights(PretrainConfig())
+    assert capsys.readouterr().out == ""
+
+
 def _photo(path: Path, size=(640, 480)) -> Path:
     from PIL import Image
 

@@ -52,7 +52,9 @@ from ssl_inpaint.distributed import Distributed  # noqa: E402
 from ssl_inpaint.models import make_discriminators, make_generator, make_models
 from ssl_inpaint.engine.pretrain import (  # noqa: E402
     PretrainConfig,
+    loss_weights as engine_loss_weights,
     make_optimizers,
+    place_models,
     prepare_data,
     run_pretrain,
     to_device,
@@ -60,7 +62,6 @@ from ssl_inpaint.engine.pretrain import (  # noqa: E402
 from ssl_inpaint.gan_step import train_step  # noqa: E402
 from ssl_inpaint.runtime import (  # noqa: E402
     configure_threads,
-    prepare_module,
     resolve_workers,
 )
 from ssl_inpaint.losses import LossWeights  # noqa: E402
@@ -87,24 +88,27 @@ def images_per_second(step: Step, batches: list[dict], device: torch.device) -> 
 # --- (a) our step, (b) the plain reference -------------------------------------------------------
 
 
-def loss_weights(config: PretrainConfig) -> LossWeights:
-    return LossWeights(config.w_known, config.w_hole, config.w_adv_global, config.w_adv_local)
+def plain_loss_weights(config: PretrainConfig) -> LossWeights:
+    """The terms the plain loop implements: reconstruction of known pixels and hole, and the two
+    adversarial terms. A recipe with perceptual, style or norm-pix terms is timed with all of them in
+    ``ours`` (the engine's ``loss_weights``), and the plain loop says it lacks them."""
+    weights = engine_loss_weights(config)
+    if weights.perceptual or weights.style or weights.norm_pix_patch:
+        print("note: the plain loop has no perceptual, style or norm-pix terms; ours/plain compares unequal steps for this recipe")
+    return LossWeights(weights.known, weights.hole, weights.adv_global, weights.adv_local)
 
 
 def ours(config: PretrainConfig, channels: int, device: torch.device, phase: str) -> tuple[Step, torch.nn.Module]:
-    """The engine's own step: the models, optimizers and memory format `ssl pretrain` builds."""
+    """The engine's own step: the models (with the perceptual loss network when the recipe has one),
+    optimizers, loss weights (every term) and memory format `ssl pretrain` builds, and its train_step."""
     torch.manual_seed(0)
-    models = make_models(config, channels)
-    dist = Distributed(0, 1, 0, device)
-    models.generator = prepare_module(models.generator, dist, False, config.channels_last)
-    models.global_d = prepare_module(models.global_d, dist, False, config.channels_last) if models.global_d else None
-    models.local_d = prepare_module(models.local_d, dist, False, config.channels_last) if models.local_d else None
+    models = place_models(config, channels, Distributed(0, 1, 0, device))
     if config.compile:
         models.generator = torch.compile(models.generator)
         models.global_d = torch.compile(models.global_d) if models.global_d else None
         models.local_d = torch.compile(models.local_d) if models.local_d else None
     opts = make_optimizers(config, models, device)
-    weights = loss_weights(config)
+    weights = engine_loss_weights(config)
     models.train()
 
     def step(batch: dict) -> None:
@@ -137,7 +141,7 @@ def plain(config: PretrainConfig, channels: int, device: torch.device, phase: st
     opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=betas)
     opt_d = torch.optim.Adam([p for d in discriminators for p in d.parameters()], lr=config.lr_d, betas=betas) if discriminators else None
     size = config.resolved_local_size
-    w = loss_weights(config)
+    w = plain_loss_weights(config)
     joint = phase == "joint" and opt_d is not None
 
     def bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
