@@ -4,6 +4,8 @@ data-dependent init baseline, the photo pretext levers (random resized crops, en
 
 import hashlib
 import json
+import subprocess
+import sys
 import pickle
 from pathlib import Path
 
@@ -27,6 +29,9 @@ from ssl_inpaint.models.classifier import EncoderClassifier, check_transfer_size
 from ssl_inpaint.models.datadep import data_dependent_init, kmeans_filters
 from ssl_inpaint.models.unet import UNetEncoder
 from tests.helpers import run_ssl
+
+REPO = Path(__file__).resolve().parents[1]
+
 
 
 # --- CIFAR-10 in its official files -------------------------------------------------------------------
@@ -348,3 +353,16 @@ def test_a_protocol_setting_added_later_pairs_with_runs_written_before_it():
     older = {k: v for k, v in today.items() if k != "weight_scale"}
     assert protocol_key({"protocol": today, "arch": {}}) == protocol_key({"protocol": older, "arch": {}})
     assert protocol_key({"protocol": {**today, "weight_scale": "init"}, "arch": {}}) != protocol_key({"protocol": older, "arch": {}})
+
+
+def test_the_pixel_baseline_scores_the_transfer_subset_with_the_probe_classifiers(tiny_data):
+    """tools/pixel_baseline.py: the package's readers, label budget and probe classifiers on raw pixels
+    (no copy of them), one table row per budget; a bad dataset is one error line."""
+    tool = [sys.executable, str(REPO / "tools" / "pixel_baseline.py"), "--dataset", "fashion_mnist",
+            "--data", str(tiny_data / "fashion-mnist"), "--image-size", "16"]
+    done = subprocess.run([*tool, "--labels-per-class", "1,0"], capture_output=True, text=True, check=True)
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines()[2:]]
+    assert [r[0].strip() for r in rows] == ["1", "all"]
+    assert all(0 <= float(cell) <= 100 for r in rows for cell in r[2:])
+    bad = subprocess.run([*tool[:-4], "--data", str(tiny_data / "nowhere"), "--image-size", "16"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1
