@@ -14,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 SSL=${SSL:-$PY -m ssl_inpaint}
+source tools/study_lib.sh
 ENCODER=${ENCODER:-unet}
 NPROC=${NPROC:-1}
 RUN=${RUN_DIR:-runs}/coco_to_voc
@@ -51,13 +52,10 @@ if [ ! -f "$RUN/pretext/encoder.pt" ]; then
     "${PRE[@]}" ${PRETEXT_FLAGS:-}
 fi
 out=$RUN/voc07
-for init in $INITS; do
-  for protocol in finetune linear svm; do
-    recipe=recipes/finetune_voc07.yaml
-    [ $protocol = finetune ] || recipe=recipes/finetune_voc07_$protocol.yaml
-    [ -f "$out/voc07_${protocol}_${init}_s${SEEDS##*,}/metrics.json" ] && continue
-    $SSL finetune --recipe "$recipe" --data "$VOC" --init "$init" --checkpoint "$RUN/pretext" --seeds "$SEEDS" \
-      --image-size "$FT_SIZE" --nproc "$NPROC" --output-dir "$out" --name "voc07_$protocol" "${ENC_FLAGS[@]}" "${FT[@]}" ${TRANSFER_FLAGS:-}
-  done
+for protocol in finetune linear svm; do
+  recipe=recipes/finetune_voc07.yaml
+  [ $protocol = finetune ] || recipe=recipes/finetune_voc07_$protocol.yaml
+  finetune_inits "$out" "voc07_$protocol" "$recipe" "$RUN/pretext" "$SEEDS" "$INITS" --data "$VOC" \
+    --image-size "$FT_SIZE" --nproc "$NPROC" "${ENC_FLAGS[@]}" "${FT[@]}" ${TRANSFER_FLAGS:-}
 done
 $SSL compare "$out" --output "$out/compare.md" --logdir "$out/compare"

@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
 source tools/study_env.sh
+source tools/study_lib.sh
 OUT=$RUN/long
 FT=recipes/finetune_fashion_mnist_10_per_class.yaml
 LIN=recipes/linear_fashion_mnist_10_per_class.yaml
@@ -18,10 +19,7 @@ PRE=$RUN/fmnist_long
   --output-dir "$RUN" --name fmnist_long
 both() {  # protocol name, recipe, extra flags...: pretrained from the long pretext, and random init, seeds 0-2
   local prefix=$1 recipe=$2; shift 2
-  for init in pretrained random; do
-    [ -f "$OUT/${prefix}_${init}_s2/metrics.json" ] || $SSL finetune --recipe "$recipe" --data "$DATA" \
-      --init "$init" --checkpoint "$PRE" --seeds 0,1,2 --output-dir "$OUT" --name "$prefix" "$@"
-  done
+  finetune_inits "$OUT" "$prefix" "$recipe" "$PRE" 0,1,2 "pretrained random" --data "$DATA" "$@"
 }
 both ft10 $FT
 both lin10 $LIN

@@ -25,6 +25,7 @@ esac
 DATA=$PHOTOS/$SET
 [ -d "$DATA/train" ] && [ -d "$DATA/$TEST" ] || { echo "error: $DATA/train and $DATA/$TEST not found (unpack $SET as an ImageFolder tree)" >&2; exit 2; }
 SSL=${SSL:-.venv/bin/ssl}
+source tools/study_lib.sh
 RUN=${RUN_DIR:-runs}
 OUT=$RUN/$OUT_NAME
 STEPS=${LEVER_STEPS:-1500}
@@ -63,9 +64,7 @@ pretext() {  # lever name: the recipe with that lever, at the lever length
     --probe-every $((STEPS / 3)) --save-every-steps 0 --sample-every "$STEPS" $flags
 }
 transfer() {  # protocol name, recipe, init, pretext run: seeds 0-2 (finished ones are kept)
-  local prefix=$1 recipe=$2 init=$3 ckpt=$4
-  [ -f "$OUT/ft/${prefix}_${init}_s2/metrics.json" ] || $SSL finetune --recipe "$recipe" --data "$DATA" \
-    --init "$init" --checkpoint "$ckpt" --seeds 0,1,2 --output-dir "$OUT/ft" --name "$prefix"
+  finetune_inits "$OUT/ft" "$1" "$2" "$4" 0,1,2 "$3" --data "$DATA"
 }
 
 LEVERS=${*:-ref crop035 stages4 patch8 ratio050 norm_pix}

@@ -19,6 +19,7 @@ shift
 SET=${SET:-cifar10}
 DATA=$PHOTOS/$SET
 SSL=${SSL:-.venv/bin/ssl}
+source tools/study_lib.sh
 RUN=${RUN_DIR:-runs}/photo_levers
 FT=recipes/finetune_${SET}_10_per_class.yaml
 [ -f "$FT" ] || { echo "error: SET must be cifar10 or imagenette (no $FT)" >&2; exit 2; }
@@ -50,9 +51,8 @@ variant_flags() {  # one protocol change each; the epochs of the long ones are m
 }
 transfer() {  # protocol name, init, pretext run, flags...
   local prefix=$1 init=$2 ckpt=$3; shift 3
-  [ -f "$OUT/${prefix}_${init}_s${SEEDS##*,}/metrics.json" ] || $SSL finetune --recipe $FT --data "$DATA" \
-    --init "$init" --checkpoint "$ckpt" --seeds "$SEEDS" --labels-per-class "$LABELS" --epochs "$EPOCHS" \
-    --eval-every "$EPOCHS" --output-dir "$OUT" --name "$prefix" "$@"
+  finetune_inits "$OUT" "$prefix" "$FT" "$ckpt" "$SEEDS" "$init" --data "$DATA" --labels-per-class "$LABELS" \
+    --epochs "$EPOCHS" --eval-every "$EPOCHS" "$@"
 }
 for pretext in "$@"; do
   if [ -d "$pretext" ]; then run=$pretext; else run=$RUN/$pretext; fi

@@ -26,6 +26,7 @@ PHOTOS=${1:?usage: tools/photo_transfer.sh PHOTOS [cifar10|imagenette|cross ...]
 shift
 PARTS=${*:-cifar10 imagenette cross}
 SSL=${SSL:-.venv/bin/ssl}
+source tools/study_lib.sh
 RUN=${RUN_DIR:-runs}/photos
 SEEDS=${SEEDS:-0,1,2}
 CEILING_SEEDS=${CEILING_SEEDS:-0}
@@ -40,14 +41,9 @@ pretext() {  # run name, recipe, data root, train split, steps override, extra f
   $SSL pretrain --recipe "$recipe" --data "$data/$split" --probe-data "$data" --output-dir "$RUN" --name "$name" \
     ${steps:+--max-steps "$steps"} ${PRETEXT_FLAGS:-} "$@"
 }
-transfer() {  # out folder, protocol name, recipe, init, pretext run, seeds, extra flags...
-  local out=$1 prefix=$2 recipe=$3 init=$4 ckpt=$5 seeds=$6; shift 6
-  [ -f "$out/${prefix}_${init}_s${seeds##*,}/metrics.json" ] || $SSL finetune --recipe "$recipe" --init "$init" \
-    --checkpoint "$ckpt" --seeds "$seeds" --output-dir "$out" --name "$prefix" "$@"
-}
 every_init() {  # out folder, protocol name, recipe, pretext run, extra flags...: pretrained and both baselines
   local out=$1 prefix=$2 recipe=$3 ckpt=$4; shift 4
-  for init in pretrained random datadep; do transfer "$out" "$prefix" "$recipe" "$init" "$ckpt" "$SEEDS" "$@"; done
+  finetune_inits "$out" "$prefix" "$recipe" "$ckpt" "$SEEDS" "pretrained random datadep" "$@"
 }
 protocols() {  # out folder, pretext run, data root, fine-tune recipe, linear recipe, extra flags...
   local out=$1 ckpt=$2 data=$3 ft=$4 lin=$5; shift 5
@@ -57,7 +53,7 @@ protocols() {  # out folder, pretext run, data root, fine-tune recipe, linear re
   every_init "$out" lin100 "$lin" "$ckpt" --data "$data" --labels-per-class 100 --epochs 50 --eval-every 50 "$@"
   every_init "$out" linall "$lin" "$ckpt" --data "$data" --labels-per-class 0 --batch-size 256 --epochs 20 --eval-every 20 "$@"
   # The ceiling: every label, every layer trained from PyTorch's default init (a cosine schedule, 10 epochs).
-  transfer "$out" supervised_all "$ft" random "$ckpt" "$CEILING_SEEDS" --data "$data" --labels-per-class 0 --batch-size 128 \
+  finetune_inits "$out" supervised_all "$ft" "$ckpt" "$CEILING_SEEDS" random --data "$data" --labels-per-class 0 --batch-size 128 \
     --lr 0.05 --lr-schedule cosine --layer-decay 1 --epochs 10 --eval-every 10 "$@"
 }
 compare() {  # out folder

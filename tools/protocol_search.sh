@@ -8,15 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/study_env.sh
+source tools/study_lib.sh
 PRE=${PRETRAIN_RUN:-$RUN/quickstart_pretrain}
 [ -f "$PRE/encoder.pt" ] || { echo "error: $PRE/encoder.pt not found: run bash tools/quickstart.sh first" >&2; exit 2; }
 
 protocol() {  # output folder, recipe, name, flags on top of the recipe...
   local out=$1 recipe=$2 name=$3; shift 3
-  for init in pretrained random; do
-    [ -f "$out/${name}_${init}_s2/metrics.json" ] || $SSL finetune --recipe "$recipe" --data "$DATA" --init "$init" \
-      --checkpoint "$PRE" --seeds 0,1,2 --output-dir "$out" --name "$name" "$@"
-  done
+  finetune_inits "$out" "$name" "$recipe" "$PRE" 0,1,2 "pretrained random" --data "$DATA" "$@"
 }
 
 # Fine-tuning: one change at a time from a base protocol (the recipe less its layer decay and

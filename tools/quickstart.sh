@@ -22,6 +22,7 @@ if [ ! -f "$DATA/train-images-idx3-ubyte.gz" ] && [ ! -f "$DATA/FashionMNIST/raw
 fi
 
 SSL=.venv/bin/ssl
+source tools/study_lib.sh
 RUN=${RUN_DIR:-runs}
 echo "quickstart: about 17 minutes on 2 CPU cores (the pretext about 15, six fine-tuning and six linear-probe runs about 2); finished steps are reused"
 if [ -f "$RUN/quickstart_pretrain/encoder.pt" ]; then
@@ -32,12 +33,7 @@ fi
 # Both inits under each protocol, one --name per protocol: ssl compare pairs them by seed.
 for recipe in finetune_fashion_mnist_10_per_class linear_fashion_mnist_10_per_class; do
   prefix=${recipe%%_fashion_mnist_10_per_class}10
-  for init in pretrained random; do  # seeds 0, 1, 2; finished ones are kept
-    if [ ! -f "$RUN/quickstart/${prefix}_${init}_s2/metrics.json" ]; then
-      $SSL finetune --recipe "recipes/$recipe.yaml" --data "$DATA" --init "$init" \
-        --checkpoint "$RUN/quickstart_pretrain" --seeds 0,1,2 --output-dir "$RUN/quickstart" --name "$prefix"
-    fi
-  done
+  finetune_inits "$RUN/quickstart" "$prefix" "recipes/$recipe.yaml" "$RUN/quickstart_pretrain" 0,1,2 "pretrained random" --data "$DATA"
 done
 $SSL compare "$RUN/quickstart" --output "$RUN/quickstart/compare.md" --logdir "$RUN/quickstart/compare"
 echo "TensorBoard: .venv/bin/tensorboard --logdir $RUN   (probe/knn_top1 and probe/linear_top1 of quickstart_pretrain: the encoder during the pretext)"

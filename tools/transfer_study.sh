@@ -16,6 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/quickstart.sh
 source tools/study_env.sh
+source tools/study_lib.sh
 OUT=$RUN/study
 STEPS=${ABLATION_STEPS:-1000}
 PRE=recipes/pretrain_fashion_mnist.yaml
@@ -30,8 +31,7 @@ pretext() {  # name, extra flags...: the recipe at the ablation length with one 
 }
 transfer() {  # protocol name, recipe, init, pretext run, extra flags...: seeds 0-2 (finished ones are kept)
   local prefix=$1 recipe=$2 init=$3 ckpt=$4; shift 4
-  [ -f "$OUT/ft/${prefix}_${init}_s2/metrics.json" ] || $SSL finetune --recipe "$recipe" --data "$DATA" \
-    --init "$init" --checkpoint "$ckpt" --seeds 0,1,2 --output-dir "$OUT/ft" --name "$prefix" "$@"
+  finetune_inits "$OUT/ft" "$prefix" "$recipe" "$ckpt" 0,1,2 "$init" --data "$DATA" "$@"
 }
 both() {  # protocol name, recipe, pretext run, extra flags...: pretrained from that run, and random init
   local prefix=$1 recipe=$2 ckpt=$3; shift 3
