@@ -176,6 +176,11 @@ class RunLogger:
         if self.enabled:
             self.writer.add_image(tag, image, step)
 
+    def figure(self, tag: str, figure: Any, step: int) -> None:
+        """A matplotlib figure into TensorBoard's Images tab (``add_figure`` closes it)."""
+        if self.enabled:
+            self.writer.add_figure(tag, figure, step)
+
     def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
         if self.enabled:
             self.writer.add_hparams(hparams, metrics, run_name=".")

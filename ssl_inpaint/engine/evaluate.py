@@ -13,18 +13,17 @@ import io
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from torchvision.utils import make_grid
 
 from ssl_inpaint.models.baselines import BASELINES, create_baseline, keep_known
 from ssl_inpaint.config import at_least, MAX_WIDTH, option, PrecisionOptions, RunOptions, RuntimeOptions, save_config
 from ssl_inpaint.data import DATASETS, ImageSource, SourceOptions, create_source
 from ssl_inpaint.runs import RunLogger, run_folder_lock
-from ssl_inpaint.storage import save_png_atomic, write_json_atomic, write_text_atomic
+from ssl_inpaint.storage import save_figure_atomic, write_json_atomic, write_text_atomic
 from ssl_inpaint.runtime import console
 from ssl_inpaint.runtime import configure_threads, resolve_workers
 from ssl_inpaint.errors import UserError
@@ -115,9 +114,29 @@ class Cases:
         self.best = sorted(self.best + entries, key=lambda e: -e[0])[: self.keep]
 
     @staticmethod
-    def grid(entries: list[tuple[float, torch.Tensor]]) -> torch.Tensor:
-        rows = torch.stack([row for _, row in entries])
-        return make_grid(rows.flatten(0, 1), nrow=rows.shape[1], padding=2, pad_value=1.0)
+    def figure(entries: list[tuple[float, torch.Tensor]], columns: list[str], title: str) -> Any:
+        """A matplotlib figure: one row per case (the model's hole PSNR on its left), one titled
+        column per image: the original, the holed input, the model's completion, each baseline's."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = len(entries)
+        figure, axes = plt.subplots(rows, len(columns), figsize=(1.6 * len(columns), 1.6 * rows + 0.5), squeeze=False)
+        for r, (psnr, images) in enumerate(entries):
+            for c, image in enumerate(images):
+                pixels = image.permute(1, 2, 0).clamp(0, 1).numpy()
+                axis = axes[r][c]
+                axis.imshow(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, cmap="gray", vmin=0, vmax=1)
+                axis.set_xticks([])
+                axis.set_yticks([])
+                if r == 0:
+                    axis.set_title(columns[c], fontsize=9)
+            axes[r][0].set_ylabel(f"model: {psnr:.1f} dB", fontsize=8)
+        figure.suptitle(title, fontsize=10)
+        figure.tight_layout()
+        return figure
 
 
 def run_evaluate(config: EvaluateConfig) -> Path:
@@ -214,10 +233,11 @@ def write_results(config: EvaluateConfig, run_dir: Path, scores: Scores, source:
     logger.text("results", table)
     logger.scalars({f"eval/{m}/{k}": v for m, values in means.items() for k, v in values.items()}, 0)
     if config.show_cases and scores.cases.worst:
+        columns = ["original", "holed input", *methods]
         for label, entries in (("worst", scores.cases.worst), ("best", scores.cases.best)):
-            grid = Cases.grid(entries)
-            save_png_atomic(grid, run_dir / f"{label}.png")
-            logger.image(f"cases/{label} (original | holed | {' | '.join(methods)})", grid, 0)
+            title = f"the {len(entries)} {label} images by the model's hole PSNR ({config.mask} holes, {source.name})"
+            save_figure_atomic(Cases.figure(entries, columns, title), run_dir / f"{label}.png", dpi=120)
+            logger.figure(f"cases/{label}", Cases.figure(entries, columns, title), 0)
     return table
 
 
