@@ -348,11 +348,15 @@ def test_rescaling_convs_to_the_init_norm_changes_no_output():
 
 def test_a_protocol_setting_added_later_pairs_with_runs_written_before_it():
     from ssl_inpaint.engine.compare import protocol_defaults, protocol_key
+    from ssl_inpaint.transfer_result import TransferResult
+
+    def run(protocol: dict) -> TransferResult:
+        return TransferResult("folder", "finetune", "random", "all", 0, "top1", 0.5, protocol=protocol)
 
     today = protocol_defaults()
     older = {k: v for k, v in today.items() if k != "weight_scale"}
-    assert protocol_key({"protocol": today, "arch": {}}) == protocol_key({"protocol": older, "arch": {}})
-    assert protocol_key({"protocol": {**today, "weight_scale": "init"}, "arch": {}}) != protocol_key({"protocol": older, "arch": {}})
+    assert protocol_key(run(today)) == protocol_key(run(older))
+    assert protocol_key(run({**today, "weight_scale": "init"})) != protocol_key(run(older))
 
 
 def test_the_pixel_baseline_scores_the_transfer_subset_with_the_probe_classifiers(tiny_data):

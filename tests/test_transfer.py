@@ -303,3 +303,21 @@ def test_rerunning_finished_seeds_keeps_them(tiny_data, tmp_path):
     assert (tmp_path / "voc_svm_all_random_s1/metrics.json").is_file()
     with pytest.raises(UserError, match="finished run and --no-resume"):
         run_ssl(*args, "--seeds", "0", "--no-resume")
+
+
+def test_a_transfer_result_round_trips_through_its_json_in_finetunes_key_order():
+    from ssl_inpaint.transfer_result import KEY_ORDER, TransferResult
+
+    result = TransferResult("voc", "svm", "pretrained", "all", 2, "mAP", 0.5, checkpoint="runs/pre", protocol={"lr": 0.1},
+                            arch={"arch": "unet"}, per_class={"cat": 0.5}, svm_costs={"cat": 1.0}, history=[{"epoch": 1}])
+    data = result.to_json()
+    assert list(data) == list(KEY_ORDER)
+    assert TransferResult.from_json({**data, "a_key_from_a_later_version": 1}) == result
+    top1 = TransferResult("folder", "linear", "random", "all", 0, "top1", 0.25)
+    assert "per_class" not in top1.to_json() and "svm_costs" not in top1.to_json() and "protocol" not in top1.to_json()
+    with pytest.raises(KeyError, match="value"):
+        TransferResult.from_json({k: v for k, v in data.items() if k != "value"})
+    with pytest.raises(ValueError, match="nan"):
+        TransferResult.from_json({**data, "value": float("nan")})
+    with pytest.raises(ValueError, match="not a JSON object"):
+        TransferResult.from_json([data])

@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import glob
 import json
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch.utils.tensorboard import SummaryWriter
 from ssl_inpaint.runtime import console
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.storage import cannot_use, check_output_path, save_figure_atomic, write_text_atomic
+from ssl_inpaint.transfer_result import TransferResult
 
 # The columns of a row: the pretext (or weights file) under test, and the baselines it is set against.
 PRETRAINED = "pretrained"
@@ -76,14 +76,14 @@ def pretrain_source(checkpoint: str) -> str:
     return path.parent.name if path.suffix == ".pt" else path.name
 
 
-def protocol_key(metrics: dict) -> str:
+def protocol_key(result: TransferResult) -> str:
     """What must be equal for two runs to be compared: every protocol setting and the encoder's
     architecture (a random baseline with another latent size or schedule is another experiment).
     Results written before these were recorded share the empty key."""
-    if "protocol" not in metrics:
+    if result.protocol is None:
         return ""
-    protocol = {**protocol_defaults(), **metrics["protocol"]}  # a setting added later: its default, as the older run had
-    return json.dumps([protocol, metrics.get("arch", {})], sort_keys=True)
+    protocol = {**protocol_defaults(), **result.protocol}  # a setting added later: its default, as the older run had
+    return json.dumps([protocol, result.arch], sort_keys=True)
 
 
 @functools.lru_cache(maxsize=1)
@@ -92,13 +92,6 @@ def protocol_defaults() -> dict:  # callers copy it (``{**defaults, ...}``), nev
     from ssl_inpaint.engine.finetune import FinetuneConfig, protocol_settings
 
     return protocol_settings(FinetuneConfig())
-
-
-def dataset_identity(metrics: dict) -> tuple[str, str]:
-    """(kind, data root) of a run: what it was trained and tested on, with the splits, VOC year and
-    label-subset seed that its protocol settings already hold. Runs written before the root was
-    recorded have an empty root."""
-    return metrics["dataset"], metrics.get("data_root", "")
 
 
 def dataset_labels(identities: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
@@ -129,28 +122,20 @@ def collect(runs: list[Path]) -> list[Row]:
     prefixes: dict[tuple, str] = {}
     cells: dict[tuple, Path] = {}
     for run in runs:
-        try:
-            m = json.loads((run / "metrics.json").read_text())
-            if not isinstance(m, dict):
-                raise ValueError("not a JSON object")
-            key = (dataset_identity(m), m["mode"], m["budget"], m["metric"], protocol_key(m))
-            seed, value = int(m["seed"]), float(m["value"])
-            if not math.isfinite(value):
-                raise ValueError(f"its value is {value}: no score to compare")
-            if m["init"] in BASELINES:
-                column, source = m["init"], "—"
-                baselines[key][column][seed] = value
-                prefixes.setdefault((key, "—"), m.get("run_prefix", ""))
-            else:  # the inpainting pretext, or a weights file (e.g. supervised) in the same column
-                column, source = PRETRAINED, pretrain_source(m["checkpoint"]) if m["init"] == PRETRAINED else m["init"]
-                pretrained[key][source][seed] = value
-                prefixes[(key, source)] = m.get("run_prefix", "")
-        except (json.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
-            raise UserError(f"{run / 'metrics.json'} is not an ssl finetune result ({exc})") from None
-        cell = (key, column, source, seed)
+        r = TransferResult.read(run)
+        key = (r.dataset_identity, r.mode, r.budget, r.metric, protocol_key(r))
+        if r.init in BASELINES:
+            column, source = r.init, "—"
+            baselines[key][column][r.seed] = r.value
+            prefixes.setdefault((key, "—"), r.run_prefix)
+        else:  # the inpainting pretext, or a weights file (e.g. supervised) in the same column
+            column, source = PRETRAINED, pretrain_source(r.checkpoint) if r.init == PRETRAINED else r.init
+            pretrained[key][source][r.seed] = r.value
+            prefixes[(key, source)] = r.run_prefix
+        cell = (key, column, source, r.seed)
         if cell in cells:
             raise UserError(
-                f"{cells[cell]} and {run} are the same experiment ({m['init']} init, seed {seed}, same dataset and protocol); "
+                f"{cells[cell]} and {run} are the same experiment ({r.init} init, seed {r.seed}, same dataset and protocol); "
                 f"compare one of them"
             )
         cells[cell] = run

@@ -24,14 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ssl_inpaint.checkpoint import (
-    ENCODER_FORMAT,
-    FINETUNE_FORMAT,
-    last_checkpoint,
-    load_checkpoint,
-    load_weights_file,
-    resolve_encoder_file,
-)
+from ssl_inpaint.checkpoint import FINETUNE_FORMAT, last_checkpoint, load_checkpoint
 from ssl_inpaint.config import at_least, check_choices, fields_deciding, DistributedOptions, MAX_SIDE, MAX_WIDTH, option, positive, PrecisionOptions, Range, RunOptions, RuntimeOptions, save_config, SEEDS, UNIT
 from ssl_inpaint.data.classification import (
     AUGMENTATIONS,
@@ -48,17 +41,11 @@ from ssl_inpaint.runtime import autocast, check_precision, configure_threads, co
 from ssl_inpaint.runtime import prepare_module, ResumableSampler, rng_state, set_rng_state, StopSignal, unwrap
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.storage import save_atomic, write_json_atomic
+from ssl_inpaint.transfer_result import TransferResult
 from ssl_inpaint.models.timm_unet import check_encoder_spec
+from ssl_inpaint.models.transfer import ClassifierSpec, make_classifier
 from ssl_inpaint.metrics import mean_average_precision, top1_accuracy
-from ssl_inpaint.models import (
-    EncoderClassifier,
-    TimmClassifier,
-    UNetEncoder,
-    create_timm,
-    encoder_from_arch,
-    load_pretrained_encoder,
-    timm_state_dict,
-)
+from ssl_inpaint.models import EncoderClassifier
 from ssl_inpaint.models.classifier import BN_STATS, FEATURES, WEIGHT_SCALES, encoder_maps, reestimate_batchnorm, rescale_convs_to_init_norm
 from ssl_inpaint.models.datadep import data_dependent_init
 
@@ -166,6 +153,12 @@ class FinetuneConfig(DistributedOptions, PrecisionOptions, RuntimeOptions, RunOp
             raise UserError(f"--svm-costs must be positive numbers, got {self.svm_costs!r}")
         return costs
 
+    def classifier_spec(self) -> ClassifierSpec:
+        return ClassifierSpec(
+            self.encoder, self.init, self.checkpoint, self.image_size, self.features, self.hidden, self.dropout,
+            linear=self.mode == "linear", bottleneck_channels=self.bottleneck_channels,
+        )
+
     @property
     def init_label(self) -> str:
         """pretrained, random, datadep, or weights-<file stem> for --init FILE (used in run names and tables)."""
@@ -180,72 +173,10 @@ class FinetuneConfig(DistributedOptions, PrecisionOptions, RuntimeOptions, RunOp
         return "all"
 
 
-def build_timm_classifier(config: FinetuneConfig, num_classes: int, image_channels: int) -> TimmClassifier:
-    """timm's own classifier for ``--encoder timm:<name>``: untrained, with the pretext encoder's
-    weights (only the head new, asserted), or with a local weights file (only the classifier new)."""
-    name = config.encoder[len("timm:"):]
-    model = create_timm(name, num_classes=num_classes, in_chans=image_channels)
-    input_norm = "none"
-    if config.init == "pretrained":
-        encoder_file = resolve_encoder_file(config.checkpoint)
-        payload = load_checkpoint(encoder_file, ENCODER_FORMAT)
-        arch = payload["arch"]
-        if arch.get("arch") != "timm" or arch.get("name") != name:
-            found = f"timm:{arch.get('name')}" if arch.get("arch") == "timm" else arch.get("arch")
-            raise UserError(f"{encoder_file} holds a {found} encoder, not {config.encoder}; pass the matching --encoder")
-        if arch["in_channels"] - 1 != image_channels:
-            raise UserError(f"{encoder_file} was pretrained on {arch['in_channels'] - 1}-channel images, the dataset has {image_channels}")
-        mapped, new = timm_state_dict(payload["state_dict"], arch, num_classes)
-        result = model.load_state_dict(mapped, strict=False)
-        assert sorted(result.missing_keys) == sorted(new) and not result.unexpected_keys, result
-    elif config.init != "random":
-        model = _load_timm_weights(model, Path(config.init))
-        input_norm = "model"
-    return TimmClassifier(model, num_classes, input_norm, linear=config.mode == "linear")
-
-
-def _load_timm_weights(model: nn.Module, path: Path) -> nn.Module:
-    from timm.models import adapt_input_conv
-
-    state = load_weights_file(path)
-    own = model.state_dict()
-    classifier = {f"{n}.{p}" for n, m in model.named_modules() if m is model.get_classifier() for p, _ in m.named_parameters()}
-    first_conv = model.pretrained_cfg.get("first_conv", "") + ".weight"
-    if first_conv in state and first_conv in own and state[first_conv].shape[1] != own[first_conv].shape[1]:
-        state[first_conv] = adapt_input_conv(own[first_conv].shape[1], state[first_conv])  # e.g. RGB weights, gray data
-    usable = {k: v for k, v in state.items() if not (k in classifier and k in own and own[k].shape != v.shape)}
-    result = model.load_state_dict(usable, strict=False)
-    missing = [k for k in result.missing_keys if k not in classifier]
-    if missing or result.unexpected_keys:
-        raise UserError(
-            f"{path} does not fit timm's {model.default_cfg.get('architecture', 'model')}: "
-            f"missing {missing[:4]}, unexpected {result.unexpected_keys[:4]}"
-        )
-    return model
-
-
 def build_classifier(config: FinetuneConfig, num_classes: int, image_channels: int) -> nn.Module:
-    """The same architecture for both inits; only the pretrained one loads the encoder weights."""
-    if config.encoder.startswith("timm:"):
-        return build_timm_classifier(config, num_classes, image_channels)
-    if config.encoder != "unet":
-        raise UserError(f"--encoder must be unet or timm:<model name>, got {config.encoder!r}")
-    payload: Optional[dict[str, Any]] = None
-    if config.checkpoint:
-        encoder_file = resolve_encoder_file(config.checkpoint)
-        payload = load_checkpoint(encoder_file, ENCODER_FORMAT)
-        if payload["arch"].get("arch") == "timm":  # its run would be recorded as --encoder unet
-            raise UserError(f"{encoder_file} holds a timm:{payload['arch'].get('name')} encoder; pass --encoder timm:{payload['arch'].get('name')}")
-        encoder = encoder_from_arch(payload["arch"], config.image_size, image_channels, config.features)
-    else:
-        encoder = UNetEncoder(image_channels + 1, config.image_size, bottleneck_channels=config.bottleneck_channels)
-    model = EncoderClassifier(
-        encoder, num_classes, config.features, config.hidden, config.dropout, linear=config.mode == "linear"
-    )
-    if config.init == "pretrained":
-        assert payload is not None
-        load_pretrained_encoder(model, payload, str(encoder_file))
-    return model
+    """The same architecture for every init (``models.make_classifier``); only the pretrained one loads
+    the encoder weights."""
+    return make_classifier(config.classifier_spec(), num_classes, image_channels)
 
 
 @torch.inference_mode()
@@ -483,30 +414,30 @@ def write_metrics(
     config: FinetuneConfig, model: nn.Module, result: dict[str, Any], history: list[dict[str, Any]],
     n_train: int, n_test: int, run_dir: Path, world_size: int,
 ) -> None:
-    """RUN/metrics.json: the result with everything ``ssl compare`` pairs and groups runs by."""
-    metrics = {
-        "dataset": config.dataset,
-        "data_root": str(Path(config.data).resolve()),  # with the splits, year and data seed of the protocol: the dataset's identity
-        "mode": config.mode,
-        "init": config.init_label,
-        "init_weights": config.init if config.init_label.startswith("weights-") else "",
-        "encoder": config.encoder,
-        "budget": config.budget,
-        "labels_per_class": config.labels_per_class,
-        "label_fraction": config.label_fraction,
-        "data_seed": config.data_seed,
-        "seed": config.seed,
-        "checkpoint": config.checkpoint,
-        "n_train": n_train,
-        "n_test": n_test,
-        "world_size": world_size,
-        "run_prefix": run_prefix(config),
-        "protocol": protocol_settings(config),
-        "arch": dict(getattr(unwrap(model).encoder, "arch", {})) if hasattr(unwrap(model), "encoder") else {"timm": config.encoder},
+    """RUN/metrics.json: the ``TransferResult`` with everything ``ssl compare`` pairs and groups runs by."""
+    metrics = TransferResult(
+        dataset=config.dataset,
+        data_root=str(Path(config.data).resolve()),  # with the splits, year and data seed of the protocol: the dataset's identity
+        mode=config.mode,
+        init=config.init_label,
+        init_weights=config.init if config.init_label.startswith("weights-") else "",
+        encoder=config.encoder,
+        budget=config.budget,
+        labels_per_class=config.labels_per_class,
+        label_fraction=config.label_fraction,
+        data_seed=config.data_seed,
+        seed=config.seed,
+        checkpoint=config.checkpoint,
+        n_train=n_train,
+        n_test=n_test,
+        world_size=world_size,
+        run_prefix=run_prefix(config),
+        protocol=protocol_settings(config),
+        arch=dict(getattr(unwrap(model).encoder, "arch", {})) if hasattr(unwrap(model), "encoder") else {"timm": config.encoder},
+        history=history,
         **result,
-        "history": history,
-    }
-    write_json_atomic(metrics, run_dir / "metrics.json")
+    )
+    write_json_atomic(metrics.to_json(), run_dir / "metrics.json")
     console.print(f"{config.name}: {result['metric']} = {result['value']:.4f}")
     if "per_class" in result:
         console.print("  " + "  ".join(f"{k} {v:.3f}" for k, v in result["per_class"].items() if not math.isnan(v)))

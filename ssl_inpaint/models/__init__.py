@@ -26,6 +26,7 @@ from ssl_inpaint.models.factory import (
     make_generator,
     make_models,
 )
+from ssl_inpaint.models.transfer import ClassifierSpec, make_classifier
 from ssl_inpaint.models.timm_unet import TimmClassifier, TimmEncoder, TimmUNetGenerator, create_timm, timm_state_dict
 from ssl_inpaint.models.unet import StagedEncoder, UNetEncoder, UNetGenerator
 
@@ -35,6 +36,8 @@ __all__ = [
     "TimmUNetGenerator",
     "create_timm",
     "timm_state_dict",
+    "ClassifierSpec",
+    "make_classifier",
     "GENERATORS",
     "ENCODERS",
     "StagedEncoder",
