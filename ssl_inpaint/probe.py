@@ -30,7 +30,8 @@ from ssl_inpaint.models.classifier import BN_STATS, FEATURES, encoder_features, 
 KNN_K = 20
 
 
-def _stack_images(labelled: LabelledImages, image_size: int) -> torch.Tensor:
+def stack_images(labelled: LabelledImages, image_size: int) -> torch.Tensor:
+    """(N, C, S, S) images in [-1, 1], the evaluation view (resize, centre crop), of every labelled image."""
     loader = DataLoader(ClassificationDataset(labelled, image_size), batch_size=256, num_workers=0)
     return torch.cat([images for images, _, _ in loader])
 
@@ -123,7 +124,7 @@ class RepresentationProbe:
             raise UserError(f"--probe-bn-stats must be one of {', '.join(BN_STATS)}, got {bn_stats!r}")
         train, test = probe_subsets(train, test, images)
         return cls(
-            _stack_images(train, image_size), train.targets, _stack_images(test, image_size), test.targets,
+            stack_images(train, image_size), train.targets, stack_images(test, image_size), test.targets,
             train.multilabel, len(train.classes), features, bn_stats,
         )
 

@@ -14,20 +14,17 @@ import argparse
 import sys
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
 from ssl_inpaint.data import create_classification_dataset
-from ssl_inpaint.data.classification import ClassificationDataset, LabelledImages, label_budget
+from ssl_inpaint.data.classification import LabelledImages, label_budget
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.metrics import mean_average_precision, top1_accuracy
-from ssl_inpaint.probe import KNN_K, knn_scores, linear_scores
+from ssl_inpaint.probe import KNN_K, knn_scores, linear_scores, stack_images
 
 
 def pixels(labelled: LabelledImages, image_size: int) -> np.ndarray:
-    """(N, C*S*S) pixels in [-1, 1], the evaluation view ``ssl finetune`` scores (resize, centre crop)."""
-    loader = DataLoader(ClassificationDataset(labelled, image_size), batch_size=256, num_workers=0)
-    return torch.cat([images.flatten(1) for images, _, _ in loader]).numpy().astype(np.float64)
+    """(N, C*S*S) pixels in [-1, 1]: the probe's evaluation view (resize, centre crop), flattened."""
+    return stack_images(labelled, image_size).flatten(1).numpy().astype(np.float64)
 
 
 def score(scores: np.ndarray, labelled: LabelledImages) -> float:
