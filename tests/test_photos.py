@@ -284,7 +284,7 @@ def test_photo_recipes_run_end_to_end_on_generated_cifar10(tmp_path):
     out = tmp_path / "runs"
     run_ssl("pretrain", "--recipe", "recipes/pretrain_cifar10.yaml", "--dataset", "cifar10", "--data", data, "--split", "train",
             "--probe-data", data, "--probe-dataset", "cifar10", "--probe-images", "20", "--max-steps", "2", "--batch-size", "8",
-            "--val-images", "4", "--warmup-steps", "1", "--probe-every", "2", "--crop-scale", "0.35",
+            "--val-images", "4", "--warmup-steps", "1", "--probe-every", "2", "--crop-scale", "0.35", "--sparse-stages", "2",
             "--output-dir", out, "--name", "pre")
     for init in ("pretrained", "random", "datadep"):
         run_ssl("finetune", "--recipe", "recipes/finetune_cifar10_10_per_class.yaml", "--dataset", "cifar10", "--data", data,

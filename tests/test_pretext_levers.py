@@ -17,7 +17,7 @@ from ssl_inpaint.errors import UserError
 from ssl_inpaint.losses import LossWeights, generator_loss, patch_normalised_weight
 from ssl_inpaint.masks import MaskOptions, RandomPatches, mask_seed
 from ssl_inpaint.models.classifier import EncoderClassifier, encoder_features, feature_dim, reestimate_batchnorm
-from ssl_inpaint.models.unet import UNetEncoder, UNetGenerator, mask_skip
+from ssl_inpaint.models.unet import UNetEncoder, UNetGenerator, mask_skip, masked_batch_norm, visible_cells
 from ssl_inpaint.probe import RepresentationProbe, knn_scores, linear_scores
 from tests.helpers import decode_maps, disturb_inside_hole
 
@@ -94,6 +94,69 @@ def test_old_saved_configs_with_skip_connections_are_translated():
     assert PretrainConfig.saved_values({"skip_connections": True})["skips"] == "all"
     with pytest.raises(UserError, match="--skips must be one of"):
         resolve_config(PretrainConfig, {"skips": "some"}, {})
+
+
+# --- the sparse encoder (SparK's sparse convolution and BatchNorm) ----------------------------------
+
+def test_masked_batch_norm_over_all_positions_is_batch_norm():
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 6, 6) * 2 + 1
+    plain, masked = torch.nn.BatchNorm2d(4), torch.nn.BatchNorm2d(4)
+    plain.weight.data.uniform_(0.5, 2)
+    masked.load_state_dict(plain.state_dict())
+    expected = plain(x)
+    out = masked_batch_norm(x, torch.ones(3, 1, 6, 6), masked)
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert torch.allclose(masked.running_mean, plain.running_mean, atol=1e-6)
+    assert torch.allclose(masked.running_var, plain.running_var, atol=1e-5)
+    assert int(masked.num_batches_tracked) == 1
+    masked.eval(), plain.eval()
+    assert torch.allclose(masked_batch_norm(x, torch.zeros(3, 1, 6, 6), masked), plain(x))  # eval: the running statistics
+
+
+def test_masked_batch_norm_statistics_ignore_hidden_positions():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8)
+    visible = (torch.rand(2, 1, 8, 8) > 0.6).float()
+    disturbed = torch.where(visible.bool(), x, torch.full_like(x, 1e3))
+    first, second = torch.nn.BatchNorm2d(3), torch.nn.BatchNorm2d(3)
+    a, b = masked_batch_norm(x, visible, first), masked_batch_norm(disturbed, visible, second)
+    keep = visible.bool().expand_as(x)
+    assert torch.allclose(a[keep], b[keep], atol=1e-5)
+    assert torch.allclose(first.running_mean, second.running_mean) and torch.allclose(first.running_var, second.running_var)
+    values = x.permute(1, 0, 2, 3)[:, visible[:, 0].bool()]  # (C, visible positions)
+    assert torch.allclose(first.running_mean, 0.1 * values.mean(1), atol=1e-6)
+    assert torch.allclose(a[keep].view(-1), ((x - values.mean(1)[:, None, None]) / (values.var(1, unbiased=False)[:, None, None] + 1e-5).sqrt())[keep].view(-1), atol=1e-4)
+
+
+def test_sparse_stages_zero_the_hole_and_keep_the_encoder_for_transfer():
+    torch.manual_seed(0)
+    x = torch.randn(2, 2, 32, 32)
+    hole = (RandomPatches(8, 0.75)(32, 32, mask_seed(0, 0, 1)) > 0).float()
+    x[:, 1:] = hole
+    x[:, :1] *= 1 - hole
+    sparse = UNetGenerator(1, 32, widths=(8, 8, 16, 16, 32), bottleneck_channels=16, skips="none", sparse_stages=3).train()
+    dense = UNetGenerator(1, 32, widths=(8, 8, 16, 16, 32), bottleneck_channels=16, skips="none")
+    assert sparse.state_dict().keys() == dense.state_dict().keys()  # the same encoder: transfer is unchanged
+    features = sparse.encoder.forward_sparse(x, x[:, 1:], 3)
+    for feature in features[:3]:
+        hidden = visible_cells(x[:, 1:], feature.shape[-2:]) == 0
+        assert hidden.any() and not hidden.all()
+        assert torch.count_nonzero(feature * hidden) == 0
+    assert sparse(x).shape == (2, 1, 32, 32)
+    dense.load_state_dict(sparse.state_dict())
+    sparse.eval(), dense.eval()
+    assert torch.equal(sparse.encoder(x)[-1], dense.encoder(x)[-1])  # outside the pretext it is the plain encoder
+
+
+@pytest.mark.parametrize("flags,message", [
+    (dict(sparse_stages=4, patch_size=8), "--sparse-stages 4 makes cells of 16 px"),
+    (dict(sparse_stages=6), "--sparse-stages must be at most the 5 stages"),
+    (dict(sparse_stages=1, encoder="timm:resnet18"), "--sparse-stages applies to --generator unet"),
+])
+def test_sparse_stages_are_checked(flags, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        resolve_config(PretrainConfig, {"mask": "patches", "patch_size": 4, **flags}, {}).validate()
 
 
 # --- MAE's per-patch normalised loss ----------------------------------------------------------------

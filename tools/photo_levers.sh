@@ -52,6 +52,7 @@ lever_flags() {  # the one change each lever makes to the recipe
     stages5) echo --widths 64,64,128,256,512 ;;  # Imagenette's recipe has it; at 32 px: a 1x1 deepest map
     wide) [ "$SET" = cifar10 ] && echo --widths 128,256,512,1024 || echo --widths 128,128,256,512,1024 ;;
     latent128) echo --bottleneck-channels 128 ;;
+    sparse) echo --sparse-stages $((SCALE + 1)) ;;  # SparK: the stages whose cells fit in a hole patch see only the context
     *) echo "error: unknown lever $1" >&2; exit 2 ;;
   esac
 }

@@ -122,6 +122,12 @@ class PretrainConfig(ProbeOptions, ModelOptions, MaskOptions, SourceOptions, Dis
         self._validate_other_systems()
         if self.norm_pix_loss and (self.recon_loss != "mse" or self.patch_size < 1):
             raise UserError("--norm-pix-loss is a squared error on patches: use --recon-loss mse and --patch-size >= 1")
+        if self.sparse_stages and self.mask == "patches" and 2**self.sparse_stages > self.patch_size:
+            raise UserError(
+                f"--sparse-stages {self.sparse_stages} makes cells of {2**self.sparse_stages} px, larger than the "
+                f"{self.patch_size} px hole patches, so nearly every cell would touch a hole: use --sparse-stages at most "
+                f"{max(0, self.patch_size.bit_length() - 1)}"
+            )
         if self.predict == "hole" and self.mask_family() != CentreSquare(size=0.5):
             raise UserError("--predict hole decodes the centre square only: use --mask centre --centre-size 0.5")
         if self.predict == "hole" and self.skips != "none":

@@ -69,6 +69,14 @@ class ModelOptions:
         "(SparK: positions touching the hole replaced by a learned token, so the hole must go through the latent).",
         resume=False,
     )
+    sparse_stages: int = option(
+        0,
+        "--generator unet: run the encoder's first N stages on the context only (SparK): after each, positions whose "
+        "input cell holds a hole pixel are zeroed and its BatchNorm statistics come from the others. Pretraining only; "
+        "choose 2^N <= the hole patch (--patch-size), as deeper cells would all touch a hole.",
+        at_least(0, 16),
+        resume=False,
+    )
     predict: str = option("image", "image: the generator outputs the whole image; hole: only the centre square (M3).", resume=False)
     norm: str = option("batch", "Normalisation in generator and discriminators: batch (Tables 1-2) or none.", resume=False)
     global_d: bool = option(True, "Use the global discriminator.", resume=False)
@@ -123,6 +131,10 @@ class ModelOptions:
             raise UserError(f"--image-size must be a positive multiple of {stride} (2^stages of --widths {self.widths}), got {self.image_size}")
         if self.widths != ",".join(map(str, UNET_WIDTHS)) and (self.generator != "unet" or self.encoder != "unet"):
             raise UserError("--widths sets the stages of --generator unet with --encoder unet")
+        if self.sparse_stages and (self.generator != "unet" or self.encoder != "unet"):
+            raise UserError("--sparse-stages applies to --generator unet with --encoder unet")
+        if self.sparse_stages > len(self.unet_widths):
+            raise UserError(f"--sparse-stages must be at most the {len(self.unet_widths)} stages of --widths {self.widths}, got {self.sparse_stages}")
         if self.encoder != "unet" and (self.predict != "image" or self.norm != "batch"):
             raise UserError("--predict hole and --norm none apply to --encoder unet only (--skips all|none|masked work with timm encoders)")
         if self.generator != "unet" and (
@@ -181,6 +193,7 @@ def make_generator(options: ModelOptions, image_channels: int) -> nn.Module:
             skips=options.skips,
             predict=options.predict,
             norm=options.norm,
+            sparse_stages=options.sparse_stages,
         )
     return create_generator(
         options.generator,

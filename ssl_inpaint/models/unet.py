@@ -115,6 +115,56 @@ def mask_skip(feature: torch.Tensor, hole: torch.Tensor, token: torch.Tensor) ->
     return torch.where(hole_here, token.to(feature.dtype), feature)
 
 
+def visible_cells(hole: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, 1, *size) float map: 1 where the cell of the input under that position holds no hole pixel."""
+    return 1.0 - F.adaptive_max_pool2d(hole.float(), size)
+
+
+def masked_batch_norm(x: torch.Tensor, visible: torch.Tensor, norm: nn.BatchNorm2d) -> torch.Tensor:
+    """``norm`` applied to ``x`` with its batch statistics (and the running statistics it updates)
+    taken over the ``visible`` positions only, as SparK's sparse BatchNorm: the zeros a hole leaves in
+    the features never enter the statistics, so those match what the encoder meets on whole images
+    after transfer. In eval mode it is ``norm`` itself. Under SyncBatchNorm the sums are added over the
+    processes, as SyncBatchNorm would."""
+    if not norm.training:
+        return norm(x)
+    weight = visible.to(torch.float32)
+    values = x.to(torch.float32)
+    sums = torch.cat([(values * weight).sum((0, 2, 3)), (values * values * weight).sum((0, 2, 3)), weight.sum().reshape(1)])
+    if isinstance(norm, nn.SyncBatchNorm) and torch.distributed.is_available() and torch.distributed.is_initialized():
+        from torch.distributed.nn.functional import all_reduce  # differentiable, unlike torch.distributed.all_reduce
+
+        sums = all_reduce(sums)
+    channels = x.shape[1]
+    count = sums[-1].clamp(min=1.0)
+    mean = sums[:channels] / count
+    var = (sums[channels : 2 * channels] / count - mean * mean).clamp(min=0.0)
+    if norm.track_running_stats and norm.running_mean is not None:
+        with torch.no_grad():
+            momentum = norm.momentum if norm.momentum is not None else 1.0 / float(norm.num_batches_tracked + 1)
+            unbiased = var * count / (count - 1).clamp(min=1.0)
+            norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), momentum)
+            norm.running_var.lerp_(unbiased.to(norm.running_var.dtype), momentum)
+            norm.num_batches_tracked.add_(1)
+    scale = torch.rsqrt(var + norm.eps)
+    shift = -mean * scale
+    if norm.affine:
+        scale, shift = scale * norm.weight, shift * norm.weight + norm.bias
+    return (values * scale[:, None, None] + shift[:, None, None]).to(x.dtype)
+
+
+def sparse_stage(stage: nn.Sequential, x: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """One ``conv_block`` run on the context only (SparK's sparse convolution, emulated densely): the
+    conv, BatchNorm over the visible positions, the activation, then every position whose input cell
+    holds a hole pixel set to zero, so the next stage sees the hole as missing, not as content."""
+    conv, norm, activation = stage
+    y = conv(x)
+    visible = visible_cells(hole, y.shape[-2:]).to(y.dtype)
+    if isinstance(norm, nn.BatchNorm2d):
+        y = masked_batch_norm(y, visible, norm)
+    return activation(y) * visible
+
+
 class UNetEncoder(StagedEncoder):
     """The generator's contracting half. ``forward`` returns every stage's features, shallow to deep;
     the last one is the (B, bottleneck_channels, 1, 1) latent."""
@@ -156,6 +206,17 @@ class UNetEncoder(StagedEncoder):
         features = self.conv_maps(x)
         return [*features, self.bottleneck(features[-1])]
 
+    def forward_sparse(self, x: torch.Tensor, hole: torch.Tensor, sparse_stages: int) -> list[torch.Tensor]:
+        """``forward`` with the first ``sparse_stages`` stages run on the context only
+        (``sparse_stage``); the deeper ones, whose cells are larger than a hole patch and would all
+        touch a hole, run as usual. Pretraining only: transfer runs ``forward`` on whole images, with
+        the same weights."""
+        features = []
+        for i, stage in enumerate(self.stages):
+            x = sparse_stage(stage, x, hole) if i < sparse_stages else stage(x)
+            features.append(x)
+        return [*features, self.bottleneck(features[-1])]
+
 
 SKIPS = ("all", "none", "masked")
 
@@ -171,6 +232,9 @@ class UNetGenerator(nn.Module):
       * ``masked``: the skips of ``all`` with every position that touches the hole replaced by a
         learned per-stage mask token (SparK), so the decoder sees the context at full resolution but
         the hole only through the deep layers.
+    ``sparse_stages``: the encoder's first N stages see only the context (``UNetEncoder.forward_sparse``,
+    SparK's sparse convolution and BatchNorm), so neither their features nor their BatchNorm
+    statistics carry the zeros of the hole into transfer, where no hole exists.
     ``predict='hole'`` (M3, context-encoder style) decodes only the centre square of half the image
     side, one stage shallower, and pastes it into the input, so known pixels pass through unchanged.
     """
@@ -184,6 +248,7 @@ class UNetGenerator(nn.Module):
         skips: str = "all",
         predict: str = "image",
         norm: str = "batch",
+        sparse_stages: int = 0,
     ):
         super().__init__()
         if predict not in ("image", "hole"):
@@ -195,6 +260,9 @@ class UNetGenerator(nn.Module):
         self.predict = predict
         self.encoder = UNetEncoder(image_channels + 1, image_size, widths, bottleneck_channels, norm)
         widths = self.encoder.widths
+        if not 0 <= sparse_stages <= len(widths):
+            raise UserError(f"--sparse-stages must be between 0 and the {len(widths)} stages of --widths, got {sparse_stages}")
+        self.sparse_stages = sparse_stages
         side = deepest_size(image_size, len(widths))
         with_skips = skips != "none"
 
@@ -215,7 +283,10 @@ class UNetGenerator(nn.Module):
                 nn.init.trunc_normal_(token, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.encoder(x)
+        if self.sparse_stages:
+            features = self.encoder.forward_sparse(x, x[:, -1:], self.sparse_stages)
+        else:
+            features = self.encoder(x)
         skips = features[:-1]
         if self.skips == "masked":
             skips = [mask_skip(f, x[:, -1:], token) for f, token in zip(skips, self.mask_tokens)]
