@@ -206,12 +206,21 @@ def test_fashion_mnist_multiclass_top1(tmp_path):
     for prefix, n in (("train", 60), ("t10k", 30)):
         write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
-    run_ssl("finetune", "--dataset", "fashion_mnist", "--data", str(tmp_path), "--train-split", "train",
-           "--test-split", "test", "--image-size", "32", "--init", "random", "--bottleneck-channels", "32",
+    run_ssl("finetune", "--dataset", "fashion_mnist", "--data", str(tmp_path), "--image-size", "32", "--init", "random", "--bottleneck-channels", "32",
            "--labels-per-class", "3", "--epochs", "1", "--batch-size", "10", "--num-workers", "0",
            "--output-dir", str(tmp_path / "runs"))
     metrics = json.loads((tmp_path / "runs/fashion_mnist_finetune_3-per-class_random_s0/metrics.json").read_text())
     assert metrics["metric"] == "top1" and metrics["n_train"] == 30 and metrics["n_test"] == 30
+    assert (metrics["protocol"]["train_split"], metrics["protocol"]["test_split"]) == ("train", "test")  # the dataset's own
+
+
+@pytest.mark.parametrize("dataset,splits", [("voc", ("trainval", "test")), ("cifar10", ("train", "test")), ("folder", ("train", "test"))])
+def test_transfer_splits_default_to_the_datasets_own_and_flags_win(dataset, splits):
+    flags = {"dataset": dataset, "init": "random"}
+    config = resolve_config(FinetuneConfig, flags, {})
+    assert (config.train_split, config.test_split) == splits
+    config = resolve_config(FinetuneConfig, flags, {"train_split": "a", "test_split": "val"})
+    assert (config.train_split, config.test_split) == ("a", "val")
 
 
 def test_finetune_without_checkpoint_for_pretrained_init_is_a_clear_error():

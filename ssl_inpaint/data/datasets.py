@@ -36,6 +36,7 @@ class DatasetKind:
     labelled: Optional[LabelsReader] = None  # None: no labels (pretext only)
     probe_splits: Optional[tuple[str, str]] = None  # the online probe's default (train, held-out) splits
     evaluate_split: str = ""  # ``ssl evaluate``'s split when --split is not given
+    transfer_splits: tuple[str, str] = ("train", "test")  # ``ssl finetune``'s (training, evaluation) splits when not given
     packable: bool = True  # ``ssl pack`` can decode it into a pack
     objects: bool = False  # its images carry object masks (``--mask coco_object``)
 
@@ -52,7 +53,7 @@ DATASETS.add("coco", DatasetKind(lambda root, split, year: CocoSource(root, spli
 DATASETS.add("voc", DatasetKind(
     lambda root, split, year: voc_source(root, year, split),
     lambda root, split, year, labels: voc_classification(root, year, split, labels),
-    probe_splits=("train", "val"), evaluate_split="val",
+    probe_splits=("train", "val"), evaluate_split="val", transfer_splits=("trainval", "test"),
 ))
 DATASETS.add("folder", DatasetKind(
     lambda root, split, year: folder_source(root),

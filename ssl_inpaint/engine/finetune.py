@@ -34,7 +34,7 @@ from ssl_inpaint.data.classification import (
     label_budget,
     parse_augment,
 )
-from ssl_inpaint.data.datasets import create_classification_dataset, labelled_kinds
+from ssl_inpaint.data.datasets import DATASETS, create_classification_dataset, labelled_kinds
 from ssl_inpaint.distributed import Distributed, any_flag, average_gradients, broadcast_module, gather_rows, setup, teardown
 from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, refuse_without_resume, run_folder_lock, stop_if_not_finite
 from ssl_inpaint.runtime import autocast, check_precision, configure_threads, console, grad_scaler, resolve_workers, seed_everything
@@ -63,8 +63,8 @@ class FinetuneConfig(DistributedOptions, PrecisionOptions, RuntimeOptions, RunOp
     dataset: str = option("voc", f"Dataset: {', '.join(labelled_kinds())}.", protocol=True)
     data: str = option("", "Dataset root (VOCdevkit, Fashion-MNIST files, CIFAR-10's official batches, or an ImageFolder root).", protocol=False)
     year: str = option("2007", "VOC year.", protocol=True)
-    train_split: str = option("trainval", "Training split (VOC trainval, Fashion-MNIST and CIFAR-10 train, folder sub-folder).", protocol=True)
-    test_split: str = option("test", "Evaluation split.", protocol=True)
+    train_split: str = option("", "Training split (empty: the dataset's own, VOC trainval, every other kind train; a folder's sub-folder).", protocol=True)
+    test_split: str = option("", "Evaluation split (empty: the dataset's own, test; a folder's sub-folder, e.g. val for Imagenette).", protocol=True)
     voc_labels: str = option("xml", "VOC targets from the xml annotations or ImageSets/Main/<class>_<split>.txt (imagesets).", protocol=True)
     image_size: int = option(128, "Crop side in pixels. Any multiple of the U-Net's total stride with --features pooled or multi; --features latent (the latent conv covers the whole deepest map) needs the pretraining size.", at_least(8, MAX_SIDE), protocol=True)
     # model
@@ -113,6 +113,9 @@ class FinetuneConfig(DistributedOptions, PrecisionOptions, RuntimeOptions, RunOp
             "voc_labels": ("xml", "imagesets"), "bn_stats": BN_STATS, "weight_scale": WEIGHT_SCALES,
         }
         check_choices(self, choices)
+        # the dataset's own splits, resolved here so the saved config and the protocol name them
+        default_train, default_test = DATASETS.get(self.dataset).transfer_splits
+        self.train_split, self.test_split = self.train_split or default_train, self.test_split or default_test
         self.check_precision_name()
         check_encoder_spec(self.encoder)
         _ = self.augmentations  # parses --augment
