@@ -7,8 +7,9 @@ each returns the pair (whole-image discriminator, local discriminator), either o
 whole-image one sees completed images, (B, C, S, S) in [-1, 1], with S = ``--image-size``; the local one
 sees (B, C, L, L) crops centred on the hole, L = ``options.resolved_local_size``. Each returns logits of
 any shape (B, ...): the BCE averages over them, so a PatchGAN's map of logits works as well as one
-logit per image. Return None for a side the options turn off (``options.global_d``, ``options.local_d``),
-and refuse options it cannot honour with ``UserError`` (one line naming the flag).
+logit per image. Return None for a side the options turn off (``options.global_d``, ``options.local_d``).
+``@refuses(check)`` gives the builder the check of the options it cannot honour: it raises ``UserError``
+(one line naming the flag) when the command's flags are validated, before any run folder is written.
 
 The generator's step freezes the discriminators' parameters and the discriminators' step detaches the
 completion, whatever the module: nothing to do here for that.
@@ -22,7 +23,7 @@ from torch import nn
 from torch.nn.utils import spectral_norm
 
 from ssl_inpaint.errors import UserError
-from ssl_inpaint.models import DISCRIMINATORS, ModelOptions
+from ssl_inpaint.models import DISCRIMINATORS, ModelOptions, refuses
 
 
 def spectral_discriminator(image_channels: int, base: int, side: int) -> nn.Module:
@@ -35,10 +36,14 @@ def spectral_discriminator(image_channels: int, base: int, side: int) -> nn.Modu
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), spectral_norm(nn.Linear(in_ch, 1)))
 
 
-@DISCRIMINATORS.register("spectral")
-def build_spectral(options: ModelOptions, image_channels: int) -> tuple[nn.Module | None, nn.Module | None]:
+def fits_spectral(options: ModelOptions) -> None:
     if options.image_size < 8:
         raise UserError("--discriminator spectral needs --image-size 8 or more")
+
+
+@DISCRIMINATORS.register("spectral")
+@refuses(fits_spectral)
+def build_spectral(options: ModelOptions, image_channels: int) -> tuple[nn.Module | None, nn.Module | None]:
     whole = spectral_discriminator(image_channels, options.base_channels, options.image_size) if options.global_d else None
     local = spectral_discriminator(image_channels, options.base_channels, options.resolved_local_size) if options.local_d else None
     return whole, local

@@ -4,6 +4,7 @@ would (``SSL_INPAINT_PLUGINS``) and run, and each kind owns what the toolkit nee
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -131,6 +132,23 @@ def test_the_discriminator_template_judges_whole_images_and_crops():
     whole, local = make_discriminators(options, 3)
     assert whole(torch.zeros(2, 3, 32, 32)).shape == (2, 1) and local(torch.zeros(2, 3, 16, 16)).shape == (2, 1)
     assert make_discriminators(ModelOptions(image_size=32, discriminator="spectral", local_d=False), 3)[1] is None
+    with pytest.raises(UserError, match="--discriminator spectral needs --image-size 8"):
+        ModelOptions(image_size=4, widths="4", discriminator="spectral", local_d=False).check_model()  # its @refuses check
+
+
+@pytest.mark.parametrize("options,message", [
+    (dict(discriminator="glcic_fused", local_d=False), "glcic_fused is one global + local discriminator"),
+    (dict(discriminator="pixel"), "--discriminator pixel judges the whole image"),
+    (dict(discriminator="vgg16", local_d=False, global_d=False), "--discriminator vgg16 judges the whole image"),
+    (dict(discriminator="patchgan", local_d=False, image_size=16, widths="8,16"), "patchgan needs --image-size 24"),
+    (dict(discriminator="table2", image_size=96, widths="8,16"), "defaults to half of --image-size 96 (48 px)"),
+    (dict(discriminator="table2", local_size=48), "--local-size must be a multiple of 32, got 48"),
+])
+def test_each_built_in_discriminator_refuses_the_options_it_cannot_honour(options, message):
+    from ssl_inpaint.models import ModelOptions
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        ModelOptions(**options).check_model()
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ from ssl_inpaint.models.factory import (
     make_discriminators,
     make_generator,
     make_models,
+    refuses,
 )
 from ssl_inpaint.models.transfer import ClassifierSpec, make_classifier
 from ssl_inpaint.models.timm_unet import TimmClassifier, TimmEncoder, TimmUNetGenerator, create_timm, timm_state_dict
@@ -42,6 +43,7 @@ __all__ = [
     "ENCODERS",
     "StagedEncoder",
     "DISCRIMINATORS",
+    "refuses",
     "InpaintingModels",
     "ModelOptions",
     "load_generator",

@@ -141,22 +141,11 @@ class ModelOptions:
             self.encoder != "unet" or self.predict != "image" or self.skips != "all" or self.norm != "batch"
         ):
             raise UserError("--encoder timm:..., --predict hole, --skips none|masked and --norm none apply to --generator unet only")
-        if self.discriminator == "glcic_fused" and not (self.global_d and self.local_d):
-            raise UserError("--discriminator glcic_fused is one global + local discriminator: keep --global-d --local-d")
-        if self.discriminator in ("patchgan", "pixel", "vgg16") and (self.local_d or not self.global_d):
-            raise UserError(f"--discriminator {self.discriminator} judges the whole image: use --global-d --no-local-d")
-        if self.discriminator == "patchgan" and self.image_size < 24:
-            raise UserError("--discriminator patchgan needs --image-size 24 or more (three stride-2 convs, then two 4x4 convs)")
-        if self.discriminator == "table2" and self.local_d and self.resolved_local_size % 32:
-            if not self.local_size:  # the user never chose it: say where the size comes from
-                raise UserError(
-                    f"the local discriminator's crop defaults to half of --image-size {self.image_size} "
-                    f"({self.resolved_local_size} px), but it must be a multiple of 32: pass --local-size 32 "
-                    f"(at most --image-size) or --no-local-d"
-                )
-            raise UserError(f"--local-size must be a multiple of 32, got {self.resolved_local_size}")
         if self.local_d and self.resolved_local_size > self.image_size:
             raise UserError("--local-size cannot exceed --image-size")
+        check = getattr(DISCRIMINATORS.get(self.discriminator), "check", None)  # the discriminator's own (see ``refuses``)
+        if check is not None:
+            check(self)
 
     @classmethod
     def saved_values(cls, saved: dict[str, Any]) -> dict[str, Any]:
@@ -204,7 +193,50 @@ def make_generator(options: ModelOptions, image_channels: int) -> nn.Module:
     )
 
 
+Builder = Callable[["ModelOptions", int], Pair]
+
+
+def refuses(check: Callable[["ModelOptions"], None]) -> Callable[[Builder], Builder]:
+    """Give a discriminator builder the check of the options it cannot honour (raising ``UserError``
+    in one line); ``ModelOptions.check_model`` runs it when the command's flags are validated, before
+    any run folder is written."""
+
+    def attach(builder: Builder) -> Builder:
+        builder.check = check  # type: ignore[attr-defined]
+        return builder
+
+    return attach
+
+
+def _local_crop_fits_table2(options: ModelOptions) -> None:
+    if options.local_d and options.resolved_local_size % 32:
+        if not options.local_size:  # the user never chose it: say where the size comes from
+            raise UserError(
+                f"the local discriminator's crop defaults to half of --image-size {options.image_size} "
+                f"({options.resolved_local_size} px), but it must be a multiple of 32: pass --local-size 32 "
+                f"(at most --image-size) or --no-local-d"
+            )
+        raise UserError(f"--local-size must be a multiple of 32, got {options.resolved_local_size}")
+
+
+def _both_discriminators(options: ModelOptions) -> None:
+    if not (options.global_d and options.local_d):
+        raise UserError("--discriminator glcic_fused is one global + local discriminator: keep --global-d --local-d")
+
+
+def _whole_image_only(options: ModelOptions) -> None:
+    if options.local_d or not options.global_d:
+        raise UserError(f"--discriminator {options.discriminator} judges the whole image: use --global-d --no-local-d")
+
+
+def _patchgan_fits(options: ModelOptions) -> None:
+    _whole_image_only(options)
+    if options.image_size < 24:
+        raise UserError("--discriminator patchgan needs --image-size 24 or more (three stride-2 convs, then two 4x4 convs)")
+
+
 @DISCRIMINATORS.register("table2")
+@refuses(_local_crop_fits_table2)
 def _table2(options: ModelOptions, image_channels: int) -> Pair:
     return (
         global_discriminator(image_channels, options.image_size, options.norm) if options.global_d else None,
@@ -213,22 +245,26 @@ def _table2(options: ModelOptions, image_channels: int) -> Pair:
 
 
 @DISCRIMINATORS.register("glcic_fused")
+@refuses(_both_discriminators)
 def _glcic_fused(options: ModelOptions, image_channels: int) -> Pair:
     size, local = options.image_size, options.resolved_local_size
     return GlcicFusedDiscriminator(image_channels, size, local, options.d_pool, options.base_channels, options.norm), None
 
 
 @DISCRIMINATORS.register("patchgan")
+@refuses(_patchgan_fits)
 def _patchgan(options: ModelOptions, image_channels: int) -> Pair:
     return patchgan_discriminator(image_channels, options.base_channels, norm=options.norm), None
 
 
 @DISCRIMINATORS.register("pixel")
+@refuses(_whole_image_only)
 def _pixel(options: ModelOptions, image_channels: int) -> Pair:
     return pixel_discriminator(image_channels, options.base_channels, norm=options.norm), None
 
 
 @DISCRIMINATORS.register("vgg16")
+@refuses(_whole_image_only)
 def _vgg16(options: ModelOptions, image_channels: int) -> Pair:
     # A random trunk here; a new run loads the ImageNet weights, a resumed one its checkpoint.
     return VGG16Discriminator(options.image_size), None
