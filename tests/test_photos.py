@@ -277,15 +277,22 @@ def test_a_duplicated_run_is_refused_with_both_paths(tmp_path):
 
 # --- end to end: the photo recipes on a tiny generated CIFAR-10 -----------------------------------------
 
+@pytest.mark.parametrize("dataset,split", [("coco", "train2017"), ("cifar10", "train"), ("folder", "train"), ("voc", "train")])
+def test_the_pretext_split_defaults_to_the_datasets_own_training_split_and_the_flag_wins(dataset, split):
+    assert resolve_config(PretrainConfig, {"data": "x", "dataset": dataset}, {}).split == split
+    assert resolve_config(PretrainConfig, {"data": "x", "dataset": dataset}, {"split": "val"}).split == "val"
+
+
 @pytest.mark.slow
 def test_photo_recipes_run_end_to_end_on_generated_cifar10(tmp_path):
     write_cifar_binary(tmp_path / "cifar", per_file=20)
     data = tmp_path / "cifar"
     out = tmp_path / "runs"
-    run_ssl("pretrain", "--recipe", "recipes/pretrain_cifar10.yaml", "--dataset", "cifar10", "--data", data, "--split", "train",
+    run_ssl("pretrain", "--recipe", "recipes/pretrain_cifar10.yaml", "--dataset", "cifar10", "--data", data,
             "--probe-data", data, "--probe-dataset", "cifar10", "--probe-images", "20", "--max-steps", "2", "--batch-size", "8",
             "--val-images", "4", "--warmup-steps", "1", "--probe-every", "2", "--crop-scale", "0.35", "--sparse-stages", "2",
             "--output-dir", out, "--name", "pre")
+    assert "split: train\n" in (out / "pre/config.yaml").read_text()  # the dataset's own training split, resolved and saved
     for init in ("pretrained", "random", "datadep"):
         run_ssl("finetune", "--recipe", "recipes/finetune_cifar10_10_per_class.yaml", "--dataset", "cifar10", "--data", data,
                 "--labels-per-class", "2", "--epochs", "1", "--eval-every", "1", "--bn-images", "16", "--seeds", "0,1",

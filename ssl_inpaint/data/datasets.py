@@ -37,6 +37,7 @@ class DatasetKind:
     probe_splits: Optional[tuple[str, str]] = None  # the online probe's default (train, held-out) splits
     evaluate_split: str = ""  # ``ssl evaluate``'s split when --split is not given
     transfer_splits: tuple[str, str] = ("train", "test")  # ``ssl finetune``'s (training, evaluation) splits when not given
+    pretext_split: str = "train"  # ``ssl pretrain`` and ``ssl pack``'s split when --split is not given
     packable: bool = True  # ``ssl pack`` can decode it into a pack
     objects: bool = False  # its images carry object masks (``--mask coco_object``)
 
@@ -49,7 +50,9 @@ def _packed_images(root: Path, split: str, year: str) -> ImageSource:
     return PackedSource(Path(root, split) if split and Path(root, split, "pack.json").is_file() else root)
 
 
-DATASETS.add("coco", DatasetKind(lambda root, split, year: CocoSource(root, split), evaluate_split="val2017", objects=True))
+DATASETS.add("coco", DatasetKind(
+    lambda root, split, year: CocoSource(root, split), evaluate_split="val2017", pretext_split="train2017", objects=True,
+))
 DATASETS.add("voc", DatasetKind(
     lambda root, split, year: voc_source(root, year, split),
     lambda root, split, year, labels: voc_classification(root, year, split, labels),
@@ -88,9 +91,14 @@ class SourceOptions:
 
     dataset: str = option("coco", f"Dataset kind: {DATASETS.choices()}.", resume=False)
     data: str = option("", "Dataset root (COCO root, VOCdevkit, image folder, Fashion-MNIST files, CIFAR-10's official batches, a folder written by ssl pack).", resume=False)
-    split: str = option("train2017", "Split (COCO train2017 / val2017, VOC train / val, Fashion-MNIST and CIFAR-10 train / test, a folder's sub-folder).", resume=False)
+    split: str = option("", "Split (empty: the dataset's own training split, COCO train2017, every other kind train; COCO val2017, VOC val, Fashion-MNIST and CIFAR-10 test; a folder reads every image under --data).", resume=False)
     year: str = option("2012", "VOC year (with --dataset voc).", resume=False)
     strict: bool = option(False, "Stop on an unreadable image instead of skipping it.", resume=True)
+
+    def resolve_split(self) -> None:
+        """An empty --split becomes the dataset's own training split, resolved here so the saved config names it."""
+        if not self.split and self.dataset in DATASETS:
+            self.split = DATASETS.get(self.dataset).pretext_split
 
     @property
     def dataset_has_objects(self) -> bool:

@@ -21,6 +21,7 @@ class PackConfig(SourceOptions):
 
     def validate(self) -> None:
         check_choices(self, {"dataset": packable_kinds()})
+        self.resolve_split()
         if not self.output:
             raise UserError("no pack folder given: pass --output DIR")
 

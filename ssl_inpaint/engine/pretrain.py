@@ -117,6 +117,7 @@ class PretrainConfig(ProbeOptions, ModelOptions, MaskOptions, SourceOptions, Dis
             "phase_scope": ("run", "epoch"),
         }
         check_choices(self, {**choices, **self.model_choices()})
+        self.resolve_split()
         self.check_precision_name()
         self.check_model()
         self._validate_other_systems()
