@@ -282,3 +282,22 @@ def test_default_augmentation_is_the_pretext_view_and_others_parse():
     assert parse_augment("none") == ()
     with pytest.raises(UserError, match="--augment takes"):
         parse_augment("flip,rotate")
+
+
+# --- the decoder's size ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("skips", ["none", "all"])
+def test_decoder_scale_sizes_the_decoder_and_leaves_the_encoder(skips):
+    widths = (8, 8, 16, 16, 32)
+    light = UNetGenerator(1, 32, widths=widths, bottleneck_channels=16, skips=skips, decoder_scale=0.5)
+    plain = UNetGenerator(1, 32, widths=widths, bottleneck_channels=16, skips=skips)
+    assert light.encoder.state_dict().keys() == plain.encoder.state_dict().keys()
+    assert all(a.shape == b.shape for a, b in zip(light.encoder.state_dict().values(), plain.encoder.state_dict().values()))
+    assert light.from_bottleneck[0].out_channels == 16 and [s[0].out_channels for s in light.up_stages] == [8, 8, 4, 4]
+    assert sum(p.numel() for p in light.parameters()) < sum(p.numel() for p in plain.parameters())
+    assert light(torch.randn(2, 2, 32, 32)).shape == (2, 1, 32, 32)
+
+
+def test_decoder_scale_is_for_the_unet_generator():
+    with pytest.raises(UserError, match="--decoder-scale sizes the decoder of --generator unet"):
+        resolve_config(PretrainConfig, {"decoder_scale": 0.5, "encoder": "timm:resnet18"}, {}).validate()

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ssl_inpaint.checkpoint import PRETRAIN_FORMAT, last_checkpoint, load_checkpoint
-from ssl_inpaint.config import at_least, MAX_SIDE, MAX_WIDTH, option
+from ssl_inpaint.config import at_least, MAX_SIDE, MAX_WIDTH, option, Range
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.models.approx_attention import ApproxAttentionGenerator
 from ssl_inpaint.models.discriminators import (
@@ -77,6 +77,14 @@ class ModelOptions:
         at_least(0, 16),
         resume=False,
     )
+    decoder_scale: float = option(
+        1.0,
+        "--generator unet: the decoder's stage widths as a multiple of the encoder's (1: the mirror of Table 1; "
+        "below 1 a lighter decoder, as MAE's, leaves more of the reconstruction to the encoder). Pretraining only: "
+        "transfer keeps the encoder.",
+        Range(1 / 16, 4),
+        resume=False,
+    )
     predict: str = option("image", "image: the generator outputs the whole image; hole: only the centre square (M3).", resume=False)
     norm: str = option("batch", "Normalisation in generator and discriminators: batch (Tables 1-2) or none.", resume=False)
     global_d: bool = option(True, "Use the global discriminator.", resume=False)
@@ -131,6 +139,8 @@ class ModelOptions:
             raise UserError(f"--image-size must be a positive multiple of {stride} (2^stages of --widths {self.widths}), got {self.image_size}")
         if self.widths != ",".join(map(str, UNET_WIDTHS)) and (self.generator != "unet" or self.encoder != "unet"):
             raise UserError("--widths sets the stages of --generator unet with --encoder unet")
+        if self.decoder_scale != 1 and (self.generator != "unet" or self.encoder != "unet"):
+            raise UserError("--decoder-scale sizes the decoder of --generator unet with --encoder unet")
         if self.sparse_stages and (self.generator != "unet" or self.encoder != "unet"):
             raise UserError("--sparse-stages applies to --generator unet with --encoder unet")
         if self.sparse_stages > len(self.unet_widths):
@@ -183,6 +193,7 @@ def make_generator(options: ModelOptions, image_channels: int) -> nn.Module:
             predict=options.predict,
             norm=options.norm,
             sparse_stages=options.sparse_stages,
+            decoder_scale=options.decoder_scale,
         )
     return create_generator(
         options.generator,

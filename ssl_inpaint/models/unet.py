@@ -235,6 +235,8 @@ class UNetGenerator(nn.Module):
     ``sparse_stages``: the encoder's first N stages see only the context (``UNetEncoder.forward_sparse``,
     SparK's sparse convolution and BatchNorm), so neither their features nor their BatchNorm
     statistics carry the zeros of the hole into transfer, where no hole exists.
+    ``decoder_scale``: every decoder stage's width is the encoder's at that size times this (MAE's
+    light decoder below 1); skips still bring the encoder's full widths.
     ``predict='hole'`` (M3, context-encoder style) decodes only the centre square of half the image
     side, one stage shallower, and pastes it into the input, so known pixels pass through unchanged.
     """
@@ -249,6 +251,7 @@ class UNetGenerator(nn.Module):
         predict: str = "image",
         norm: str = "batch",
         sparse_stages: int = 0,
+        decoder_scale: float = 1.0,
     ):
         super().__init__()
         if predict not in ("image", "hole"):
@@ -269,14 +272,19 @@ class UNetGenerator(nn.Module):
         def with_skip(channels: int, skip: int) -> int:
             return channels + (skip if with_skips else 0)
 
-        self.from_bottleneck = up_block(bottleneck_channels, widths[-1], kernel=side, stride=1, padding=0, leaky=False, norm=norm, whole_map=True)
+        def decoded(width: int) -> int:  # a decoder stage's width: the encoder's at that size, scaled
+            return max(1, round(width * decoder_scale))
+
+        self.from_bottleneck = up_block(
+            bottleneck_channels, decoded(widths[-1]), kernel=side, stride=1, padding=0, leaky=False, norm=norm, whole_map=True
+        )
         # Decoder stages go from the deepest encoder width back to the shallowest one.
         depth = len(widths) - 1 if predict == "image" else len(widths) - 2
         self.up_stages = nn.ModuleList(
-            up_block(with_skip(widths[-1 - i], widths[-1 - i]), widths[-2 - i], norm=norm) for i in range(depth)
+            up_block(with_skip(decoded(widths[-1 - i]), widths[-1 - i]), decoded(widths[-2 - i]), norm=norm) for i in range(depth)
         )
         last = widths[-1 - depth]
-        self.to_image = nn.ConvTranspose2d(with_skip(last, last), image_channels, 4, 2, 1)
+        self.to_image = nn.ConvTranspose2d(with_skip(decoded(last), last), image_channels, 4, 2, 1)
         if skips == "masked":  # one token per encoder stage, as SparK's per-scale mask embeddings
             self.mask_tokens = nn.ParameterList(nn.Parameter(torch.zeros(1, w, 1, 1)) for w in widths)
             for token in self.mask_tokens:
