@@ -56,6 +56,7 @@ lever_flags() {  # the one change each lever makes to the recipe
     decoder050) echo --decoder-scale 0.5 ;;  # every decoder stage half the encoder's width (MAE: a light decoder)
     decoder025) echo --decoder-scale 0.25 ;;
     sparse_masked) echo --sparse-stages $((SCALE + 1)) --skips masked ;;  # SparK's encoder and its decoder's masked skips together
+    sparse_decoder025) echo --sparse-stages $((SCALE + 1)) --decoder-scale 0.25 ;;  # the two least bad Imagenette levers together
     sparse_patch8) echo --patch-size $((8 * SCALE)) --sparse-stages $((SCALE + 2)) ;;  # sparse stages with twice the recipe's patch
     *) echo "error: unknown lever $1" >&2; exit 2 ;;
   esac

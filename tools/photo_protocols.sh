@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Transfer-protocol variants on real photos (issue 20). Each variant is
-# recipes/finetune_<SET>_10_per_class.yaml with one change, applied to the pretrained encoder and
+# recipes/finetune_<SET>_10_per_class.yaml (a lin_* variant: recipes/linear_<SET>_10_per_class.yaml)
+# with one change, applied to the pretrained encoder and
 # to both baselines of its architecture (random, datadep), 3 seeds each, so every init gets the same
 # protocol and the same tuning budget.
 #   bash tools/photo_protocols.sh PHOTOS PRETEXT [PRETEXT ...]
@@ -10,7 +11,8 @@
 # Env: SET (cifar10, default, or imagenette: PHOTOS/SET and its recipe; imagenette's results go to
 # RUN/photo_levers/imagenette_ft<LABELS>), PROTOCOL_VARIANTS (default: pooled multi), LABELS (labels per
 # class, default 10; 100 runs half the epochs, as the study does), SEEDS (default 0,1,2).
-# Time on 2 CPU cores, per variant and pretext (9 runs): about 1.5 min at 10 labels per class, 6 at 100.
+# Time on 2 CPU cores, per variant and pretext (9 runs): about 1.5 min at 10 labels per class, 6 at 100;
+# the two lin_* variants on Imagenette at 64 px, 2 min together.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
@@ -22,6 +24,7 @@ SSL=${SSL:-.venv/bin/ssl}
 source tools/study_lib.sh
 RUN=${RUN_DIR:-runs}/photo_levers
 FT=recipes/finetune_${SET}_10_per_class.yaml
+LIN=recipes/linear_${SET}_10_per_class.yaml
 [ -f "$FT" ] || { echo "error: SET must be cifar10 or imagenette (no $FT)" >&2; exit 2; }
 VARIANTS=${PROTOCOL_VARIANTS:-pooled multi}
 LABELS=${LABELS:-10}
@@ -46,13 +49,21 @@ variant_flags() {  # one protocol change each; the epochs of the long ones are m
     pooled_rescaled_lpft) echo --features pooled --weight-scale init --epochs $((2 * EPOCHS)) --head-warmup-epochs "$EPOCHS" --eval-every $((2 * EPOCHS)) ;;
     pooled_rescaled_no_decay) echo --features pooled --weight-scale init --layer-decay 1 ;;
     pooled_pad_crop_lpft) echo --features pooled --augment pad_crop,flip --epochs $((2 * EPOCHS)) --head-warmup-epochs "$EPOCHS" --eval-every $((2 * EPOCHS)) ;;
+    # Linear probes (the linear recipe, its own epochs): as it is, and on BatchNorm statistics re-estimated
+    # on clean photos first, as the fine-tuning recipe does (the pretext's come from holed inputs).
+    lin_pooled) ;;
+    lin_bn_clean) echo --bn-stats clean ;;
     *) echo "error: unknown protocol variant $1" >&2; exit 2 ;;
   esac
 }
-transfer() {  # protocol name, init, pretext run, flags...
-  local prefix=$1 init=$2 ckpt=$3; shift 3
-  finetune_inits "$OUT" "$prefix" "$FT" "$ckpt" "$SEEDS" "$init" --data "$DATA" --labels-per-class "$LABELS" \
-    --epochs "$EPOCHS" --eval-every "$EPOCHS" "$@"
+transfer() {  # protocol name, init, pretext run, variant, flags...
+  local prefix=$1 init=$2 ckpt=$3 variant=$4; shift 4
+  if [[ $variant == lin_* ]]; then  # the linear recipe keeps its own epochs
+    finetune_inits "$OUT" "$prefix" "$LIN" "$ckpt" "$SEEDS" "$init" --data "$DATA" --labels-per-class "$LABELS" "$@"
+  else
+    finetune_inits "$OUT" "$prefix" "$FT" "$ckpt" "$SEEDS" "$init" --data "$DATA" --labels-per-class "$LABELS" \
+      --epochs "$EPOCHS" --eval-every "$EPOCHS" "$@"
+  fi
 }
 for pretext in "$@"; do
   if [ -d "$pretext" ]; then run=$pretext; else run=$RUN/$pretext; fi
@@ -61,8 +72,9 @@ for pretext in "$@"; do
   arch=$(.venv/bin/python -c "import sys,yaml; c=yaml.safe_load(open(sys.argv[1])); print('_'.join(str(c.get(k) or d).replace(',', '-') for k, d in (('widths', '64,64,128,256,512'), ('bottleneck_channels', ''), ('image_size', ''))))" "$run/config.yaml")
   for variant in $VARIANTS; do
     flags=$(variant_flags "$variant")
-    transfer "ft${LABELS}${variant}_$lever" pretrained "$run" $flags
-    for init in random datadep; do transfer "ft${LABELS}${variant}_${init}_$arch" "$init" "$run" $flags; done
+    name=$([[ $variant == lin_* ]] && echo "lin${LABELS}${variant#lin_}" || echo "ft${LABELS}${variant}")
+    transfer "${name}_$lever" pretrained "$run" "$variant" $flags
+    for init in random datadep; do transfer "${name}_${init}_$arch" "$init" "$run" "$variant" $flags; done
   done
 done
 $SSL compare "$OUT" --output "$RUN/compare_$SUFFIX.md" --logdir "$RUN/compare_$SUFFIX"
