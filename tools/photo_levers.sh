@@ -9,8 +9,8 @@
 # (the levers' sizes in proportion), scored on its val photos.
 #   bash tools/photo_levers.sh PHOTOS [LEVER ...]     PHOTOS holds cifar10/{train,test}/<class>/
 #   SET=imagenette bash tools/photo_levers.sh PHOTOS [LEVER ...]   PHOTOS holds imagenette/{train,val}/
-# About 4 minutes a lever on 2 CPU cores for CIFAR-10 (2.5 of pretext, 1.5 of transfer), about 12 for
-# Imagenette (8 of pretext).
+# On 2 quiet CPU cores: 4-8 minutes a lever for CIFAR-10 (3-7 of pretext), 5-9 for Imagenette (3-7 of
+# pretext), plus about 5 for each architecture's baselines the first time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
