@@ -91,7 +91,7 @@ class SourceOptions:
 
     dataset: str = option("coco", f"Dataset kind: {DATASETS.choices()}.", resume=False)
     data: str = option("", "Dataset root (COCO root, VOCdevkit, image folder, Fashion-MNIST files, CIFAR-10's official batches, a folder written by ssl pack).", resume=False)
-    split: str = option("", "Split (empty: the dataset's own training split, COCO train2017, every other kind train; COCO val2017, VOC val, Fashion-MNIST and CIFAR-10 test; a folder reads every image under --data).", resume=False)
+    split: str = option("", "Split (empty: the dataset's own training split, COCO train2017, every other kind train; e.g. COCO val2017, VOC val, Fashion-MNIST and CIFAR-10 test; a folder reads every image under --data).", resume=False)
     year: str = option("2012", "VOC year (with --dataset voc).", resume=False)
     strict: bool = option(False, "Stop on an unreadable image instead of skipping it.", resume=True)
 
