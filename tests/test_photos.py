@@ -284,11 +284,12 @@ def test_the_pretext_split_defaults_to_the_datasets_own_training_split_and_the_f
 
 
 @pytest.mark.slow
-def test_photo_recipes_run_end_to_end_on_generated_cifar10(tmp_path):
+@pytest.mark.parametrize("pretext_recipe", ["pretrain_cifar10", "pretrain_cifar10_light_decoder"])
+def test_photo_recipes_run_end_to_end_on_generated_cifar10(tmp_path, pretext_recipe):
     write_cifar_binary(tmp_path / "cifar", per_file=20)
     data = tmp_path / "cifar"
     out = tmp_path / "runs"
-    run_ssl("pretrain", "--recipe", "recipes/pretrain_cifar10.yaml", "--dataset", "cifar10", "--data", data,
+    run_ssl("pretrain", "--recipe", f"recipes/{pretext_recipe}.yaml", "--dataset", "cifar10", "--data", data,
             "--probe-data", data, "--probe-dataset", "cifar10", "--probe-images", "20", "--max-steps", "2", "--batch-size", "8",
             "--val-images", "4", "--warmup-steps", "1", "--probe-every", "2", "--crop-scale", "0.35", "--sparse-stages", "2",
             "--output-dir", out, "--name", "pre")

@@ -70,7 +70,9 @@ pretext() {  # lever name: the recipe with that lever, at the lever length
     --probe-every $((STEPS / 3)) --save-every-steps 0 --sample-every "$STEPS" $flags
 }
 transfer() {  # protocol name, recipe, init, pretext run: seeds 0-2 (finished ones are kept)
-  finetune_inits "$OUT/ft" "$1" "$2" "$4" 0,1,2 "$3" --data "$DATA"
+  # --weight-scale loaded: the levers were screened (docs/photos.md) with the fine-tuning recipe as it
+  # was before it adopted --weight-scale init; kept so every lever keeps the same protocol.
+  finetune_inits "$OUT/ft" "$1" "$2" "$4" 0,1,2 "$3" --data "$DATA" --weight-scale loaded
 }
 
 LEVERS=${*:-ref crop035 stages4 patch8 ratio050 norm_pix}

@@ -33,22 +33,23 @@ SUFFIX=$([ "$SET" = cifar10 ] || echo "${SET}_")ft$([ "$LABELS" = 10 ] && [ "$SE
 OUT=$RUN/$SUFFIX
 EPOCHS=$([ "$LABELS" -ge 100 ] && echo 15 || echo 30)  # the recipe's 30 epochs at 10 per class; 15 at 100, as the study
 
+LOADED="--weight-scale loaded"  # the variants are changes to the recipe as it was before it adopted --weight-scale init
 variant_flags() {  # one protocol change each; the epochs of the long ones are multiples of the budget's EPOCHS
   case $1 in
-    pooled) echo --features pooled ;;
-    multi) echo --features multi ;;
-    pooled_pad_crop) echo --features pooled --augment pad_crop,flip ;;
-    pooled_no_decay) echo --features pooled --layer-decay 1 ;;
+    pooled) echo --features pooled $LOADED ;;
+    multi) echo --features multi $LOADED ;;
+    pooled_pad_crop) echo --features pooled --augment pad_crop,flip $LOADED ;;
+    pooled_no_decay) echo --features pooled --layer-decay 1 $LOADED ;;
     # LP-FT (Kumar et al. 2022): the head first learns on the frozen encoder, then every layer, so the
     # first full-network steps do not start from a random head's gradients.
-    pooled_lpft) echo --features pooled --epochs $((2 * EPOCHS)) --head-warmup-epochs "$EPOCHS" --eval-every $((2 * EPOCHS)) ;;
-    pooled_long_cosine) echo --features pooled --epochs $((3 * EPOCHS)) --lr-schedule cosine --eval-every $((3 * EPOCHS)) ;;
+    pooled_lpft) echo --features pooled --epochs $((2 * EPOCHS)) --head-warmup-epochs "$EPOCHS" --eval-every $((2 * EPOCHS)) $LOADED ;;
+    pooled_long_cosine) echo --features pooled --epochs $((3 * EPOCHS)) --lr-schedule cosine --eval-every $((3 * EPOCHS)) $LOADED ;;
     # Every conv feeding a BatchNorm rescaled to PyTorch's init norm first (--weight-scale init): no output
     # changes, but the pretext's 4-7x larger deep convs no longer take 16-50x smaller effective SGD steps.
     pooled_rescaled) echo --features pooled --weight-scale init ;;
     pooled_rescaled_lpft) echo --features pooled --weight-scale init --epochs $((2 * EPOCHS)) --head-warmup-epochs "$EPOCHS" --eval-every $((2 * EPOCHS)) ;;
     pooled_rescaled_no_decay) echo --features pooled --weight-scale init --layer-decay 1 ;;
-    pooled_pad_crop_lpft) echo --features pooled --augment pad_crop,flip --epochs $((2 * EPOCHS)) --head-warmup-epochs "$EPOCHS" --eval-every $((2 * EPOCHS)) ;;
+    pooled_pad_crop_lpft) echo --features pooled --augment pad_crop,flip --epochs $((2 * EPOCHS)) --head-warmup-epochs "$EPOCHS" --eval-every $((2 * EPOCHS)) $LOADED ;;
     # Linear probes (the linear recipe, its own epochs): as it is, and on BatchNorm statistics re-estimated
     # on clean photos first, as the fine-tuning recipe does (the pretext's come from holed inputs).
     lin_pooled) ;;
