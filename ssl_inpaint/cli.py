@@ -17,13 +17,18 @@ from typing import Any, Callable, List, Optional
 
 from ssl_inpaint.config import MAX_WIDTH, at_least, check_range, typer_command
 from ssl_inpaint.engine.compare import run_compare
-from ssl_inpaint.engine.evaluate import EvaluateConfig, run_evaluate
+from ssl_inpaint.engine.evaluate import run_evaluate
 from ssl_inpaint.engine.export import run_export
-from ssl_inpaint.engine.finetune import FinetuneConfig, run_finetune
+from ssl_inpaint.engine.finetune import run_finetune
 from ssl_inpaint.engine.inpaint import run_inpaint
-from ssl_inpaint.engine.pack import PackConfig, run_pack
-from ssl_inpaint.engine.pixelcnn import PixelCNNConfig, run_pixelcnn
-from ssl_inpaint.engine.pretrain import PretrainConfig, run_pretrain
+from ssl_inpaint.engine.pack import run_pack
+from ssl_inpaint.engine.pixelcnn import run_pixelcnn
+from ssl_inpaint.engine.pretrain import run_pretrain
+from ssl_inpaint.options.evaluate import EvaluateConfig
+from ssl_inpaint.options.finetune import FinetuneConfig
+from ssl_inpaint.options.pack import PackConfig
+from ssl_inpaint.options.pixelcnn import PixelCNNConfig
+from ssl_inpaint.options.pretrain import PretrainConfig
 from ssl_inpaint.distributed import joined_a_group
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.plugins import load_plugins

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from ssl_inpaint.cli import app
 from ssl_inpaint.config import load_recipe, resolve_config
-from ssl_inpaint.engine.pretrain import PretrainConfig
+from ssl_inpaint.options.pretrain import PretrainConfig
 from ssl_inpaint.errors import UserError
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -48,7 +48,7 @@ def test_help_documents_every_option():
 
 
 def test_one_resume_policy_names_each_changed_setting(tmp_path):
-    from ssl_inpaint.engine.finetune import FinetuneConfig
+    from ssl_inpaint.options.finetune import FinetuneConfig
     from ssl_inpaint.runs import changed_settings, refuse_changes
 
     saved = dataclasses.asdict(FinetuneConfig())

@@ -75,7 +75,7 @@ def test_probe_data_gives_labels_to_an_unlabelled_pretext(tiny_data, tmp_path):
 
 def test_probe_images_must_have_the_pretext_channels(tiny_data, tmp_path):
     from ssl_inpaint.config import resolve_config
-    from ssl_inpaint.engine.pretrain import PretrainConfig
+    from ssl_inpaint.options.pretrain import PretrainConfig
     from ssl_inpaint.probe import make_probe
     from ssl_inpaint.errors import UserError
 

@@ -105,7 +105,7 @@ def test_local_crop_is_centred_on_the_hole_and_stays_inside():
 def test_generator_initialisation_does_not_depend_on_the_discriminators():
     """Recorded results of a seed stay rerunnable: the generator takes the first random numbers."""
     from ssl_inpaint.runtime import seed_everything
-    from ssl_inpaint.engine.pretrain import PretrainConfig
+    from ssl_inpaint.options.pretrain import PretrainConfig
     from ssl_inpaint.models import make_models
 
     weights = []

@@ -10,11 +10,11 @@ import dataclasses
 import pytest
 
 from ssl_inpaint.config import fields_deciding, option, undecided_fields
-from ssl_inpaint.engine.finetune import FinetuneConfig, protocol_settings
-from ssl_inpaint.engine.pixelcnn import PixelCNNConfig
-from ssl_inpaint.engine.pixelcnn import RESUMABLE as PIXELCNN_RESUMABLE
-from ssl_inpaint.engine.pretrain import PretrainConfig
-from ssl_inpaint.engine.pretrain import RESUMABLE as PRETRAIN_RESUMABLE
+from ssl_inpaint.options.finetune import FinetuneConfig, protocol_settings
+from ssl_inpaint.options.pixelcnn import PixelCNNConfig
+from ssl_inpaint.options.pixelcnn import RESUMABLE as PIXELCNN_RESUMABLE
+from ssl_inpaint.options.pretrain import PretrainConfig
+from ssl_inpaint.options.pretrain import RESUMABLE as PRETRAIN_RESUMABLE
 
 
 @pytest.mark.parametrize("config", [PretrainConfig, PixelCNNConfig], ids=lambda c: c.__name__)

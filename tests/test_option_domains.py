@@ -13,11 +13,11 @@ import pytest
 
 from ssl_inpaint.cli import PLAIN_RANGES, app, main
 from ssl_inpaint.config import MAX_SEED, Range
-from ssl_inpaint.engine.evaluate import EvaluateConfig
-from ssl_inpaint.engine.finetune import FinetuneConfig
-from ssl_inpaint.engine.pack import PackConfig
-from ssl_inpaint.engine.pixelcnn import PixelCNNConfig
-from ssl_inpaint.engine.pretrain import PretrainConfig
+from ssl_inpaint.options.evaluate import EvaluateConfig
+from ssl_inpaint.options.finetune import FinetuneConfig
+from ssl_inpaint.options.pack import PackConfig
+from ssl_inpaint.options.pixelcnn import PixelCNNConfig
+from ssl_inpaint.options.pretrain import PretrainConfig
 
 COMMANDS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "evaluate": EvaluateConfig, "pixelcnn": PixelCNNConfig,
             "pack": PackConfig}

@@ -16,11 +16,8 @@ from ssl_inpaint.config import resolve_config
 from ssl_inpaint import runtime
 from ssl_inpaint.runs import RunLogger
 from ssl_inpaint.models import make_models
-from ssl_inpaint.engine.pretrain import (
-    PretrainConfig,
-    make_optimizers,
-    to_device,
-)
+from ssl_inpaint.engine.pretrain import make_optimizers, to_device
+from ssl_inpaint.options.pretrain import PretrainConfig
 from ssl_inpaint.gan_step import train_step
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.losses import LossWeights
@@ -233,7 +230,8 @@ def test_bench_times_the_engine_step_with_every_loss_term(capsys):
     norm-pix terms included), never a copy; the plain loop names what it lacks."""
     import importlib.util
 
-    from ssl_inpaint.engine.pretrain import PretrainConfig, loss_weights
+    from ssl_inpaint.engine.pretrain import loss_weights
+    from ssl_inpaint.options.pretrain import PretrainConfig
 
     spec = importlib.util.spec_from_file_location("bench", REPO / "tools" / "bench.py")
     bench = importlib.util.module_from_spec(spec)

@@ -19,8 +19,8 @@ from ssl_inpaint.data.cifar10 import BINARY_FILES, Cifar10Source, read_binary_ba
 from ssl_inpaint.data.datasets import create_classification_dataset, create_source
 from ssl_inpaint.data.transforms import resized_crop_box, scaled_crop
 from ssl_inpaint.engine.compare import collect, dataset_labels, find_runs, markdown_table
-from ssl_inpaint.engine.finetune import FinetuneConfig
-from ssl_inpaint.engine.pretrain import PretrainConfig
+from ssl_inpaint.options.finetune import FinetuneConfig
+from ssl_inpaint.options.pretrain import PretrainConfig
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.masks import RandomPatches
 from ssl_inpaint.masks.pretext import PretextDataset

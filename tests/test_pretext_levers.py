@@ -11,8 +11,9 @@ import torch
 from ssl_inpaint.config import resolve_config
 from ssl_inpaint.data.classification import classification_transform, parse_augment
 from ssl_inpaint.data.transforms import image_transform
-from ssl_inpaint.engine.finetune import FinetuneConfig, layerwise_param_groups, set_encoder_frozen
-from ssl_inpaint.engine.pretrain import PretrainConfig
+from ssl_inpaint.engine.finetune import layerwise_param_groups, set_encoder_frozen
+from ssl_inpaint.options.finetune import FinetuneConfig
+from ssl_inpaint.options.pretrain import PretrainConfig
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.losses import LossWeights, generator_loss, patch_normalised_weight
 from ssl_inpaint.masks import MaskOptions, RandomPatches, mask_seed

@@ -5,7 +5,8 @@ import torch
 import torchvision
 
 from ssl_inpaint.config import resolve_config
-from ssl_inpaint.engine.pretrain import PretrainConfig, phase_for
+from ssl_inpaint.engine.pretrain import phase_for
+from ssl_inpaint.options.pretrain import PretrainConfig
 from ssl_inpaint.gan_step import Optimizers, train_step
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.losses import LossWeights, feature_losses, generator_loss

@@ -16,7 +16,8 @@ from ssl_inpaint.data.classification import (
     voc_classification,
 )
 from ssl_inpaint.engine.compare import collect, find_runs
-from ssl_inpaint.engine.finetune import FinetuneConfig, build_classifier
+from ssl_inpaint.engine.finetune import build_classifier
+from ssl_inpaint.options.finetune import FinetuneConfig
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.metrics import mean_average_precision, voc_average_precision
 from tests.helpers import run_ssl

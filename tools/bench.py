@@ -50,8 +50,8 @@ from ssl_inpaint.data import create_source  # noqa: E402
 from ssl_inpaint.data.packed import pack_images  # noqa: E402
 from ssl_inpaint.distributed import Distributed  # noqa: E402
 from ssl_inpaint.models import make_discriminators, make_generator, make_models
+from ssl_inpaint.options.pretrain import PretrainConfig  # noqa: E402
 from ssl_inpaint.engine.pretrain import (  # noqa: E402
-    PretrainConfig,
     loss_weights as engine_loss_weights,
     make_optimizers,
     place_models,

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ssl_inpaint.config import load_recipe, resolve_config  # noqa: E402
 from ssl_inpaint.data.sources import read_image  # noqa: E402
 from ssl_inpaint.data.transforms import resized  # noqa: E402
-from ssl_inpaint.engine.pretrain import PretrainConfig  # noqa: E402
+from ssl_inpaint.options.pretrain import PretrainConfig  # noqa: E402
 from ssl_inpaint.models import make_generator  # noqa: E402
 
 COCO_TRAIN = 118_287

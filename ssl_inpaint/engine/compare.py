@@ -89,7 +89,7 @@ def protocol_key(result: TransferResult) -> str:
 @functools.lru_cache(maxsize=1)
 def protocol_defaults() -> dict:  # callers copy it (``{**defaults, ...}``), never change it
     """The default of every protocol setting ssl finetune records today."""
-    from ssl_inpaint.engine.finetune import FinetuneConfig, protocol_settings
+    from ssl_inpaint.options.finetune import FinetuneConfig, protocol_settings
 
     return protocol_settings(FinetuneConfig())
 

@@ -20,8 +20,8 @@ from torchvision.utils import make_grid
 
 from ssl_inpaint.checkpoint import PIXELCNN_FORMAT, last_checkpoint, load_checkpoint
 from ssl_inpaint.storage import save_atomic, save_png_atomic
-from ssl_inpaint.config import at_least, check_choices, fields_deciding, MAX_WIDTH, option, positive, Range, RunOptions, RuntimeOptions, save_config
-from ssl_inpaint.data import DATASETS, SourceOptions, SubsetSource, create_source
+from ssl_inpaint.config import save_config
+from ssl_inpaint.data import SubsetSource, create_source
 from ssl_inpaint.masks import PretextDataset
 from ssl_inpaint.distributed import select_device
 from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, refuse_lost_checkpoint, refuse_without_resume, run_folder_lock, stop_if_not_finite
@@ -32,34 +32,7 @@ from ssl_inpaint.models.pixelcnn import mixture_log_prob
 from ssl_inpaint.masks import create_mask_generator
 from ssl_inpaint.metrics import to_unit
 from ssl_inpaint.models.pixelcnn import PixelCNNPP, quantize, sample_lower_half
-
-
-@dataclass
-class PixelCNNConfig(SourceOptions, RuntimeOptions, RunOptions):
-    dataset: str = option("folder", f"Dataset kind: {DATASETS.choices()}.", resume=False)
-    split: str = option("train", "Split to train on.", resume=False)
-    val_images: int = option(16, "Held-out images for validation bits/dim and samples.", at_least(1, 4096), resume=False)
-    image_size: int = option(32, "Image side in pixels (a multiple of 4; seed 002: 32).", at_least(4, 1024), resume=False)
-    filters: int = option(160, "Channels of every convolution.", at_least(1, MAX_WIDTH), resume=False)
-    blocks: int = option(5, "Gated ResNet blocks per stage.", at_least(1, 64), resume=False)
-    components: int = option(10, "Logistic mixture components per pixel.", at_least(1, 256), resume=False)
-    dropout: float = option(0.5, "Dropout inside the gated ResNet blocks.", Range(0, 1, high_open=True), resume=False)
-    batch_size: int = option(12, "Images per step.", at_least(1, MAX_WIDTH), resume=False)
-    epochs: int = option(1, "Passes over the training images.", at_least(1), resume=True)
-    max_steps: int = option(0, "Stop after this many steps (0: run all epochs).", at_least(0), resume=True)
-    lr: float = option(1e-3, "Adam learning rate.", positive(10), resume=False)
-    lr_decay: float = option(0.999995, "Learning rate multiplied by this after every step.", positive(1), resume=False)
-    log_every: int = option(10, "Log the training bits/dim every N steps.", at_least(1), resume=True)
-    sample_every: int = option(1000, "Validation bits/dim and sampled lower halves every N steps (and at the end).", at_least(1), resume=True)
-    sample_images: int = option(4, "Validation images whose lower half is sampled (one forward pass per pixel each time).", at_least(1, 4096), resume=False)
-    resume: bool = option(True, "Continue from checkpoints/last.pt (saved at the end, or when a signal stops the run); --no-resume refuses to touch it.", resume=True)
-
-    def validate(self) -> None:
-        check_choices(self, {"dataset": DATASETS.names()})
-        if self.image_size % 4:
-            raise UserError(f"--image-size must be a multiple of 4, got {self.image_size}")
-        if self.sample_images > self.val_images:
-            raise UserError("--sample-images cannot exceed --val-images")
+from ssl_inpaint.options.pixelcnn import PixelCNNConfig, RESUMABLE
 
 
 def lower_half_nll(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -102,11 +75,6 @@ def run_pixelcnn(config: PixelCNNConfig) -> Path:
     """Train PixelCNN++ on the lower halves of ``config``'s images; returns the run folder."""
     with run_folder_lock(Path(config.output_dir) / config.name, "pixelcnn"):
         return _run_pixelcnn(config)
-
-
-# What a resumed ssl pixelcnn run may change (each option's ``resume`` decision): how long it runs, how
-# often it logs, where and on what.
-RESUMABLE = fields_deciding(PixelCNNConfig, "resume")
 
 
 @dataclass
