@@ -248,6 +248,28 @@ def test_resume_refuses_other_data(tiny_data, trained, tmp_path, monkeypatch, ca
 
 
 @pytest.mark.slow
+def test_a_folder_run_resumes_with_another_split_which_it_never_read(tiny_data, tmp_path, monkeypatch, capsys):
+    args = [*PRETRAIN, *images_arg(tiny_data), "--output-dir", tmp_path, "--name", "r"]
+    assert run_cli(monkeypatch, capsys, *args, "--split", "train2017")[0] == 0  # as a run saved before the kind's own default
+    code, err = run_cli(monkeypatch, capsys, *args[:-2], "--name", "r", "--max-steps", "2")
+    assert code == 0, err
+    import yaml
+
+    assert {"step": 1, "key": "split", "old": "train2017", "new": "train"} in yaml.safe_load((tmp_path / "r" / "resume_changes.yaml").read_text())
+
+
+@pytest.mark.slow
+def test_a_kind_that_reads_its_split_refuses_another_on_resume(tiny_data, tmp_path, monkeypatch, capsys):
+    from ssl_inpaint.data import DATASETS
+
+    assert DATASETS.get("coco").reads_split and not DATASETS.get("folder").reads_split
+    args = [*PRETRAIN, "--dataset", "coco", "--data", tiny_data / "coco", "--output-dir", tmp_path, "--name", "r"]
+    assert run_cli(monkeypatch, capsys, *args)[0] == 0
+    assert_refused(monkeypatch, capsys, "--split 'train2017' -> 'val2017'", *args[:-2], "--name", "r", "--max-steps", "2",
+                   "--split", "val2017", keep=(tmp_path,))
+
+
+@pytest.mark.slow
 def test_resume_records_the_changes_it_accepts(tiny_data, tmp_path, monkeypatch, capsys):
     args = [*PRETRAIN, *images_arg(tiny_data), "--output-dir", tmp_path, "--name", "r"]
     assert run_cli(monkeypatch, capsys, *args)[0] == 0

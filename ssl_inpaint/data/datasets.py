@@ -39,6 +39,7 @@ class DatasetKind:
     transfer_splits: tuple[str, str] = ("train", "test")  # ``ssl finetune``'s (training, evaluation) splits when not given
     pretext_split: str = "train"  # ``ssl pretrain`` and ``ssl pack``'s split when --split is not given
     packable: bool = True  # ``ssl pack`` can decode it into a pack
+    reads_split: bool = True  # its image reader uses --split (a folder reads its whole tree)
     objects: bool = False  # its images carry object masks (``--mask coco_object``)
 
 
@@ -61,7 +62,7 @@ DATASETS.add("voc", DatasetKind(
 DATASETS.add("folder", DatasetKind(
     lambda root, split, year: folder_source(root),
     lambda root, split, year, labels: folder_classification(root, split),
-    probe_splits=("train", "val"),
+    probe_splits=("train", "val"), reads_split=False,
 ))
 DATASETS.add("fashion_mnist", DatasetKind(
     lambda root, split, year: FashionMnistSource(root, split),

@@ -26,7 +26,7 @@ from torchvision.utils import make_grid
 from ssl_inpaint.checkpoint import ENCODER_FORMAT, PRETRAIN_FORMAT, last_checkpoint, load_checkpoint
 from ssl_inpaint.storage import save_atomic, save_png_atomic, write_text_atomic
 from ssl_inpaint.config import save_config
-from ssl_inpaint.data import ImageSource, SubsetSource, create_source
+from ssl_inpaint.data import DATASETS, ImageSource, SubsetSource, create_source
 from ssl_inpaint.data.transforms import UNREADABLE
 from ssl_inpaint.distributed import (
     Distributed,
@@ -212,7 +212,10 @@ def load_resume_state(config: PretrainConfig, path: Path, global_batch: int) -> 
     every other change, naming each key."""
     state = load_checkpoint(path, PRETRAIN_FORMAT)
     differing = changed_settings(PretrainConfig.saved_values(state["config"]), config)
-    refuse_changes(path, differing, RESUMABLE)
+    # --split cannot change what a run reads from a kind that ignores it (a folder run saved before the
+    # split default became the kind's own has split train2017), so resuming accepts it there.
+    ignored = () if DATASETS.get(config.dataset).reads_split else ("split",)
+    refuse_changes(path, differing, (*RESUMABLE, *ignored))
     if state.get("global_batch") != global_batch:
         raise UserError(
             f"cannot resume {path} exactly: its global batch was {state.get('global_batch')}, now {global_batch} "
