@@ -49,6 +49,13 @@ variant_flags() {  # one protocol change each; the epochs of the long ones are m
     pooled_rescaled) echo --features pooled --weight-scale init ;;
     pooled_rescaled_lpft) echo --features pooled --weight-scale init --epochs $((2 * EPOCHS)) --head-warmup-epochs "$EPOCHS" --eval-every $((2 * EPOCHS)) ;;
     pooled_rescaled_no_decay) echo --features pooled --weight-scale init --layer-decay 1 ;;
+    # Changes to today's recipe (rescaled): random erasing, which shows every init holed photos as the
+    # pretext did; stronger layer-wise decay (the early layers move less); a lower learning rate; twice
+    # the epochs on a cosine schedule.
+    pooled_rescaled_erase) echo --features pooled --weight-scale init --augment crop,flip,erase ;;
+    pooled_rescaled_decay050) echo --features pooled --weight-scale init --layer-decay 0.5 ;;
+    pooled_rescaled_lr0003) echo --features pooled --weight-scale init --lr 0.003 ;;
+    pooled_rescaled_long_cosine) echo --features pooled --weight-scale init --epochs $((2 * EPOCHS)) --lr-schedule cosine --eval-every $((2 * EPOCHS)) ;;
     pooled_pad_crop_lpft) echo --features pooled --augment pad_crop,flip --epochs $((2 * EPOCHS)) --head-warmup-epochs "$EPOCHS" --eval-every $((2 * EPOCHS)) $LOADED ;;
     # Linear probes (the linear recipe, its own epochs): as it is, and on BatchNorm statistics re-estimated
     # on clean photos first, as the fine-tuning recipe does (the pretext's come from holed inputs).
