@@ -331,3 +331,59 @@ def test_a_transfer_result_round_trips_through_its_json_in_finetunes_key_order()
         TransferResult.from_json({**data, "value": float("nan")})
     with pytest.raises(ValueError, match="not a JSON object"):
         TransferResult.from_json([data])
+
+
+# --- --mixup / --cutmix (timm's Mixup) ---------------------------------------------------------------
+
+def test_mixup_is_off_by_default_and_built_from_timm_for_single_label_data():
+    from timm.data import Mixup
+
+    from ssl_inpaint.data.classification import LabelledImages
+    from ssl_inpaint.data.sources import FileListSource
+    from ssl_inpaint.engine.finetune import make_mixup
+
+    single = LabelledImages(FileListSource([Path(f"{i}.png") for i in range(8)], "x"), np.arange(8) % 4, tuple("abcd"), False)
+    flags = {"dataset": "folder", "init": "random"}
+    assert make_mixup(resolve_config(FinetuneConfig, flags, {}), single) is None
+    mix = make_mixup(resolve_config(FinetuneConfig, flags, {"mixup": 0.8, "cutmix": 1.0}), single)
+    assert isinstance(mix, Mixup) and mix.num_classes == 4 and mix.label_smoothing == 0
+    multi = LabelledImages(single.source, np.eye(4, dtype=np.int64)[np.arange(8) % 4], tuple("abcd"), True, np.zeros((8, 4), bool))
+    with pytest.raises(UserError, match="single-label"):
+        make_mixup(resolve_config(FinetuneConfig, flags, {"mixup": 0.8}), multi)
+
+
+@pytest.mark.parametrize("flags", [{"mode": "linear", "mixup": 0.8}, {"dataset": "voc", "cutmix": 1.0}])
+def test_mixup_outside_single_label_fine_tuning_is_refused(flags):
+    with pytest.raises(UserError, match="--mixup and --cutmix"):
+        resolve_config(FinetuneConfig, {"init": "random", "dataset": "folder", **flags}, {})
+
+
+def test_a_mixed_batch_trains_on_its_mixed_labels():
+    from timm.data import Mixup
+
+    from ssl_inpaint.engine.finetune import classification_loss
+
+    np.random.seed(0)
+    images, labels = torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    mixed, soft = Mixup(mixup_alpha=0.8, label_smoothing=0.0, num_classes=3)(images.clone(), labels)
+    lam = soft[0, 0].item()  # image 0 (class 0) is mixed with image 5 (class 2)
+    assert 0 < lam < 1 and torch.allclose(mixed[0], lam * images[0] + (1 - lam) * images[5], atol=1e-6)
+    assert torch.allclose(soft.sum(1), torch.ones(6)) and soft[0, 2].item() == pytest.approx(1 - lam)
+    logits = torch.randn(6, 3)
+    expected = -(soft * torch.log_softmax(logits, 1)).sum(1).mean()
+    assert classification_loss(logits, soft, torch.zeros(6, 0, dtype=torch.bool), False).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_fine_tuning_with_mixup_and_cutmix_runs_and_records_them(tmp_path):
+    from tests.test_data import write_idx
+
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 60), ("t10k", 30)):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    run_ssl("finetune", "--dataset", "fashion_mnist", "--data", str(tmp_path), "--image-size", "32", "--init", "random", "--bottleneck-channels", "32",
+            "--labels-per-class", "3", "--epochs", "2", "--batch-size", "9", "--num-workers", "0", "--mixup", "0.8", "--cutmix", "1.0",
+            "--output-dir", str(tmp_path / "runs"), "--name", "mix")
+    metrics = json.loads((tmp_path / "runs/mix_random_s0/metrics.json").read_text())
+    assert (metrics["protocol"]["mixup"], metrics["protocol"]["cutmix"]) == (0.8, 1.0) and metrics["n_train"] == 30

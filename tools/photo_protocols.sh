@@ -55,6 +55,10 @@ variant_flags() {  # one protocol change each; the epochs of the long ones are m
     pooled_rescaled_erase) echo --features pooled --weight-scale init --augment crop,flip,erase ;;
     pooled_rescaled_decay050) echo --features pooled --weight-scale init --layer-decay 0.5 ;;
     pooled_rescaled_lr0003) echo --features pooled --weight-scale init --lr 0.003 ;;
+    # MAE's mixing of fine-tuning batches (timm's Mixup 0.8 and CutMix 1.0), and the same with twice the
+    # epochs, as mixed labels are learnt slower.
+    pooled_rescaled_mixup) echo --features pooled --weight-scale init --mixup 0.8 --cutmix 1.0 ;;
+    pooled_rescaled_mixup_long) echo --features pooled --weight-scale init --mixup 0.8 --cutmix 1.0 --epochs $((2 * EPOCHS)) --eval-every $((2 * EPOCHS)) ;;
     pooled_rescaled_long_cosine) echo --features pooled --weight-scale init --epochs $((2 * EPOCHS)) --lr-schedule cosine --eval-every $((2 * EPOCHS)) ;;
     pooled_pad_crop_lpft) echo --features pooled --augment pad_crop,flip --epochs $((2 * EPOCHS)) --head-warmup-epochs "$EPOCHS" --eval-every $((2 * EPOCHS)) $LOADED ;;
     # Linear probes (the linear recipe, its own epochs): as it is, and on BatchNorm statistics re-estimated

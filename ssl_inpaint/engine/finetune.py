@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from timm.data import Mixup
 from torch.utils.data import DataLoader
 
 from ssl_inpaint.checkpoint import FINETUNE_FORMAT, last_checkpoint, load_checkpoint
@@ -313,6 +314,7 @@ class TransferTraining:
     forward: Callable[[torch.Tensor], torch.Tensor]
     test_outputs: Callable[[], np.ndarray]
     shard: bool
+    mix: Optional[Mixup] = None  # --mixup / --cutmix: mixes each training batch and its labels
 
 
 def transfer_training(config: FinetuneConfig, model: nn.Module, train: LabelledImages, train_set, test_set, dist: Distributed) -> TransferTraining:
@@ -325,7 +327,17 @@ def transfer_training(config: FinetuneConfig, model: nn.Module, train: LabelledI
         return TransferTraining(
             features, head, list(head.parameters()), head, lambda: head(test_x.to(dist.device)).float().cpu().numpy(), False
         )
-    return TransferTraining(train_set, model, list(model.parameters()), model, lambda: predict(model, test_set, config, dist), True)
+    return TransferTraining(train_set, model, list(model.parameters()), model, lambda: predict(model, test_set, config, dist), True,
+                            make_mixup(config, train))
+
+
+def make_mixup(config: FinetuneConfig, train: LabelledImages) -> Optional[Mixup]:
+    """timm's Mixup / CutMix for --mixup / --cutmix (no label smoothing: that would be a second change)."""
+    if not config.mixes:
+        return None
+    if train.multilabel:
+        raise UserError(f"--mixup and --cutmix need single-label data; {config.dataset} {config.train_split} is multi-label: drop them")
+    return Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, label_smoothing=0.0, num_classes=len(train.classes))
 
 
 @dataclass
@@ -374,9 +386,12 @@ def transfer_epoch(config: FinetuneConfig, model: nn.Module, job: TransferTraini
         set_encoder_frozen(model, state.epoch < config.head_warmup_epochs)
     losses = []
     for inputs, target, ignore in loader:
+        inputs, target = inputs.to(dist.device), target.to(dist.device)
+        if job.mix is not None:
+            inputs, target = job.mix(inputs, target)  # target: class probabilities, which cross_entropy takes as they are
         with autocast(config.precision, dist.device):
-            logits = job.forward(inputs.to(dist.device))
-        loss = classification_loss(logits.float(), target.to(dist.device), ignore.to(dist.device), multilabel)
+            logits = job.forward(inputs)
+        loss = classification_loss(logits.float(), target, ignore.to(dist.device), multilabel)
         value = loss.item()
         stop_if_not_finite({"loss": value}, state.step + 1, last, "lower --lr")
         state.optimizer.zero_grad(set_to_none=True)
@@ -400,6 +415,10 @@ def _train_head_or_network(
     job = transfer_training(config, model, train, train_set, test_set, dist)
     world = dist.world_size if job.shard else 1
     batch_size = min(config.batch_size, len(job.inputs) // world)
+    if job.mix is not None:  # timm mixes a batch with itself reversed, in pairs
+        batch_size -= batch_size % 2
+        if batch_size < 2:
+            raise UserError(f"--mixup / --cutmix need batches of at least 2 images per process; {len(job.inputs)} training images is too few")
     sampler = ResumableSampler(job.inputs, dist, seed=config.seed) if job.shard else None
     generator = torch.Generator().manual_seed(config.seed)
     total_steps = (len(sampler) if job.shard else len(job.inputs)) // batch_size * config.epochs

@@ -55,6 +55,8 @@ class FinetuneConfig(DistributedOptions, PrecisionOptions, RuntimeOptions, RunOp
     weight_decay: float = option(5e-4, "Weight decay.", at_least(0, 10), protocol=True)
     lr_schedule: str = option("constant", "constant or cosine.", protocol=True)
     augment: str = option(DEFAULT_AUGMENT, f"finetune: training augmentations, comma-separated: {', '.join(AUGMENTATIONS)}, or none.", protocol=True)
+    mixup: float = option(0.0, "finetune: timm's Mixup: each batch's images and labels mixed in pairs with a weight drawn from Beta(a, a) (MAE's fine-tuning: 0.8); 0: off. Single-label datasets.", at_least(0, 100), protocol=True)
+    cutmix: float = option(0.0, "finetune: timm's CutMix alpha: a box of another image pasted in, the labels mixed by its area (MAE's fine-tuning: 1.0; with --mixup each batch takes one of the two); 0: off.", at_least(0, 100), protocol=True)
     bn_stats: str = option("running", "running: the encoder's BatchNorm statistics as loaded; clean: re-estimated on --bn-images clean training images first (both inits alike).", protocol=True)
     bn_images: int = option(2048, "Images of the training split (labels unused) for --bn-stats clean.", at_least(2), protocol=True)
     head_warmup_epochs: int = option(0, "finetune: the first N of --epochs train the head alone on the frozen encoder, then every layer.", at_least(0), protocol=True)
@@ -88,6 +90,8 @@ class FinetuneConfig(DistributedOptions, PrecisionOptions, RuntimeOptions, RunOp
         _ = self.augmentations  # parses --augment
         if (self.layer_decay != 1 or self.head_warmup_epochs) and self.encoder != "unet":
             raise UserError("--layer-decay and --head-warmup-epochs need the staged encoders of --encoder unet")
+        if self.mixes and (self.mode != "finetune" or self.dataset == "voc"):
+            raise UserError("--mixup and --cutmix mix training images and their single labels: use them with --mode finetune on a single-label dataset")
         if self.head_warmup_epochs >= self.epochs:
             raise UserError(f"--head-warmup-epochs ({self.head_warmup_epochs}) must be below --epochs ({self.epochs}): the network trains after the head")
         if self.init == "pretrained" and not self.checkpoint:
@@ -96,6 +100,10 @@ class FinetuneConfig(DistributedOptions, PrecisionOptions, RuntimeOptions, RunOp
             raise UserError("give either --labels-per-class or --label-fraction, not both")
         _ = self.seed_list  # parses --seeds
         _ = self.cost_grid  # parses --svm-costs
+
+    @property
+    def mixes(self) -> bool:
+        return bool(self.mixup or self.cutmix)
 
     @property
     def augmentations(self) -> tuple[str, ...]:
