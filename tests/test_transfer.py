@@ -199,14 +199,19 @@ def test_finetune_both_inits_then_compare(tiny_data, pretrain_run, tmp_path, mod
     assert (tmp_path / "cmp/table.png").is_file()
 
 
-@pytest.mark.slow
-def test_fashion_mnist_multiclass_top1(tmp_path):
+def write_tiny_fashion_mnist(folder: Path) -> None:
+    """60 training and 30 test images of noise in Fashion-MNIST's idx files, labels cycling 0-9."""
     from tests.test_data import write_idx
 
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 60), ("t10k", 30)):
-        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
-        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+
+
+@pytest.mark.slow
+def test_fashion_mnist_multiclass_top1(tmp_path):
+    write_tiny_fashion_mnist(tmp_path)
     run_ssl("finetune", "--dataset", "fashion_mnist", "--data", str(tmp_path), "--image-size", "32", "--init", "random", "--bottleneck-channels", "32",
            "--labels-per-class", "3", "--epochs", "1", "--batch-size", "10", "--num-workers", "0",
            "--output-dir", str(tmp_path / "runs"))
@@ -376,12 +381,7 @@ def test_a_mixed_batch_trains_on_its_mixed_labels():
 
 @pytest.mark.slow
 def test_fine_tuning_with_mixup_and_cutmix_runs_and_records_them(tmp_path):
-    from tests.test_data import write_idx
-
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 60), ("t10k", 30)):
-        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
-        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    write_tiny_fashion_mnist(tmp_path)
     run_ssl("finetune", "--dataset", "fashion_mnist", "--data", str(tmp_path), "--image-size", "32", "--init", "random", "--bottleneck-channels", "32",
             "--labels-per-class", "3", "--epochs", "2", "--batch-size", "9", "--num-workers", "0", "--mixup", "0.8", "--cutmix", "1.0",
             "--output-dir", str(tmp_path / "runs"), "--name", "mix")
