@@ -17,11 +17,12 @@
 # PHOTOS holds cifar10/{train,test}/<class>/ and imagenette/{train,val}/<class>/ (ImageFolder trees).
 # Time on 2 CPU cores (measured, docs/photos.md): about 20 min per pretext (their max_steps), 11-13 min
 # of transfers per dataset, the ceiling (CEILING_SEEDS, default one seed: 7.5 min on CIFAR-10, 3.5 on
-# Imagenette) and 4 min for the cross part: 1 h 20 min in all. Shorter checks: CIFAR_STEPS / IMAGENETTE_STEPS override the pretext lengths, SEEDS the
-# seeds, PRETEXT_FLAGS adds flags to both pretexts (e.g. a smaller --batch-size for a tiny set).
-# CIFAR_RECIPE / IMAGENETTE_RECIPE pick other pretext recipes (the first study's: recipes/pretrain_cifar10.yaml
-# and recipes/pretrain_imagenette_64.yaml, with FT_FLAGS="--weight-scale loaded" for its fine-tuning
-# protocol); a RUN_DIR holds one recipe per set, and naming another there is refused.
+# Imagenette) and 4 min for the cross part: 1 h 20 min in all. Shorter checks: CIFAR_STEPS /
+# IMAGENETTE_STEPS override the pretext lengths, SEEDS the seeds, PRETEXT_FLAGS adds flags to both
+# pretexts (e.g. a smaller --batch-size for a tiny set). CIFAR_RECIPE / IMAGENETTE_RECIPE pick other
+# pretext recipes (the first study's: recipes/pretrain_cifar10.yaml and recipes/pretrain_imagenette_64.yaml,
+# with FT_FLAGS="--weight-scale loaded" for its fine-tuning protocol); a RUN_DIR holds one recipe per
+# set, and naming another there is refused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
