@@ -10,7 +10,8 @@
 # RUN/photo_levers/ft<LABELS> (other budgets), each folder compared into RUN/photo_levers/compare_<folder>.md.
 # Env: SET (cifar10, default, or imagenette: PHOTOS/SET and its recipe; imagenette's results go to
 # RUN/photo_levers/imagenette_ft<LABELS>), PROTOCOL_VARIANTS (default: pooled multi), LABELS (labels per
-# class, default 10; 100 runs half the epochs, as the study does), SEEDS (default 0,1,2).
+# class, default 10; 100 runs half the epochs, as the study does), SEEDS (default 0,1,2), DATA_SEED (the
+# labelled subset, default 0; another writes to RUN/photo_levers/<folder>_data<N>).
 # Time on 2 CPU cores, per variant and pretext (9 runs): about 1.5 min at 10 labels per class, 6 at 100;
 # the two lin_* variants on Imagenette at 64 px, 2 min together.
 set -euo pipefail
@@ -29,7 +30,8 @@ LIN=recipes/linear_${SET}_10_per_class.yaml
 VARIANTS=${PROTOCOL_VARIANTS:-pooled multi}
 LABELS=${LABELS:-10}
 SEEDS=${SEEDS:-0,1,2}
-SUFFIX=$([ "$SET" = cifar10 ] || echo "${SET}_")ft$([ "$LABELS" = 10 ] && [ "$SET" = cifar10 ] || echo "$LABELS")
+DATA_SEED=${DATA_SEED:-0}  # which labelled images: another draws another subset, to confirm a protocol chosen on the first
+SUFFIX=$([ "$SET" = cifar10 ] || echo "${SET}_")ft$([ "$LABELS" = 10 ] && [ "$SET" = cifar10 ] || echo "$LABELS")$([ "$DATA_SEED" = 0 ] || echo "_data$DATA_SEED")
 OUT=$RUN/$SUFFIX
 EPOCHS=$([ "$LABELS" -ge 100 ] && echo 15 || echo 30)  # the recipe's 30 epochs at 10 per class; 15 at 100, as the study
 
@@ -71,9 +73,9 @@ variant_flags() {  # one protocol change each; the epochs of the long ones are m
 transfer() {  # protocol name, init, pretext run, variant, flags...
   local prefix=$1 init=$2 ckpt=$3 variant=$4; shift 4
   if [[ $variant == lin_* ]]; then  # the linear recipe keeps its own epochs
-    finetune_inits "$OUT" "$prefix" "$LIN" "$ckpt" "$SEEDS" "$init" --data "$DATA" --labels-per-class "$LABELS" "$@"
+    finetune_inits "$OUT" "$prefix" "$LIN" "$ckpt" "$SEEDS" "$init" --data "$DATA" --labels-per-class "$LABELS" --data-seed "$DATA_SEED" "$@"
   else
-    finetune_inits "$OUT" "$prefix" "$FT" "$ckpt" "$SEEDS" "$init" --data "$DATA" --labels-per-class "$LABELS" \
+    finetune_inits "$OUT" "$prefix" "$FT" "$ckpt" "$SEEDS" "$init" --data "$DATA" --labels-per-class "$LABELS" --data-seed "$DATA_SEED" \
       --epochs "$EPOCHS" --eval-every "$EPOCHS" "$@"
   fi
 }
