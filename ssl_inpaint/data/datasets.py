@@ -41,6 +41,7 @@ class DatasetKind:
     packable: bool = True  # ``ssl pack`` can decode it into a pack
     reads_split: bool = True  # its image reader uses --split (a folder reads its whole tree)
     objects: bool = False  # its images carry object masks (``--mask coco_object``)
+    multilabel: bool = False  # an image may carry several labels (VOC); --mixup / --cutmix need one
 
 
 DATASETS: Registry[DatasetKind] = Registry("dataset", "--dataset")
@@ -57,7 +58,7 @@ DATASETS.add("coco", DatasetKind(
 DATASETS.add("voc", DatasetKind(
     lambda root, split, year: voc_source(root, year, split),
     lambda root, split, year, labels: voc_classification(root, year, split, labels),
-    probe_splits=("train", "val"), evaluate_split="val", transfer_splits=("trainval", "test"),
+    probe_splits=("train", "val"), evaluate_split="val", transfer_splits=("trainval", "test"), multilabel=True,
 ))
 DATASETS.add("folder", DatasetKind(
     lambda root, split, year: folder_source(root),

@@ -90,7 +90,7 @@ class FinetuneConfig(DistributedOptions, PrecisionOptions, RuntimeOptions, RunOp
         _ = self.augmentations  # parses --augment
         if (self.layer_decay != 1 or self.head_warmup_epochs) and self.encoder != "unet":
             raise UserError("--layer-decay and --head-warmup-epochs need the staged encoders of --encoder unet")
-        if self.mixes and (self.mode != "finetune" or self.dataset == "voc"):
+        if self.mixes and (self.mode != "finetune" or DATASETS.get(self.dataset).multilabel):
             raise UserError("--mixup and --cutmix mix training images and their single labels: use them with --mode finetune on a single-label dataset")
         if self.head_warmup_epochs >= self.epochs:
             raise UserError(f"--head-warmup-epochs ({self.head_warmup_epochs}) must be below --epochs ({self.epochs}): the network trains after the head")
