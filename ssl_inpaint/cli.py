@@ -98,9 +98,13 @@ def compare(
     output: Path = typer.Option(Path("runs/compare/compare.md"), help="Markdown table to write (.md); its charts go beside it as NAME.png and NAME_budgets.png."),
     logdir: Path = typer.Option(Path("runs/compare"), help="TensorBoard folder for the table and bar chart."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an --output (and its charts) that ssl compare did not write."),
+    choose_by_val: bool = typer.Option(
+        False, "--choose-by-val", help="Also a table where each init takes the protocol (run prefix) with its best mean validation "
+        "score (runs of ssl finetune --val-per-class), of each dataset, mode, budget and pretrain run: best against best, chosen without the test split."
+    ),
 ) -> None:
     """Pretrained vs random init: mean ± std over seeds per dataset, mode and label budget."""
-    run_compare(runs, output, logdir, overwrite)
+    run_compare(runs, output, logdir, overwrite, choose_by_val)
 
 
 @app.command("export")

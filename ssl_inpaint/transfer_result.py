@@ -17,8 +17,9 @@ from ssl_inpaint.errors import UserError
 KEY_ORDER = (
     "dataset", "data_root", "mode", "init", "init_weights", "encoder", "budget", "labels_per_class", "label_fraction",
     "data_seed", "seed", "checkpoint", "n_train", "n_test", "world_size", "run_prefix", "protocol", "arch", "metric",
-    "value", "per_class", "svm_costs", "history",
+    "value", "val_value", "n_val", "per_class", "svm_costs", "history",
 )
+OPTIONAL = ("val_value", "per_class", "svm_costs", "protocol")  # written only when present
 REQUIRED = ("dataset", "mode", "init", "budget", "seed", "metric", "value")
 
 
@@ -46,13 +47,15 @@ class TransferResult:
     run_prefix: str = ""  # the --name that the runs of one command share
     protocol: Optional[dict[str, Any]] = None  # every protocol setting (config.option protocol=True); None: an older run
     arch: dict[str, Any] = field(default_factory=dict)  # the encoder's architecture
+    val_value: Optional[float] = None  # the same metric on the held-out training images of --val-per-class (None: not asked)
+    n_val: int = 0
     per_class: Optional[dict[str, float]] = None  # AP per class (multi-label data)
     svm_costs: Optional[dict[str, float]] = None  # the cost chosen per class (--mode svm)
     history: list[dict[str, Any]] = field(default_factory=list)  # the learning curve
 
     def to_json(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
-        return {key: values[key] for key in KEY_ORDER if not (key in ("per_class", "svm_costs", "protocol") and values[key] is None)}
+        return {key: values[key] for key in KEY_ORDER if not (key in OPTIONAL and values[key] is None) and not (key == "n_val" and not values[key])}
 
     @property
     def dataset_identity(self) -> tuple[str, str]:
@@ -73,7 +76,10 @@ class TransferResult:
         value = float(result.value)
         if not math.isfinite(value):
             raise ValueError(f"its value is {value}: no score to compare")
-        return dataclasses.replace(result, seed=int(result.seed), value=value)
+        val_value = None if result.val_value is None else float(result.val_value)
+        if val_value is not None and not math.isfinite(val_value):
+            raise ValueError(f"its val_value is {val_value}: no validation score to choose by")
+        return dataclasses.replace(result, seed=int(result.seed), value=value, val_value=val_value)
 
     @classmethod
     def read(cls, run: Path) -> "TransferResult":

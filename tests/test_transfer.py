@@ -324,18 +324,21 @@ def test_a_transfer_result_round_trips_through_its_json_in_finetunes_key_order()
     from ssl_inpaint.transfer_result import KEY_ORDER, TransferResult
 
     result = TransferResult("voc", "svm", "pretrained", "all", 2, "mAP", 0.5, checkpoint="runs/pre", protocol={"lr": 0.1},
-                            arch={"arch": "unet"}, per_class={"cat": 0.5}, svm_costs={"cat": 1.0}, history=[{"epoch": 1}])
+                            arch={"arch": "unet"}, per_class={"cat": 0.5}, svm_costs={"cat": 1.0}, history=[{"epoch": 1}],
+                            val_value=0.4, n_val=20)
     data = result.to_json()
     assert list(data) == list(KEY_ORDER)
     assert TransferResult.from_json({**data, "a_key_from_a_later_version": 1}) == result
     top1 = TransferResult("folder", "linear", "random", "all", 0, "top1", 0.25)
-    assert "per_class" not in top1.to_json() and "svm_costs" not in top1.to_json() and "protocol" not in top1.to_json()
+    assert not {"per_class", "svm_costs", "protocol", "val_value", "n_val"} & set(top1.to_json())
     with pytest.raises(KeyError, match="value"):
         TransferResult.from_json({k: v for k, v in data.items() if k != "value"})
     with pytest.raises(ValueError, match="nan"):
         TransferResult.from_json({**data, "value": float("nan")})
     with pytest.raises(ValueError, match="not a JSON object"):
         TransferResult.from_json([data])
+    with pytest.raises(ValueError, match="val_value is inf"):
+        TransferResult.from_json({**data, "val_value": float("inf")})
 
 
 # --- --mixup / --cutmix (timm's Mixup) ---------------------------------------------------------------
@@ -387,3 +390,66 @@ def test_fine_tuning_with_mixup_and_cutmix_runs_and_records_them(tmp_path):
             "--output-dir", str(tmp_path / "runs"), "--name", "mix")
     metrics = json.loads((tmp_path / "runs/mix_random_s0/metrics.json").read_text())
     assert (metrics["protocol"]["mixup"], metrics["protocol"]["cutmix"]) == (0.8, 1.0) and metrics["n_train"] == 30
+
+
+# --- --val-per-class and ssl compare --choose-by-val ------------------------------------------------
+
+
+def test_validation_images_are_held_out_of_the_labelled_ones_per_class_and_deterministic():
+    from ssl_inpaint.data.classification import LabelledImages, validation_subset
+    from ssl_inpaint.data.sources import FileListSource
+
+    targets = np.repeat(np.arange(4), 12)
+    labelled = LabelledImages(FileListSource([Path(f"{i}.png") for i in range(48)], "x"), targets, tuple("abcd"), False)
+    chosen = label_budget(labelled, data_seed=1, per_class=5)
+    val = validation_subset(labelled, chosen, data_seed=1, per_class=7)
+    assert not set(val) & set(chosen) and np.bincount(targets[val]).tolist() == [7, 7, 7, 7]
+    assert np.array_equal(val, validation_subset(labelled, chosen, data_seed=1, per_class=7))
+    with pytest.raises(UserError, match=r"--val-per-class 8: class 'a' of x has only 7 training images besides the 20 labelled"):
+        validation_subset(labelled, chosen, data_seed=1, per_class=8)
+    with pytest.raises(UserError, match="--val-per-class 1: class 'a' of x has only 0"):  # every image labelled: none left
+        validation_subset(labelled, np.arange(48), data_seed=1, per_class=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["finetune", "linear", "svm"])
+def test_a_validation_score_leaves_the_test_result_as_it_was(tmp_path, mode):
+    write_tiny_fashion_mnist(tmp_path)
+    args = ["finetune", "--dataset", "fashion_mnist", "--data", str(tmp_path), "--image-size", "32", "--init", "random",
+            "--bottleneck-channels", "32", "--labels-per-class", "3", "--epochs", "2", "--batch-size", "10", "--num-workers", "0",
+            "--mode", mode, "--svm-costs", "1", "--output-dir", str(tmp_path / "runs")]
+    run_ssl(*args, "--name", "plain")
+    run_ssl(*args, "--name", "held", "--val-per-class", "2")
+    plain = json.loads((tmp_path / "runs/plain_random_s0/metrics.json").read_text())
+    held = json.loads((tmp_path / "runs/held_random_s0/metrics.json").read_text())
+    assert held["value"] == plain["value"] and held["n_val"] == 20 and "val_value" not in plain
+    assert 0 <= held["val_value"] <= 1
+    if mode != "svm":
+        assert [h["top1"] for h in held["history"]] == [h["top1"] for h in plain["history"]]
+        assert held["history"][-1]["val_top1"] == held["val_value"]
+    with pytest.raises(UserError, match="--val-per-class 4: class 'T-shirt/top' of Fashion-MNIST train has only 3 training images besides the 30 labelled"):
+        run_ssl(*args, "--name", "too_many", "--val-per-class", "4")  # 6 training images per class, 3 labelled
+
+
+def test_compare_chooses_each_inits_protocol_by_validation_and_pairs_the_chosen_runs(tmp_path):
+    from ssl_inpaint.engine.compare import choice_table, choose_by_validation
+
+    arch = {"arch": "unet"}
+    # protocol a: the pretext validates best; protocol b: the random init validates best but tests worse
+    table = {("a", "pretrained"): [(0.60, 0.50), (0.62, 0.52)], ("a", "random"): [(0.40, 0.45), (0.42, 0.47)],
+             ("b", "pretrained"): [(0.50, 0.70), (0.52, 0.72)], ("b", "random"): [(0.45, 0.30), (0.47, 0.32)]}
+    for (prefix, init), seeds in table.items():
+        for seed, (val, test) in enumerate(seeds):
+            write_metrics(tmp_path / f"{prefix}_{init}_s{seed}", init, seed, test, mode="finetune", protocol={"lr": prefix}, arch=arch,
+                          run_prefix=prefix, val_value=val)
+    (choice,) = choose_by_validation(collect(find_runs([str(tmp_path)])))
+    assert (choice.chosen["pretrained"].protocol, choice.chosen["random"].protocol) == ("a", "b")
+    assert choice.difference("random") == pytest.approx((0.50 - 0.30, 0.0, 2))  # a's pretrained test - b's random test, by seed
+    assert "| a (61.00) | 51.00 ± 1.41 | b (46.00) | 31.00 ± 1.41 | 20.00 ± 0.00 |" in choice_table([choice])
+
+
+def test_choosing_by_validation_without_validation_scores_is_a_clear_error(tmp_path):
+    write_metrics(tmp_path / "p", "pretrained", 0, 0.5)
+    write_metrics(tmp_path / "r", "random", 0, 0.4)
+    with pytest.raises(UserError, match="no run has a validation score; run ssl finetune with --val-per-class"):
+        run_ssl("compare", str(tmp_path), "--output", str(tmp_path / "c.md"), "--logdir", str(tmp_path / "tb"), "--choose-by-val")

@@ -11,7 +11,10 @@
 # Env: SET (cifar10, default, or imagenette: PHOTOS/SET and its recipe; imagenette's results go to
 # RUN/photo_levers/imagenette_ft<LABELS>), PROTOCOL_VARIANTS (default: pooled multi), LABELS (labels per
 # class, default 10; 100 runs half the epochs, as the study does), SEEDS (default 0,1,2), DATA_SEED (the
-# labelled subset, default 0; another writes to RUN/photo_levers/<folder>_data<N>).
+# labelled subset, default 0; another writes to RUN/photo_levers/<folder>_data<N>), VAL_PER_CLASS (default 0:
+# none; N scores every run also on N held-out training photos per class, none of them labelled, writes to
+# RUN/photo_levers/<folder>_val<N>, and the compare adds a table where each init takes the variant with its
+# best mean validation score: protocol choice without the test photos; the test figures are unchanged).
 # Time on 2 CPU cores, per variant and pretext (9 runs): about 1.5 min at 10 labels per class, 6 at 100;
 # the two lin_* variants on Imagenette at 64 px, 2 min together.
 set -euo pipefail
@@ -31,7 +34,8 @@ VARIANTS=${PROTOCOL_VARIANTS:-pooled multi}
 LABELS=${LABELS:-10}
 SEEDS=${SEEDS:-0,1,2}
 DATA_SEED=${DATA_SEED:-0}  # which labelled images: another draws another subset, to confirm a protocol chosen on the first
-SUFFIX=$([ "$SET" = cifar10 ] || echo "${SET}_")ft$([ "$LABELS" = 10 ] && [ "$SET" = cifar10 ] || echo "$LABELS")$([ "$DATA_SEED" = 0 ] || echo "_data$DATA_SEED")
+VAL=${VAL_PER_CLASS:-0}
+SUFFIX=$([ "$SET" = cifar10 ] || echo "${SET}_")ft$([ "$LABELS" = 10 ] && [ "$SET" = cifar10 ] || echo "$LABELS")$([ "$DATA_SEED" = 0 ] || echo "_data$DATA_SEED")$([ "$VAL" = 0 ] || echo "_val$VAL")
 OUT=$RUN/$SUFFIX
 EPOCHS=$([ "$LABELS" -ge 100 ] && echo 15 || echo 30)  # the recipe's 30 epochs at 10 per class; 15 at 100, as the study
 
@@ -73,10 +77,11 @@ variant_flags() {  # one protocol change each; the epochs of the long ones are m
 transfer() {  # protocol name, init, pretext run, variant, flags...
   local prefix=$1 init=$2 ckpt=$3 variant=$4; shift 4
   if [[ $variant == lin_* ]]; then  # the linear recipe keeps its own epochs
-    finetune_inits "$OUT" "$prefix" "$LIN" "$ckpt" "$SEEDS" "$init" --data "$DATA" --labels-per-class "$LABELS" --data-seed "$DATA_SEED" "$@"
+    finetune_inits "$OUT" "$prefix" "$LIN" "$ckpt" "$SEEDS" "$init" --data "$DATA" --labels-per-class "$LABELS" --data-seed "$DATA_SEED" \
+      --val-per-class "$VAL" "$@"
   else
     finetune_inits "$OUT" "$prefix" "$FT" "$ckpt" "$SEEDS" "$init" --data "$DATA" --labels-per-class "$LABELS" --data-seed "$DATA_SEED" \
-      --epochs "$EPOCHS" --eval-every "$EPOCHS" "$@"
+      --val-per-class "$VAL" --epochs "$EPOCHS" --eval-every "$EPOCHS" "$@"
   fi
 }
 for pretext in "$@"; do
@@ -91,4 +96,4 @@ for pretext in "$@"; do
     for init in random datadep; do transfer "${name}_${init}_$arch" "$init" "$run" "$variant" $flags; done
   done
 done
-$SSL compare "$OUT" --output "$RUN/compare_$SUFFIX.md" --logdir "$RUN/compare_$SUFFIX"
+$SSL compare "$OUT" --output "$RUN/compare_$SUFFIX.md" --logdir "$RUN/compare_$SUFFIX" $([ "$VAL" = 0 ] || echo --choose-by-val)

@@ -210,6 +210,24 @@ def label_budget(
     return np.sort(np.asarray(chosen, dtype=np.int64))
 
 
+
+def validation_subset(labelled: LabelledImages, chosen: np.ndarray, data_seed: int, per_class: int) -> np.ndarray:
+    """Indices of ``per_class`` held-out images per class of the training split, none of them among the
+    labelled ``chosen`` ones: a validation set to choose a protocol on without looking at the test
+    split. A pure function of the dataset, the label budget and ``data_seed``, so every init and seed
+    is scored on the same images."""
+    rest = np.setdiff1d(np.arange(len(labelled)), chosen)
+    left = labelled.subset(rest)
+    counts = [len(m) for m in left.class_members()]
+    smallest = int(np.argmin(counts))
+    if counts[smallest] < per_class:
+        raise UserError(
+            f"--val-per-class {per_class}: class {labelled.classes[smallest]!r} of {labelled.source.name} has only "
+            f"{counts[smallest]} training images besides the {len(chosen)} labelled ones; lower --val-per-class or the label budget"
+        )
+    return rest[label_budget(left, data_seed, per_class)]
+
+
 AUGMENTATIONS = ("crop", "flip", "pad_crop", "erase")
 DEFAULT_AUGMENT = "crop,flip"  # what ``image_transform(train=True)`` does: the pretext's own view
 

@@ -8,7 +8,7 @@ import functools
 import glob
 import json
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -37,6 +37,7 @@ class Row:
     pretrain: str  # where the non-random weights came from: a pretrain run, or weights-<file> ("—": none)
     values: dict[str, dict[int, float]]  # init -> seed -> value
     protocol: str = ""  # the runs' --name prefix: one transfer protocol and encoder architecture
+    val: dict[str, dict[int, float]] = field(default_factory=dict)  # init -> seed -> validation value (--val-per-class)
 
     def stats(self, init: str) -> tuple[float, float, int]:
         vals = list(self.values.get(init, {}).values())
@@ -119,6 +120,7 @@ def collect(runs: list[Path]) -> list[Row]:
     the same cell (same dataset, protocol, init, pretrain run and seed) are an error naming both."""
     pretrained: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     baselines: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    val: dict[tuple, dict[int, float]] = defaultdict(dict)  # (key, init column, source) -> seed -> validation value
     prefixes: dict[tuple, str] = {}
     cells: dict[tuple, Path] = {}
     for run in runs:
@@ -132,6 +134,8 @@ def collect(runs: list[Path]) -> list[Row]:
             column, source = PRETRAINED, pretrain_source(r.checkpoint) if r.init == PRETRAINED else r.init
             pretrained[key][source][r.seed] = r.value
             prefixes[(key, source)] = r.run_prefix
+        if r.val_value is not None:
+            val[(key, column, source)][r.seed] = r.val_value
         cell = (key, column, source, r.seed)
         if cell in cells:
             raise UserError(
@@ -147,6 +151,8 @@ def collect(runs: list[Path]) -> list[Row]:
                 labels[key[0]], *key[1:4], pretrain=source,
                 values={PRETRAINED: dict(values), **{b: dict(v) for b, v in baselines.get(key, {}).items()}},
                 protocol=prefixes.get((key, source), ""),
+                val={init: dict(val[(key, init, source if init == PRETRAINED else "—")]) for init in INITS
+                     if (key, init, source if init == PRETRAINED else "—") in val},
             ))
     return sorted(rows, key=lambda r: (r.dataset, r.mode, r.budget, r.metric, r.protocol, r.pretrain))
 
@@ -182,6 +188,73 @@ def markdown_table(rows: list[Row]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(table_cells(r, baselines)) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Choice:
+    """Each init's protocol chosen by its own mean validation score (ssl finetune --val-per-class) among
+    the rows of one dataset, mode, label budget and pretrain run: best against best, with the test
+    split never looked at to choose."""
+
+    dataset: str
+    mode: str
+    budget: str
+    metric: str
+    pretrain: str
+    chosen: dict[str, Row]  # init -> the row whose protocol it takes
+
+    def difference(self, baseline: str) -> tuple[float, float, int]:
+        """pretrained - baseline, each under its own chosen protocol, paired by seed."""
+        pairing = Row(self.dataset, self.mode, self.budget, self.metric, self.pretrain, {
+            init: self.chosen[init].values[init] for init in (PRETRAINED, baseline) if init in self.chosen
+        })
+        return pairing.difference(baseline)
+
+
+def mean_val(row: Row, init: str) -> float:
+    return float(np.mean(list(row.val[init].values())))
+
+
+def choose_by_validation(rows: list[Row]) -> list[Choice]:
+    """For every init, the protocol row with the best mean validation score, among rows whose runs of
+    that init all have one."""
+    groups: dict[tuple, list[Row]] = defaultdict(list)
+    for row in rows:
+        if row.pretrain != "—":
+            groups[(row.dataset, row.mode, row.budget, row.metric, row.pretrain)].append(row)
+    choices = []
+    for key, group in sorted(groups.items()):
+        chosen = {}
+        for init in INITS:
+            candidates = [r for r in group if r.values.get(init) and set(r.val.get(init, {})) == set(r.values[init])]
+            if candidates:
+                chosen[init] = max(candidates, key=lambda r: (mean_val(r, init), r.protocol))
+        if PRETRAINED in chosen:
+            choices.append(Choice(*key, chosen))
+    if not choices:
+        raise UserError("--choose-by-val: no run has a validation score; run ssl finetune with --val-per-class N (every init, every protocol)")
+    return choices
+
+
+def choice_table(choices: list[Choice]) -> str:
+    """Markdown: each init's chosen protocol, its validation and test scores, and the paired differences."""
+    baselines = [b for b in BASELINES if any(b in c.chosen for c in choices)]
+    columns = ["dataset", "mode", "labels", "metric (%)", "pretrain run", "pretrained: protocol (val)", PRETRAINED]
+    for baseline in baselines:
+        columns += [f"{baseline}: protocol (val)", baseline, f"pretrained − {baseline}"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for c in choices:
+        cells = [c.dataset, c.mode, c.budget, c.metric, c.pretrain]
+        for init in [PRETRAINED, *baselines]:
+            row = c.chosen.get(init)
+            cells += ["—", "—"] if row is None else [f"{row.protocol or '—'} ({100 * mean_val(row, init):.2f})", _fmt(*row.stats(init))]
+            if init != PRETRAINED:
+                cells.append(_fmt(*c.difference(init)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+CHOICE_HEADING = "### Each init's protocol chosen on validation"
 
 
 COLOURS = {PRETRAINED: "#2e6ec8", "random": "#c87828", "datadep": "#5a9a46"}
@@ -291,10 +364,11 @@ def _first_line(path: Path) -> str:
         raise UserError(cannot_use(path, exc)) from None
 
 
-def run_compare(patterns: list[str], output: Path, logdir: Path, overwrite: bool = False) -> list[Row]:
+def run_compare(patterns: list[str], output: Path, logdir: Path, overwrite: bool = False, choose_by_val: bool = False) -> list[Row]:
     runs = find_runs(patterns)
     check_outputs(output, logdir, runs, overwrite)
     rows = collect(runs)
+    choices = choose_by_validation(rows) if choose_by_val else []
     table = Table(title=f"pretrained vs baselines, {len(runs)} runs: mean ± std over seeds; each difference is paired by seed")
     for column in header(rows):
         table.add_column(column)
@@ -302,6 +376,11 @@ def run_compare(patterns: list[str], output: Path, logdir: Path, overwrite: bool
         table.add_row(*table_cells(r, baselines_present(rows)))
     Console(width=max(170, Console().width)).print(table)
     text = markdown_table(rows)
+    if choices:
+        chosen = choice_table(choices)
+        console.print(f"{CHOICE_HEADING} (best mean validation score per init; test scores, paired by seed)\n{chosen}")
+        text += (f"\n{CHOICE_HEADING}\n\nEach init takes the protocol (run prefix) with its best mean validation score "
+                 f"(ssl finetune --val-per-class); its test score is reported, and differences pair the chosen runs by seed.\n\n{chosen}")
     write_text_atomic(text, output)
     bars_png, budgets_png = chart_paths(output)
     figure = bar_chart(rows)

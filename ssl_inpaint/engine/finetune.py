@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from ssl_inpaint.checkpoint import FINETUNE_FORMAT, last_checkpoint, load_checkpoint
 from ssl_inpaint.config import save_config
-from ssl_inpaint.data.classification import ClassificationDataset, LabelledImages, label_budget
+from ssl_inpaint.data.classification import ClassificationDataset, LabelledImages, label_budget, validation_subset
 from ssl_inpaint.data.datasets import create_classification_dataset
 from ssl_inpaint.distributed import Distributed, any_flag, average_gradients, broadcast_module, gather_rows, setup, teardown
 from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, refuse_without_resume, run_folder_lock, stop_if_not_finite
@@ -51,14 +51,17 @@ def build_classifier(config: FinetuneConfig, num_classes: int, image_channels: i
 
 
 @torch.inference_mode()
-def per_sample_outputs(fn, dataset: ClassificationDataset, config: FinetuneConfig, dist: Distributed) -> np.ndarray:
+def per_sample_outputs(fn, dataset: ClassificationDataset, config: FinetuneConfig, dist: Distributed,
+                       generator: Optional[torch.Generator] = None) -> np.ndarray:
     """``fn(images)`` for every image of ``dataset``, in dataset order. Each process takes a share
     (DistributedSampler without shuffling) and the rows are gathered, dropping the sampler's padding
-    repeats, so the result equals a single process's."""
+    repeats, so the result equals a single process's. ``generator``: what the loader draws its base
+    seed from (default: the global generator), so a pass that must not move the training's random
+    stream (the validation images) brings its own."""
     sampler = ResumableSampler(dataset, dist, seed=0, shuffle=False, drop_last=False)
     indices = np.asarray(list(iter(sampler)), dtype=np.int64)
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=indices.tolist(), num_workers=config.num_workers,
-                        pin_memory=dist.device.type == "cuda")
+                        pin_memory=dist.device.type == "cuda", generator=generator)
     rows = []
     for images, _, _ in loader:
         with autocast(config.precision, dist.device):
@@ -67,14 +70,16 @@ def per_sample_outputs(fn, dataset: ClassificationDataset, config: FinetuneConfi
     return gather_rows(local, indices, dist.world_size, len(dataset))
 
 
-def extract_features(model: EncoderClassifier, dataset: ClassificationDataset, config: FinetuneConfig, dist: Distributed) -> np.ndarray:
+def extract_features(model: EncoderClassifier, dataset: ClassificationDataset, config: FinetuneConfig, dist: Distributed,
+                     generator: Optional[torch.Generator] = None) -> np.ndarray:
     model.eval()
-    return per_sample_outputs(model.extract, dataset, config, dist)
+    return per_sample_outputs(model.extract, dataset, config, dist, generator)
 
 
-def predict(model: nn.Module, dataset: ClassificationDataset, config: FinetuneConfig, dist: Distributed) -> np.ndarray:
+def predict(model: nn.Module, dataset: ClassificationDataset, config: FinetuneConfig, dist: Distributed,
+            generator: Optional[torch.Generator] = None) -> np.ndarray:
     model.eval()
-    return per_sample_outputs(model, dataset, config, dist)
+    return per_sample_outputs(model, dataset, config, dist, generator)
 
 
 def score_predictions(scores: np.ndarray, labelled: LabelledImages) -> dict[str, Any]:
@@ -184,6 +189,7 @@ def _finetune_once(config: FinetuneConfig, dist: Distributed) -> Path:
     test = create_classification_dataset(config.dataset, config.data, config.test_split, config.year, config.voc_labels)
     chosen = label_budget(train_all, config.data_seed, config.labels_per_class, config.label_fraction)
     train = train_all.subset(chosen)
+    val = train_all.subset(validation_subset(train_all, chosen, config.data_seed, config.val_per_class)) if config.val_per_class else None
     if len(train) < 2 * dist.world_size:
         raise UserError(f"the label budget leaves {len(train)} training image(s); raise --labels-per-class")
     model = build_classifier(config, len(train.classes), train.source.channels)
@@ -198,10 +204,11 @@ def _finetune_once(config: FinetuneConfig, dist: Distributed) -> Path:
         console.print(
             f"finetune {config.name}: {config.mode}, encoder={config.encoder}, init={config.init_label}, {len(train)} of {len(train_all)} labelled "
             f"{config.dataset} {config.train_split} images ({config.budget}), test on {len(test)} {config.test_split} "
-            f"images, {dist.world_size} process(es)"
+            f"images{f', validation on {len(val)} other {config.train_split} images' if val is not None else ''}, {dist.world_size} process(es)"
         )
     train_set = ClassificationDataset(train, config.image_size, config.augmentations if config.mode == "finetune" else ())
-    test_set = ClassificationDataset(test, config.image_size)
+    scoring = Scoring(test, ClassificationDataset(test, config.image_size), val,
+                      ClassificationDataset(val, config.image_size) if val is not None else None)
     if config.bn_stats == "clean":  # deterministic, so a resumed linear probe gets the same features
         seen = reestimate_encoder_batchnorm(model, train_all, config, dist)
         if dist.is_main:
@@ -216,23 +223,25 @@ def _finetune_once(config: FinetuneConfig, dist: Distributed) -> Path:
             logger.config(dataclasses.asdict(config))
             train_x = extract_features(model, train_set, config, dist)
             logger.advance(1, "features")
-            test_x = extract_features(model, test_set, config, dist)
-            scores, costs = train_svm(train_x, train.targets, test_x, train, train.ignore, config.cost_grid, config.seed)
-            result = score_predictions(scores, test)
+            test_x = extract_features(model, scoring.test_set, config, dist)
+            val_x = scoring.val_outputs(lambda data, generator: extract_features(model, data, config, dist, generator))
+            held_out = test_x if val_x is None else np.concatenate([test_x, val_x])
+            scores, costs = train_svm(train_x, train.targets, held_out, train, train.ignore, config.cost_grid, config.seed)
+            result = scoring.score(scores[: len(test_x)], None if val_x is None else scores[len(test_x):])
             result["svm_costs"] = dict(zip(train.classes, costs))
             logger.advance(2, f"{result['metric']} {result['value']:.4f}")
             _log_final(logger, config, result)
     else:
-        result = _train_head_or_network(config, model, train, train_set, test, test_set, run_dir, dist, history)
+        result = _train_head_or_network(config, model, train, train_set, scoring, run_dir, dist, history)
 
     if dist.is_main:
-        write_metrics(config, model, result, history, len(train), len(test), run_dir, dist.world_size)
+        write_metrics(config, model, result, history, len(train), len(test), run_dir, dist.world_size, len(val) if val is not None else 0)
     return run_dir
 
 
 def write_metrics(
     config: FinetuneConfig, model: nn.Module, result: dict[str, Any], history: list[dict[str, Any]],
-    n_train: int, n_test: int, run_dir: Path, world_size: int,
+    n_train: int, n_test: int, run_dir: Path, world_size: int, n_val: int = 0,
 ) -> None:
     """RUN/metrics.json: the ``TransferResult`` with everything ``ssl compare`` pairs and groups runs by."""
     metrics = TransferResult(
@@ -250,6 +259,7 @@ def write_metrics(
         checkpoint=config.checkpoint,
         n_train=n_train,
         n_test=n_test,
+        n_val=n_val,
         world_size=world_size,
         run_prefix=run_prefix(config),
         protocol=protocol_settings(config),
@@ -258,9 +268,33 @@ def write_metrics(
         **result,
     )
     write_json_atomic(metrics.to_json(), run_dir / "metrics.json")
-    console.print(f"{config.name}: {result['metric']} = {result['value']:.4f}")
+    held_out = f" (validation {result['val_value']:.4f} on {n_val} held-out {config.train_split} images)" if "val_value" in result else ""
+    console.print(f"{config.name}: {result['metric']} = {result['value']:.4f}{held_out}")
     if "per_class" in result:
         console.print("  " + "  ".join(f"{k} {v:.3f}" for k, v in result["per_class"].items() if not math.isnan(v)))
+
+
+@dataclass
+class Scoring:
+    """What a transfer run is scored on: the test split and, with --val-per-class, held-out images of
+    the training split. Each validation pass draws from its own generator, so asking for a validation
+    score leaves the training's random stream, and so every test figure, exactly as without it."""
+
+    test: LabelledImages
+    test_set: ClassificationDataset
+    val: Optional[LabelledImages] = None
+    val_set: Optional[ClassificationDataset] = None
+
+    def val_outputs(self, outputs: Callable[[ClassificationDataset, torch.Generator], np.ndarray]) -> Optional[np.ndarray]:
+        """``outputs(val_set, generator)``, or None without a validation set."""
+        return None if self.val_set is None else outputs(self.val_set, torch.Generator())
+
+    def score(self, test_scores: np.ndarray, val_scores: Optional[np.ndarray] = None) -> dict[str, Any]:
+        """The test result; with validation scores, the same metric on them as ``val_value``."""
+        result = score_predictions(test_scores, self.test)
+        if val_scores is not None and self.val is not None:
+            result["val_value"] = score_predictions(val_scores, self.val)["value"]
+        return result
 
 
 @dataclass
@@ -274,22 +308,29 @@ class TransferTraining:
     params: list[nn.Parameter]
     forward: Callable[[torch.Tensor], torch.Tensor]
     test_outputs: Callable[[], np.ndarray]
+    val_outputs: Callable[[], Optional[np.ndarray]]  # None without --val-per-class
     shard: bool
     mix: Optional[Mixup] = None  # --mixup / --cutmix: mixes each training batch and its labels
 
 
-def transfer_training(config: FinetuneConfig, model: nn.Module, train: LabelledImages, train_set, test_set, dist: Distributed) -> TransferTraining:
+def transfer_training(config: FinetuneConfig, model: nn.Module, train: LabelledImages, train_set, scoring: Scoring, dist: Distributed) -> TransferTraining:
     if config.mode == "linear":
         train_x = torch.from_numpy(extract_features(model, train_set, config, dist))
-        test_x = torch.from_numpy(extract_features(model, test_set, config, dist))
+        test_x = torch.from_numpy(extract_features(model, scoring.test_set, config, dist))
+        val_x = scoring.val_outputs(lambda data, generator: extract_features(model, data, config, dist, generator))
         train_ignore = torch.as_tensor(train.ignore) if train.ignore is not None else torch.zeros(len(train), 0, dtype=torch.bool)
         features = torch.utils.data.TensorDataset(train_x, torch.as_tensor(train.targets), train_ignore)
         head = model.head
+        def head_outputs(x: Optional[np.ndarray]) -> Optional[np.ndarray]:
+            return None if x is None else head(torch.as_tensor(x).to(dist.device)).float().cpu().numpy()
+
         return TransferTraining(
-            features, head, list(head.parameters()), head, lambda: head(test_x.to(dist.device)).float().cpu().numpy(), False
+            features, head, list(head.parameters()), head, lambda: head_outputs(test_x), lambda: head_outputs(val_x), False
         )
-    return TransferTraining(train_set, model, list(model.parameters()), model, lambda: predict(model, test_set, config, dist), True,
-                            make_mixup(config, train))
+    return TransferTraining(
+        train_set, model, list(model.parameters()), model, lambda: predict(model, scoring.test_set, config, dist),
+        lambda: scoring.val_outputs(lambda data, generator: predict(model, data, config, dist, generator)), True, make_mixup(config, train),
+    )
 
 
 def make_mixup(config: FinetuneConfig, train: LabelledImages) -> Optional[Mixup]:
@@ -369,11 +410,11 @@ def transfer_epoch(config: FinetuneConfig, model: nn.Module, job: TransferTraini
 
 
 def _train_head_or_network(
-    config: FinetuneConfig, model: nn.Module, train: LabelledImages, train_set, test, test_set, run_dir: Path,
+    config: FinetuneConfig, model: nn.Module, train: LabelledImages, train_set, scoring: Scoring, run_dir: Path,
     dist: Distributed, history: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """Finetune (all layers, augmented images) or linear probe (frozen encoder, cached features)."""
-    job = transfer_training(config, model, train, train_set, test_set, dist)
+    job = transfer_training(config, model, train, train_set, scoring, dist)
     world = dist.world_size if job.shard else 1
     batch_size = min(config.batch_size, len(job.inputs) // world)
     if job.mix is not None:  # timm mixes a batch with itself reversed, in pairs
@@ -407,10 +448,8 @@ def _train_head_or_network(
             if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
                 with torch.inference_mode():
                     model.eval()
-                    state.result = score_predictions(job.test_outputs(), test)
-                logger.scalars({f"val/{state.result['metric']}": state.result["value"]}, epoch + 1)
-                history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), state.result["metric"]: state.result["value"]})
-                logger.print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, {state.result['metric']} {state.result['value']:.4f}")
+                    state.result = scoring.score(job.test_outputs(), job.val_outputs())
+                record_evaluation(state.result, epoch + 1, float(np.mean(losses)), history, logger)
             if dist.is_main and epoch + 1 < config.epochs:
                 save_atomic(state.checkpoint(config, job.trained, history), last)
             if any_flag([stop.received is not None], dist.world_size, dist.device)[0] and epoch + 1 < config.epochs:
@@ -418,6 +457,21 @@ def _train_head_or_network(
         _log_final(logger, config, state.result)
     last.unlink(missing_ok=True)  # finished: metrics.json is the result
     return state.result
+
+
+def record_evaluation(result: dict[str, Any], epoch: int, loss: float, history: list[dict[str, Any]], logger: RunLogger) -> None:
+    """One evaluation in the learning curve, TensorBoard and the log. The test score keeps its old tag,
+    val/<metric>; the held-out training images of --val-per-class are heldout/<metric>."""
+    metric, value = result["metric"], result["value"]
+    entry = {"epoch": epoch, "train_loss": loss, metric: value}
+    scalars = {f"val/{metric}": value}
+    line = f"epoch {epoch}: loss {loss:.4f}, {metric} {value:.4f}"
+    if "val_value" in result:
+        entry[f"val_{metric}"] = scalars[f"heldout/{metric}"] = result["val_value"]
+        line += f", validation {metric} {result['val_value']:.4f}"
+    logger.scalars(scalars, epoch)
+    history.append(entry)
+    logger.print(line)
 
 
 def set_encoder_frozen(model: nn.Module, frozen: bool) -> None:

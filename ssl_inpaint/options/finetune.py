@@ -47,6 +47,7 @@ class FinetuneConfig(DistributedOptions, PrecisionOptions, RuntimeOptions, RunOp
     labels_per_class: int = option(0, "Label budget: training images per class (0: all).", at_least(0), protocol=True)
     label_fraction: float = option(0.0, "Label budget: fraction of each class's training images (0: all).", UNIT, protocol=True)
     data_seed: int = option(0, "Seed of the label-budget subset (kept fixed across inits and seeds).", SEEDS, protocol=True)
+    val_per_class: int = option(0, "Validation: score every evaluation also on N held-out images per class of the training split, none of them labelled for training (val_value in metrics.json; ssl compare --choose-by-val picks each init's protocol by it, not by the test split). 0: none. The test figures are the same with or without it.", at_least(0), protocol=False)
     epochs: int = option(14, "Training epochs (finetune and linear).", at_least(1), protocol=True)
     batch_size: int = option(64, "Images per step.", at_least(2, MAX_WIDTH), protocol=True)
     optimizer: str = option("sgd", "sgd (momentum) or adam.", protocol=True)
