@@ -16,7 +16,7 @@ LAYERS = [
     ("masks", ["masks"]),
     ("models", ["models"]),
     ("losses", ["losses", "metrics"]),
-    ("engines", ["runs", "probe", "gan_step", "completion", "transfer_result", "options", "engine"]),
+    ("engines", ["runs", "probe", "gan_step", "completion", "pretext_validation", "transfer_result", "transfer_scoring", "options", "engine"]),
     ("cli", ["cli", "plugins", "__main__", "__init__"]),
 ]
 LAYER_OF = {top: rank for rank, (_, tops) in enumerate(LAYERS) for top in tops}

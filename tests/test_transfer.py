@@ -276,7 +276,7 @@ def test_compare_statistics_pair_by_seed_and_split_by_pretrain_run(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["finetune", "linear"])
 def test_interrupted_finetune_resumes_to_the_same_result(tiny_data, tmp_path, monkeypatch, mode):
-    import ssl_inpaint.engine.finetune as engine
+    import ssl_inpaint.transfer_scoring as engine
 
     args = ["finetune", "--dataset", "voc", "--data", str(tiny_data / "VOCdevkit"), "--image-size", "64", "--init", "random",
             "--bottleneck-channels", "32", "--epochs", "3", "--batch-size", "8", "--num-workers", "0", "--mode", mode,

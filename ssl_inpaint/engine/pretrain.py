@@ -21,7 +21,6 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from torch import nn
 from torch.utils.data import DataLoader
-from torchvision.utils import make_grid
 
 from ssl_inpaint.checkpoint import ENCODER_FORMAT, PRETRAIN_FORMAT, last_checkpoint, load_checkpoint
 from ssl_inpaint.storage import save_atomic, save_png_atomic, write_text_atomic
@@ -32,19 +31,18 @@ from ssl_inpaint.distributed import (
     Distributed,
     any_flag,
     broadcast_module,
-    gather_rows,
     setup,
     teardown,
 )
 from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, refuse_lost_checkpoint, refuse_without_resume, run_folder_lock, stop_if_not_finite
-from ssl_inpaint.runtime import autocast, check_precision, configure_threads, console, epoch_order, grad_scaler, multi_tensor, resolve_workers, seed_everything
+from ssl_inpaint.runtime import check_precision, configure_threads, console, epoch_order, grad_scaler, multi_tensor, resolve_workers, seed_everything
 from ssl_inpaint.runtime import prepare_module, ResumableSampler, rng_state, set_rng_state, StopSignal, unwrap
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.losses import LossWeights
 from ssl_inpaint.masks import PretextDataset, channel_mean, check_object_source, degenerate_holes
-from ssl_inpaint.metrics import completion_metrics, ssim, to_unit
+from ssl_inpaint.pretext_validation import attention_grid, validate
 from ssl_inpaint.probe import RepresentationProbe, make_probe
-from ssl_inpaint.gan_step import STAGES, Optimizers, composite, phase_at, train_step
+from ssl_inpaint.gan_step import STAGES, Optimizers, phase_at, train_step
 from ssl_inpaint.models import InpaintingModels, make_models
 from ssl_inpaint.models.init_from import initialise_encoder
 from ssl_inpaint.options.pretrain import PretrainConfig, RESUMABLE
@@ -61,65 +59,6 @@ def phase_for(config: PretrainConfig, step: int, position: int, steps_per_epoch:
         return phase_at(config.fractions, step, total_steps)
     first, second = STAGES[config.schedule]
     return first if step < config.stage_fraction * total_steps else second
-
-
-@torch.inference_mode()
-def validate(
-    generator: nn.Module, batch: dict[str, torch.Tensor], dist: Distributed, precision: str = "fp32"
-) -> tuple[dict[str, float], Optional[torch.Tensor]]:
-    """Metrics on the fixed validation batch, each process taking a strided share of the images and
-    the per-image values gathered, so they equal the single-process figures. The main process also
-    returns a grid of (original | holed input | completed) rows."""
-    was_training = generator.training
-    generator.eval()
-    total = batch["image"].shape[0]
-    mine = torch.arange(dist.rank, total, dist.world_size)
-    image, mask, inputs = (batch[k][mine] for k in ("image", "mask", "input"))
-    with autocast(precision, image.device):
-        completed = composite(image, generator(inputs), mask)
-    per_image = completion_metrics(completed, image, mask)
-    # Seed 001's yardstick: SSIM over the whole image, of the completion and of the holed input itself
-    # (the baseline a completion must beat), and of ApproxNet's completion where there is one.
-    unit_image = to_unit(image.float())
-    per_image["ssim_image"] = ssim(to_unit(completed.float()), unit_image)
-    per_image["ssim_image_holed_input"] = ssim(to_unit(inputs[:, :-1].float()), unit_image)
-    if hasattr(unwrap(generator), "approximate"):
-        with autocast(precision, image.device):
-            rough = composite(image, unwrap(generator).approximate(inputs), mask)
-        per_image["ssim_image_approxnet"] = ssim(to_unit(rough.float()), unit_image)
-    names = list(per_image)
-    rows = torch.stack([per_image[k] for k in names], dim=1).cpu().numpy()
-    gathered = gather_rows(rows, mine.numpy(), dist.world_size, total)
-    metrics = {name: float(gathered[:, j].mean()) for j, name in enumerate(names)}
-    grid = None
-    if dist.is_main:
-        shown = min(8, total)
-        with autocast(precision, image.device):
-            completed = composite(batch["image"][:shown], generator(batch["input"][:shown]), batch["mask"][:shown])
-        rows_img = torch.stack([batch["image"][:shown], batch["input"][:shown, :-1], completed], dim=1).flatten(0, 1)
-        grid = make_grid(to_unit(rows_img.float()).cpu(), nrow=3, padding=2, pad_value=1.0)
-    generator.train(was_training)
-    return metrics, grid
-
-
-@torch.inference_mode()
-def attention_grid(generator: nn.Module, batch: dict[str, torch.Tensor], precision: str = "fp32") -> Optional[torch.Tensor]:
-    """Rows of (original | where the hole's pixels attend) for generators with self-attention
-    (seed 001); None for the others."""
-    model = unwrap(generator)
-    if not hasattr(model, "attention_maps"):
-        return None
-    was_training = model.training
-    model.eval()
-    shown = min(8, batch["image"].shape[0])
-    image, mask = batch["image"][:shown], batch["mask"][:shown]
-    with autocast(precision, image.device):
-        model(batch["input"][:shown])
-    heat = model.attention_maps(mask).float().expand(-1, 3, -1, -1)
-    original = to_unit(image.float()).expand(-1, 3, -1, -1)
-    model.train(was_training)
-    rows = torch.stack([original, 0.3 * original + 0.7 * heat], dim=1).flatten(0, 1)
-    return make_grid(rows.cpu(), nrow=2, padding=2, pad_value=1.0)
 
 
 def encoder_payload(generator: nn.Module, config: PretrainConfig, image_channels: int, fill: torch.Tensor, step: int) -> dict:
