@@ -446,6 +446,9 @@ def test_compare_chooses_each_inits_protocol_by_validation_and_pairs_the_chosen_
     assert (choice.chosen["pretrained"].protocol, choice.chosen["random"].protocol) == ("a", "b")
     assert choice.difference("random") == pytest.approx((0.50 - 0.30, 0.0, 2))  # a's pretrained test - b's random test, by seed
     assert "| a (61.00) | 51.00 ± 1.41 | b (46.00) | 31.00 ± 1.41 | 20.00 ± 0.00 |" in choice_table([choice])
+    run_ssl("compare", str(tmp_path), "--output", str(tmp_path / "c.md"), "--logdir", str(tmp_path / "tb"), "--choose-by-val")
+    written = (tmp_path / "c.md").read_text()
+    assert "| b | pre_a | 51.00 ± 1.41 | 46.00 ± 1.41 |" in written and "| b (46.00) | 31.00 ± 1.41 |" in written
 
 
 def test_choosing_by_validation_without_validation_scores_is_a_clear_error(tmp_path):

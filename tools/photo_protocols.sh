@@ -65,8 +65,8 @@ variant_flags() {  # one protocol change each; the epochs of the long ones are m
     # epochs, as mixed labels are learnt slower.
     pooled_rescaled_mixup) echo --features pooled --weight-scale init --mixup 0.8 --cutmix 1.0 ;;
     pooled_rescaled_mixup_long) echo --features pooled --weight-scale init --mixup 0.8 --cutmix 1.0 --epochs $((2 * EPOCHS)) --eval-every $((2 * EPOCHS)) ;;
-    # Smaller batches: 100 labelled photos in batches of 64 are one step per epoch (drop_last), 30 steps in
-    # all; batches of 16 take six per epoch at the same learning rate.
+    # Smaller batches: the recipe's batches of 32 take three steps per epoch of 100 labelled photos
+    # (drop_last), 90 in all; batches of 16 take six per epoch at the same learning rate.
     pooled_rescaled_batch16) echo --features pooled --weight-scale init --batch-size 16 ;;
     pooled_rescaled_long_cosine) echo --features pooled --weight-scale init --epochs $((2 * EPOCHS)) --lr-schedule cosine --eval-every $((2 * EPOCHS)) ;;
     pooled_pad_crop_lpft) echo --features pooled --augment pad_crop,flip --epochs $((2 * EPOCHS)) --head-warmup-epochs "$EPOCHS" --eval-every $((2 * EPOCHS)) $LOADED ;;

@@ -254,6 +254,20 @@ def choice_table(choices: list[Choice]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def validation_table(rows: list[Row]) -> str:
+    """Markdown: every protocol's mean ± std validation score per init, what the choice was made on."""
+    inits = [i for i in INITS if any(r.val.get(i) for r in rows)]
+    columns = ["dataset", "mode", "labels", "metric (%)", "protocol", "pretrain run", *(f"{i}: validation" for i in inits)]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        if row.pretrain == "—" or not any(row.val.values()):
+            continue
+        scores = [Row(row.dataset, row.mode, row.budget, row.metric, row.pretrain, row.val).stats(i) for i in inits]
+        lines.append("| " + " | ".join([row.dataset, row.mode, row.budget, row.metric, row.protocol or "—", row.pretrain,
+                                         *(_fmt(*score) for score in scores)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 CHOICE_HEADING = "### Each init's protocol chosen on validation"
 
 
@@ -380,7 +394,8 @@ def run_compare(patterns: list[str], output: Path, logdir: Path, overwrite: bool
         chosen = choice_table(choices)
         console.print(f"{CHOICE_HEADING} (best mean validation score per init; test scores, paired by seed)\n{chosen}")
         text += (f"\n{CHOICE_HEADING}\n\nEach init takes the protocol (run prefix) with its best mean validation score "
-                 f"(ssl finetune --val-per-class); its test score is reported, and differences pair the chosen runs by seed.\n\n{chosen}")
+                 f"(ssl finetune --val-per-class); its test score is reported, and differences pair the chosen runs by seed.\n\n{chosen}"
+                 f"\nThe validation scores every choice was made on:\n\n{validation_table(rows)}")
     write_text_atomic(text, output)
     bars_png, budgets_png = chart_paths(output)
     figure = bar_chart(rows)
