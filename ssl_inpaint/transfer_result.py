@@ -19,7 +19,7 @@ KEY_ORDER = (
     "data_seed", "seed", "checkpoint", "n_train", "n_test", "world_size", "run_prefix", "protocol", "arch", "metric",
     "value", "val_value", "n_val", "per_class", "svm_costs", "history",
 )
-OPTIONAL = ("val_value", "per_class", "svm_costs", "protocol")  # written only when present
+OPTIONAL = ("val_value", "n_val", "per_class", "svm_costs", "protocol")  # written only when present
 REQUIRED = ("dataset", "mode", "init", "budget", "seed", "metric", "value")
 
 
@@ -48,14 +48,14 @@ class TransferResult:
     protocol: Optional[dict[str, Any]] = None  # every protocol setting (config.option protocol=True); None: an older run
     arch: dict[str, Any] = field(default_factory=dict)  # the encoder's architecture
     val_value: Optional[float] = None  # the same metric on the held-out training images of --val-per-class (None: not asked)
-    n_val: int = 0
+    n_val: Optional[int] = None  # how many held-out images val_value comes from
     per_class: Optional[dict[str, float]] = None  # AP per class (multi-label data)
     svm_costs: Optional[dict[str, float]] = None  # the cost chosen per class (--mode svm)
     history: list[dict[str, Any]] = field(default_factory=list)  # the learning curve
 
     def to_json(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
-        return {key: values[key] for key in KEY_ORDER if not (key in OPTIONAL and values[key] is None) and not (key == "n_val" and not values[key])}
+        return {key: values[key] for key in KEY_ORDER if not (key in OPTIONAL and values[key] is None)}
 
     @property
     def dataset_identity(self) -> tuple[str, str]:

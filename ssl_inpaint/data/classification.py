@@ -210,7 +210,6 @@ def label_budget(
     return np.sort(np.asarray(chosen, dtype=np.int64))
 
 
-
 def validation_subset(labelled: LabelledImages, chosen: np.ndarray, data_seed: int, per_class: int) -> np.ndarray:
     """Indices of ``per_class`` held-out images per class of the training split, none of them among the
     labelled ``chosen`` ones: a validation set to choose a protocol on without looking at the test

@@ -40,10 +40,10 @@ class Row:
     val: dict[str, dict[int, float]] = field(default_factory=dict)  # init -> seed -> validation value (--val-per-class)
 
     def stats(self, init: str) -> tuple[float, float, int]:
-        vals = list(self.values.get(init, {}).values())
-        if not vals:
-            return float("nan"), float("nan"), 0
-        return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, len(vals)
+        return mean_std(self.values.get(init, {}))
+
+    def val_stats(self, init: str) -> tuple[float, float, int]:
+        return mean_std(self.val.get(init, {}))
 
     def difference(self, baseline: str = "random") -> tuple[float, float, int]:
         """Mean and std over seeds of (pretrained - baseline), pairing runs by seed."""
@@ -53,6 +53,14 @@ class Row:
         if not diffs:
             return float("nan"), float("nan"), 0
         return float(np.mean(diffs)), float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0, len(diffs)
+
+
+def mean_std(by_seed: dict[int, float]) -> tuple[float, float, int]:
+    """Mean, sample std and count of one init's values over seeds (nan, nan, 0 for none)."""
+    vals = list(by_seed.values())
+    if not vals:
+        return float("nan"), float("nan"), 0
+    return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, len(vals)
 
 
 def find_runs(patterns: Iterable[str]) -> list[Path]:
@@ -151,8 +159,7 @@ def collect(runs: list[Path]) -> list[Row]:
                 labels[key[0]], *key[1:4], pretrain=source,
                 values={PRETRAINED: dict(values), **{b: dict(v) for b, v in baselines.get(key, {}).items()}},
                 protocol=prefixes.get((key, source), ""),
-                val={init: dict(val[(key, init, source if init == PRETRAINED else "—")]) for init in INITS
-                     if (key, init, source if init == PRETRAINED else "—") in val},
+                val={init: dict(val[cell]) for init in INITS if (cell := (key, init, source if init == PRETRAINED else "—")) in val},
             ))
     return sorted(rows, key=lambda r: (r.dataset, r.mode, r.budget, r.metric, r.protocol, r.pretrain))
 
@@ -211,10 +218,6 @@ class Choice:
         return pairing.difference(baseline)
 
 
-def mean_val(row: Row, init: str) -> float:
-    return float(np.mean(list(row.val[init].values())))
-
-
 def choose_by_validation(rows: list[Row]) -> list[Choice]:
     """For every init, the protocol row with the best mean validation score, among rows whose runs of
     that init all have one."""
@@ -228,7 +231,7 @@ def choose_by_validation(rows: list[Row]) -> list[Choice]:
         for init in INITS:
             candidates = [r for r in group if r.values.get(init) and set(r.val.get(init, {})) == set(r.values[init])]
             if candidates:
-                chosen[init] = max(candidates, key=lambda r: (mean_val(r, init), r.protocol))
+                chosen[init] = max(candidates, key=lambda r: (r.val_stats(init)[0], r.protocol))
         if PRETRAINED in chosen:
             choices.append(Choice(*key, chosen))
     if not choices:
@@ -247,7 +250,7 @@ def choice_table(choices: list[Choice]) -> str:
         cells = [c.dataset, c.mode, c.budget, c.metric, c.pretrain]
         for init in [PRETRAINED, *baselines]:
             row = c.chosen.get(init)
-            cells += ["—", "—"] if row is None else [f"{row.protocol or '—'} ({100 * mean_val(row, init):.2f})", _fmt(*row.stats(init))]
+            cells += ["—", "—"] if row is None else [f"{row.protocol or '—'} ({100 * row.val_stats(init)[0]:.2f})", _fmt(*row.stats(init))]
             if init != PRETRAINED:
                 cells.append(_fmt(*c.difference(init)))
         lines.append("| " + " | ".join(cells) + " |")
@@ -262,9 +265,8 @@ def validation_table(rows: list[Row]) -> str:
     for row in rows:
         if row.pretrain == "—" or not any(row.val.values()):
             continue
-        scores = [Row(row.dataset, row.mode, row.budget, row.metric, row.pretrain, row.val).stats(i) for i in inits]
         lines.append("| " + " | ".join([row.dataset, row.mode, row.budget, row.metric, row.protocol or "—", row.pretrain,
-                                         *(_fmt(*score) for score in scores)]) + " |")
+                                         *(_fmt(*row.val_stats(i)) for i in inits)]) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -195,13 +195,13 @@ def _finetune_once(config: FinetuneConfig, dist: Distributed) -> Path:
         result = _train_head_or_network(config, model, train, train_set, scoring, run_dir, dist, history)
 
     if dist.is_main:
-        write_metrics(config, model, result, history, len(train), len(test), run_dir, dist.world_size, len(val) if val is not None else 0)
+        write_metrics(config, model, result, history, len(train), len(test), run_dir, dist.world_size, len(val) if val is not None else None)
     return run_dir
 
 
 def write_metrics(
     config: FinetuneConfig, model: nn.Module, result: dict[str, Any], history: list[dict[str, Any]],
-    n_train: int, n_test: int, run_dir: Path, world_size: int, n_val: int = 0,
+    n_train: int, n_test: int, run_dir: Path, world_size: int, n_val: Optional[int] = None,
 ) -> None:
     """RUN/metrics.json: the ``TransferResult`` with everything ``ssl compare`` pairs and groups runs by."""
     metrics = TransferResult(
