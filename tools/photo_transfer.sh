@@ -22,7 +22,8 @@
 # pretexts (e.g. a smaller --batch-size for a tiny set). CIFAR_RECIPE / IMAGENETTE_RECIPE pick other
 # pretext recipes (the first study's: recipes/pretrain_cifar10.yaml and recipes/pretrain_imagenette_64.yaml,
 # with FT_FLAGS="--weight-scale loaded" for its fine-tuning protocol); a RUN_DIR holds one recipe per
-# set, and naming another there is refused.
+# set, and naming another there is refused. PROTOCOLS picks the transfers (default: ft10 lin10 ft100
+# lin100 linall ceiling), e.g. PROTOCOLS="ft10 lin10 ft100" for a pretext variant's target budgets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
@@ -58,15 +59,22 @@ every_init() {  # out folder, protocol name, recipe, pretext run, extra flags...
   local out=$1 prefix=$2 recipe=$3 ckpt=$4; shift 4
   finetune_inits "$out" "$prefix" "$recipe" "$ckpt" "$SEEDS" "pretrained random datadep" "$@"
 }
+PROTOCOLS=${PROTOCOLS:-ft10 lin10 ft100 lin100 linall ceiling}
+for protocol in $PROTOCOLS; do
+  case $protocol in ft10|lin10|ft100|lin100|linall|ceiling) ;;
+    *) echo "error: PROTOCOLS names $protocol (use ft10 lin10 ft100 lin100 linall ceiling)" >&2; exit 2 ;;
+  esac
+done
+wanted() { [[ " $PROTOCOLS " == *" $1 "* ]]; }
 protocols() {  # out folder, pretext run, data root, fine-tune recipe, linear recipe, extra flags...
   local out=$1 ckpt=$2 data=$3 ft=$4 lin=$5; shift 5
-  every_init "$out" ft10 "$ft" "$ckpt" --data "$data" ${FT_FLAGS:-} "$@"
-  every_init "$out" lin10 "$lin" "$ckpt" --data "$data" "$@"
-  every_init "$out" ft100 "$ft" "$ckpt" --data "$data" --labels-per-class 100 --epochs 15 --eval-every 15 ${FT_FLAGS:-} "$@"
-  every_init "$out" lin100 "$lin" "$ckpt" --data "$data" --labels-per-class 100 --epochs 50 --eval-every 50 "$@"
-  every_init "$out" linall "$lin" "$ckpt" --data "$data" --labels-per-class 0 --batch-size 256 --epochs 20 --eval-every 20 "$@"
+  ! wanted ft10 || every_init "$out" ft10 "$ft" "$ckpt" --data "$data" ${FT_FLAGS:-} "$@"
+  ! wanted lin10 || every_init "$out" lin10 "$lin" "$ckpt" --data "$data" "$@"
+  ! wanted ft100 || every_init "$out" ft100 "$ft" "$ckpt" --data "$data" --labels-per-class 100 --epochs 15 --eval-every 15 ${FT_FLAGS:-} "$@"
+  ! wanted lin100 || every_init "$out" lin100 "$lin" "$ckpt" --data "$data" --labels-per-class 100 --epochs 50 --eval-every 50 "$@"
+  ! wanted linall || every_init "$out" linall "$lin" "$ckpt" --data "$data" --labels-per-class 0 --batch-size 256 --epochs 20 --eval-every 20 "$@"
   # The ceiling: every label, every layer trained from PyTorch's default init (a cosine schedule, 10 epochs).
-  finetune_inits "$out" supervised_all "$ft" "$ckpt" "$CEILING_SEEDS" random --data "$data" --labels-per-class 0 --batch-size 128 \
+  ! wanted ceiling || finetune_inits "$out" supervised_all "$ft" "$ckpt" "$CEILING_SEEDS" random --data "$data" --labels-per-class 0 --batch-size 128 \
     --lr 0.05 --lr-schedule cosine --layer-decay 1 --epochs 10 --eval-every 10 ${FT_FLAGS:-} "$@"
 }
 compare() {  # out folder
@@ -91,6 +99,7 @@ for part in $PARTS; do
       pretext imagenette_pretext "$IMAGENETTE_RECIPE" "$PHOTOS/imagenette" train "${IMAGENETTE_STEPS:-}"
       out=$RUN/imagenette_to_cifar10
       for budget in 10 100; do
+        wanted "ft$budget" || continue
         epochs=$([ $budget = 10 ] && echo 30 || echo 15)
         every_init "$out" "ft${budget}_from_imagenette" recipes/finetune_cifar10_10_per_class.yaml "$RUN/imagenette_pretext" \
           --data "$PHOTOS/cifar10" --image-size 32 --features pooled --labels-per-class $budget --epochs $epochs --eval-every $epochs \
