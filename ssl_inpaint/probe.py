@@ -36,15 +36,33 @@ def stack_images(labelled: LabelledImages, image_size: int) -> torch.Tensor:
     return torch.cat([images for images, _, _ in loader])
 
 
+def probe_training_indices(train: LabelledImages, images: int, seed: int) -> np.ndarray:
+    """About ``images`` training images, stratified (the same number per class), fixed by ``seed``."""
+    if images < len(train.classes):
+        raise UserError(f"--probe-images must be at least the number of classes ({len(train.classes)}), got {images}")
+    return label_budget(train, seed, per_class=max(1, images // len(train.classes)), at_most=True)  # a probe takes what a small set has
+
+
 def probe_subsets(train: LabelledImages, test: LabelledImages, images: int, seed: int = 0) -> tuple[LabelledImages, LabelledImages]:
     """About ``images`` training images, stratified (the same number per class), and ``images`` test
     images drawn at random, both fixed by ``seed``."""
-    if images < len(train.classes):
-        raise UserError(f"--probe-images must be at least the number of classes ({len(train.classes)}), got {images}")
-    per_class = max(1, images // len(train.classes))
-    train_indices = label_budget(train, seed, per_class=per_class, at_most=True)  # a probe takes what a small set has
+    train_indices = probe_training_indices(train, images, seed)
     test_indices = np.sort(np.random.default_rng(seed).permutation(len(test))[: min(images, len(test))])
     return train.subset(train_indices), test.subset(test_indices)
+
+
+def heldout_probe_subsets(train: LabelledImages, images: int, seed: int = 0) -> tuple[LabelledImages, LabelledImages]:
+    """The probe's training images as ``probe_subsets`` draws them, and up to ``images`` other images of
+    the same training split, drawn at random, to score on (``--probe-heldout``): no test image is read."""
+    train_indices = probe_training_indices(train, images, seed)
+    rest = np.setdiff1d(np.arange(len(train)), train_indices)
+    if not len(rest):
+        raise UserError(
+            f"--probe-heldout: all {len(train)} images of {train.source.name} are among the probe's {len(train_indices)} "
+            f"training images, none is left to score on; lower --probe-images"
+        )
+    heldout = np.sort(np.random.default_rng(seed).permutation(rest)[:images])
+    return train.subset(train_indices), train.subset(heldout)
 
 
 def knn_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, k: int, multilabel: bool, classes: int) -> np.ndarray:
@@ -118,11 +136,12 @@ class RepresentationProbe:
 
     @classmethod
     def from_datasets(
-        cls, train: LabelledImages, test: LabelledImages, image_size: int, images: int, features: str, bn_stats: str
+        cls, train: LabelledImages, test: Optional[LabelledImages], image_size: int, images: int, features: str, bn_stats: str
     ) -> "RepresentationProbe":
+        """The probe on ``images`` of ``train`` and of ``test``; with no ``test``, on held-out ``train`` images."""
         if bn_stats not in BN_STATS:
             raise UserError(f"--probe-bn-stats must be one of {', '.join(BN_STATS)}, got {bn_stats!r}")
-        train, test = probe_subsets(train, test, images)
+        train, test = probe_subsets(train, test, images) if test is not None else heldout_probe_subsets(train, images)
         return cls(
             stack_images(train, image_size), train.targets, stack_images(test, image_size), test.targets,
             train.multilabel, len(train.classes), features, bn_stats,
@@ -189,6 +208,7 @@ class ProbeOptions:
     probe_test_split: str = option("", "Probe test split (default: test for fashion_mnist and cifar10, val otherwise).", resume=True)
     probe_images: int = option(1000, "Images in each probe split (the training ones stratified by class).", at_least(1, 100000), resume=True)
     probe_features: str = option("pooled", f"Features probed: {', '.join(FEATURES)} (as ssl finetune --features).", resume=True)
+    probe_heldout: bool = option(False, "Score the probe on training images held out from the ones it fits instead of --probe-test-split (not read), so that choosing a pretext by its probe reads no test image.", resume=True)
     probe_bn_stats: str = option("running", f"BatchNorm statistics for the probe: {', '.join(BN_STATS)} (re-estimated on the clean probe images).", resume=True)
 
     def check_probe(self) -> None:
@@ -208,8 +228,10 @@ def make_probe(options: ProbeOptions, source: SourceOptions, image_size: int, im
         return None, f"representation probe off: --dataset {source.dataset} has no class labels; pass --probe-data (and --probe-dataset)"
     train_split, test_split = DATASETS.get(kind).probe_splits
     train_split, test_split = options.probe_train_split or train_split, options.probe_test_split or test_split
+    if options.probe_heldout:
+        test_split = f"held-out {train_split}"
     train = create_classification_dataset(kind, data, train_split, source.year)
-    test = create_classification_dataset(kind, data, test_split, source.year)
+    test = None if options.probe_heldout else create_classification_dataset(kind, data, test_split, source.year)
     if train.source.channels != image_channels:
         raise UserError(
             f"--probe-data has {train.source.channels}-channel images but the pretext sees {image_channels}; "

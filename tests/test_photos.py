@@ -289,11 +289,15 @@ def test_photo_recipes_run_end_to_end_on_generated_cifar10(tmp_path, pretext_rec
     write_cifar_binary(tmp_path / "cifar", per_file=20)
     data = tmp_path / "cifar"
     out = tmp_path / "runs"
-    run_ssl("pretrain", "--recipe", f"recipes/{pretext_recipe}.yaml", "--dataset", "cifar10", "--data", data,
-            "--probe-data", data, "--probe-dataset", "cifar10", "--probe-images", "20", "--max-steps", "2", "--batch-size", "8",
-            "--val-images", "4", "--warmup-steps", "1", "--probe-every", "2", "--crop-scale", "0.35", "--sparse-stages", "2",
-            "--output-dir", out, "--name", "pre")
+    heldout = pretext_recipe.endswith("light_decoder")  # one recipe's probe scores held-out training photos
+    result = run_ssl(
+        "pretrain", "--recipe", f"recipes/{pretext_recipe}.yaml", "--dataset", "cifar10", "--data", data,
+        "--probe-data", data, "--probe-dataset", "cifar10", "--probe-images", "20", "--max-steps", "2", "--batch-size", "8",
+        "--val-images", "4", "--warmup-steps", "1", "--probe-every", "2", "--crop-scale", "0.35", "--sparse-stages", "2",
+        "--output-dir", out, "--name", "pre", *(["--probe-heldout"] if heldout else []))
     assert "split: train\n" in (out / "pre/config.yaml").read_text()  # the dataset's own training split, resolved and saved
+    expected = "-> held-out train (20)" if heldout else "-> test (20)"
+    assert expected in " ".join(result.output.split())
     for init in ("pretrained", "random", "datadep"):
         run_ssl("finetune", "--recipe", "recipes/finetune_cifar10_10_per_class.yaml", "--dataset", "cifar10", "--data", data,
                 "--labels-per-class", "2", "--epochs", "1", "--eval-every", "1", "--bn-images", "16", "--seeds", "0,1",

@@ -3,6 +3,7 @@ absent skips, MAE's per-patch normalised loss, BatchNorm re-estimation on clean 
 representation probe, and the transfer protocol's layer-wise decay, head warm-up and augmentations."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +20,9 @@ from ssl_inpaint.losses import LossWeights, generator_loss, patch_normalised_wei
 from ssl_inpaint.masks import MaskOptions, RandomPatches, mask_seed
 from ssl_inpaint.models.classifier import EncoderClassifier, encoder_features, feature_dim, reestimate_batchnorm
 from ssl_inpaint.models.unet import UNetEncoder, UNetGenerator, mask_skip, masked_batch_norm, visible_cells
-from ssl_inpaint.probe import RepresentationProbe, knn_scores, linear_scores
+from ssl_inpaint.data.classification import LabelledImages
+from ssl_inpaint.data.sources import FileListSource
+from ssl_inpaint.probe import RepresentationProbe, heldout_probe_subsets, knn_scores, linear_scores, probe_subsets
 from tests.helpers import decode_maps, disturb_inside_hole
 
 
@@ -221,6 +224,29 @@ def test_knn_scores_are_the_neighbours_votes():
     train = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
     scores = knn_scores(train, np.array([0, 0, 1]), np.array([[1.0, 0.05]]), 2, False, 2)
     assert scores[0].round().tolist() == [2.0, 0.0]
+
+
+def fake_labelled(count: int, classes: int) -> LabelledImages:
+    """Labelled images whose files are never read (subsets only pick indices)."""
+    paths = [Path(f"image{i}.png") for i in range(count)]
+    return LabelledImages(FileListSource(paths, "fake"), np.arange(count) % classes, tuple("abcde"[:classes]), False)
+
+
+def test_heldout_probe_fits_and_scores_disjoint_training_images():
+    train = fake_labelled(90, 3)
+    fit, heldout = heldout_probe_subsets(train, images=30)
+    fit_ids, heldout_ids = set(fit.source.indices), set(heldout.source.indices)
+    assert len(fit_ids) == 30 and len(heldout_ids) == 30 and not fit_ids & heldout_ids
+    assert np.bincount(fit.targets).tolist() == [10, 10, 10]  # the fitted images stratified as before
+    assert fit_ids == set(probe_subsets(train, fake_labelled(5, 3), 30)[0].source.indices)  # the same fitted images
+    assert heldout_ids == set(heldout_probe_subsets(train, images=30)[1].source.indices)  # fixed by the seed
+    _, fewer = heldout_probe_subsets(fake_labelled(40, 3), images=30)
+    assert len(fewer) == 10  # what is left after the fitted ones
+
+
+def test_heldout_probe_with_nothing_left_is_refused():
+    with pytest.raises(UserError, match="none is left to score on; lower --probe-images"):
+        heldout_probe_subsets(fake_labelled(30, 3), images=30)
 
 
 def test_probe_on_an_encoder_that_separates_the_classes():
