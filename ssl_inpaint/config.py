@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional, TypeVar
 import typer
 import yaml
 
+from ssl_inpaint.environment import record_environment
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.runtime import NUM_WORKERS_HELP, PRECISIONS
 from ssl_inpaint.storage import write_text_atomic
@@ -227,8 +228,10 @@ def check_choices(config: Any, choices: dict[str, tuple[str, ...]]) -> None:
 
 
 def save_config(config: Any, path: Path) -> None:
-    """The resolved configuration, saved with every run (atomically: a crash never leaves half of it)."""
+    """The resolved configuration, saved with every run (atomically: a crash never leaves half of it),
+    and the software it runs on, appended to environment.yaml beside it."""
     write_text_atomic(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), path)
+    record_environment(path.parent)
 
 
 def check_run_name(name: str) -> None:

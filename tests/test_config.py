@@ -62,3 +62,21 @@ def test_one_resume_policy_names_each_changed_setting(tmp_path):
     refuse_changes(tmp_path, changes, may_change={"lr", "epochs"})  # accepted
     del saved["bn_images"]  # a key an older version did not save counts as its default
     assert changed_settings(saved, config) == changes
+
+
+def test_every_saved_config_records_the_software_each_start_ran_on(tmp_path):
+    import torch
+    import yaml
+
+    from ssl_inpaint.config import save_config
+
+    config = resolve_config(PretrainConfig, {}, {})
+    save_config(config, tmp_path / "config.yaml")
+    save_config(config, tmp_path / "config.yaml")  # a resume appends, keeping the first start
+    starts = yaml.safe_load((tmp_path / "environment.yaml").read_text())
+    assert len(starts) == 2 and torch.__version__.startswith(starts[0]["torch"])
+    assert {"python", "ssl_inpaint", "timm", "numpy", "started", "commit"} <= set(starts[1])
+    (tmp_path / "environment.yaml").write_text("not: a list\n")
+    save_config(config, tmp_path / "config.yaml")  # hand-edited into something else: kept aside, not lost
+    assert (tmp_path / "environment.yaml.unreadable").read_text() == "not: a list\n"
+    assert len(yaml.safe_load((tmp_path / "environment.yaml").read_text())) == 1

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ssl_inpaint"
 
 # Lowest first; a module may import its own layer and the layers before it, never a later one.
 LAYERS = [
-    ("foundation", ["errors", "storage", "config", "registry", "checkpoint", "distributed", "runtime"]),
+    ("foundation", ["errors", "storage", "environment", "config", "registry", "checkpoint", "distributed", "runtime"]),
     ("data", ["data"]),
     ("masks", ["masks"]),
     ("models", ["models"]),

@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import yaml
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from torch import nn
 from torch.utils.data import DataLoader
 
 from ssl_inpaint.checkpoint import ENCODER_FORMAT, PRETRAIN_FORMAT, last_checkpoint, load_checkpoint
-from ssl_inpaint.storage import save_atomic, save_png_atomic, write_text_atomic
+from ssl_inpaint.storage import save_atomic, save_png_atomic
 from ssl_inpaint.config import save_config
 from ssl_inpaint.data import DATASETS, ImageSource, SubsetSource, create_source
 from ssl_inpaint.data.transforms import UNREADABLE
@@ -34,7 +33,7 @@ from ssl_inpaint.distributed import (
     setup,
     teardown,
 )
-from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, refuse_lost_checkpoint, refuse_without_resume, run_folder_lock, stop_if_not_finite
+from ssl_inpaint.runs import RunLogger, changed_settings, record_resume_changes, refuse_changes, refuse_lost_checkpoint, refuse_without_resume, run_folder_lock, stop_if_not_finite
 from ssl_inpaint.runtime import check_precision, configure_threads, console, epoch_order, grad_scaler, multi_tensor, resolve_workers, seed_everything
 from ssl_inpaint.runtime import prepare_module, ResumableSampler, rng_state, set_rng_state, StopSignal, unwrap
 from ssl_inpaint.errors import UserError
@@ -161,15 +160,6 @@ def load_resume_state(config: PretrainConfig, path: Path, global_batch: int) -> 
             f"(batch size x processes x accumulation); keep it or start a new --name"
         )
     return state, {k: v for k, v in differing.items() if k not in ("resume",)}
-
-
-def record_resume_changes(run_dir: Path, changes: dict[str, tuple], step: int) -> str:
-    """Append the settings changed at this resume to RUN/resume_changes.yaml; returns them as text."""
-    entries = [{"step": step, "key": k, "old": old, "new": new} for k, (old, new) in changes.items()]
-    path = run_dir / "resume_changes.yaml"
-    history = (yaml.safe_load(path.read_text()) or []) if path.exists() else []
-    write_text_atomic(yaml.safe_dump(history + entries, sort_keys=False), path)
-    return "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
 
 
 def run_pretrain(config: PretrainConfig) -> Path:

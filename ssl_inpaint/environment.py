@@ -1,0 +1,69 @@
+"""The software a run's numbers came from, appended to ``RUN/environment.yaml`` each time the run starts
+or resumes. Seeded results are bit-identical on one software stack, not across PyTorch or timm
+releases (the last digits move), so a table is rerunnable to the digit only on the versions it records."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from ssl_inpaint.storage import write_text_atomic
+
+PACKAGES = ("ssl_inpaint", "torch", "torchvision", "timm", "numpy", "scikit-learn", "pillow", "pycocotools")
+ENVIRONMENT_FILE = "environment.yaml"
+
+
+def package_versions() -> dict[str, str]:
+    """Python's and each installed package's version (a package that is not installed is left out)."""
+    versions = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def source_commit() -> Optional[str]:
+    """The git commit of the ssl_inpaint checkout, with ``+changes`` when it has uncommitted changes to
+    tracked files; None when the package is not in a git checkout (an installed wheel) or git is absent."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if commit.returncode:
+            return None
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
+def environment_entry() -> dict:
+    """One start of a run: when, on which machine type, with which software."""
+    import torch
+
+    entry = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "platform": platform.platform(), **package_versions()}
+    entry["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
+    entry["commit"] = source_commit()
+    return entry
+
+
+def record_environment(run_dir: Path) -> None:
+    """Append this start's software to ``run_dir/environment.yaml`` (atomically; earlier starts are kept,
+    so a run resumed on other versions says so)."""
+    path = run_dir / ENVIRONMENT_FILE
+    try:
+        history = yaml.safe_load(path.read_text()) if path.exists() else []
+    except yaml.YAMLError:
+        history = None
+    if not isinstance(history, list):  # edited by hand into something else: keep it beside, start over
+        path.replace(path.with_suffix(".yaml.unreadable"))
+        history = []
+    write_text_atomic(yaml.safe_dump(history + [environment_entry()], sort_keys=False), path)
