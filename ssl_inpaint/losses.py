@@ -13,7 +13,7 @@ the completed image: L1 between the feature maps, and L1 between their Gram matr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -134,3 +134,20 @@ def generator_loss(
         total = total + weights.perceptual * terms["perceptual"] + weights.style * terms["style"]
     terms["total"] = total
     return terms
+
+
+class StartingPointPenalty:
+    """L2-SP (Li, Grandvalet and Davoine, 2018), for fine-tuning on few labels: alpha/2 x the squared
+    distance of the encoder's weights from where fine-tuning started (the pretext's weights, or a
+    baseline's init), so they may move where the labels ask but are pulled back towards what they
+    were. Only weight matrices and kernels (ndim > 1), as weight decay: BatchNorm affines and biases
+    are free. The anchors are a copy taken when the penalty is made: make it before resuming."""
+
+    def __init__(self, parameters: Iterable[torch.nn.Parameter], alpha: float):
+        self.parameters = [p for p in parameters if p.ndim > 1]
+        self.anchors = [p.detach().clone() for p in self.parameters]
+        self.alpha = alpha
+
+    def __call__(self) -> torch.Tensor:
+        distance = sum(((p - a) ** 2).sum() for p, a in zip(self.parameters, self.anchors))
+        return 0.5 * self.alpha * distance

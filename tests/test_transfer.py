@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from ssl_inpaint.storage import save_atomic
@@ -274,13 +275,14 @@ def test_compare_statistics_pair_by_seed_and_split_by_pretrain_run(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["finetune", "linear"])
-def test_interrupted_finetune_resumes_to_the_same_result(tiny_data, tmp_path, monkeypatch, mode):
+@pytest.mark.parametrize("mode, extra", [("finetune", []), ("linear", []), ("finetune", ["--l2sp", "1.0"])])
+def test_interrupted_finetune_resumes_to_the_same_result(tiny_data, tmp_path, monkeypatch, mode, extra):
+    """With --l2sp too: the resumed run is pulled towards the weights it started from, not those it resumed at."""
     import ssl_inpaint.transfer_scoring as engine
 
     args = ["finetune", "--dataset", "voc", "--data", str(tiny_data / "VOCdevkit"), "--image-size", "64", "--init", "random",
             "--bottleneck-channels", "32", "--epochs", "3", "--batch-size", "8", "--num-workers", "0", "--mode", mode,
-            "--lr-schedule", "cosine"]
+            "--lr-schedule", "cosine", *extra]
     run_ssl(*args, "--output-dir", str(tmp_path / "straight"))
 
     real_score, calls = engine.score_predictions, []
@@ -390,6 +392,38 @@ def test_fine_tuning_with_mixup_and_cutmix_runs_and_records_them(tmp_path):
             "--output-dir", str(tmp_path / "runs"), "--name", "mix")
     metrics = json.loads((tmp_path / "runs/mix_random_s0/metrics.json").read_text())
     assert (metrics["protocol"]["mixup"], metrics["protocol"]["cutmix"]) == (0.8, 1.0) and metrics["n_train"] == 30
+
+
+# --- --l2sp (L2-SP) ------------------------------------------------------------------------------------
+
+def test_the_starting_point_penalty_pulls_weights_back_to_where_they_started():
+    from ssl_inpaint.losses import StartingPointPenalty
+
+    layer = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    penalty = StartingPointPenalty(layer.parameters(), alpha=0.5)
+    assert penalty().item() == 0 and len(penalty.parameters) == 1  # the kernel; BatchNorm and bias are free
+    start = layer[0].weight.detach().clone()
+    with torch.no_grad():
+        layer[0].weight.add_(0.1)
+        layer[1].weight.add_(5.0)
+    value = penalty()
+    assert value.item() == pytest.approx(0.5 * 0.5 * 0.01 * start.numel(), rel=1e-5)
+    value.backward()
+    assert torch.allclose(layer[0].weight.grad, 0.5 * (layer[0].weight - start).detach())
+
+
+def test_l2sp_is_built_for_fine_tuning_the_encoder_and_refused_elsewhere():
+    from ssl_inpaint.engine.finetune import build_classifier, transfer_training
+
+    flags = {"dataset": "folder", "init": "random", "bottleneck_channels": 8, "image_size": 32, "features": "pooled"}
+    config = resolve_config(FinetuneConfig, flags, {"l2sp": 0.1})
+    model = build_classifier(config, 4, 3)
+    job = transfer_training(config, model, None, None, None, None)
+    assert job.penalty.alpha == 0.1 and len(job.penalty.parameters) == sum(p.ndim > 1 for p in model.encoder.parameters())
+    assert all(a is not p and torch.equal(a, p) for a, p in zip(job.penalty.anchors, job.penalty.parameters))
+    assert transfer_training(resolve_config(FinetuneConfig, flags, {}), model, None, None, None, None).penalty is None
+    with pytest.raises(UserError, match="--l2sp pulls fine-tuned encoder weights"):
+        resolve_config(FinetuneConfig, {**flags, "mode": "linear"}, {"l2sp": 0.1})
 
 
 # --- --val-per-class and ssl compare --choose-by-val ------------------------------------------------

@@ -69,6 +69,12 @@ variant_flags() {  # one protocol change each; the epochs of the long ones are m
     # (drop_last), 90 in all; batches of 16 take six per epoch at the same learning rate.
     pooled_rescaled_batch16) echo --features pooled --weight-scale init --batch-size 16 ;;
     pooled_rescaled_long_cosine) echo --features pooled --weight-scale init --epochs $((2 * EPOCHS)) --lr-schedule cosine --eval-every $((2 * EPOCHS)) ;;
+    # L2-SP (Li et al. 2018): the encoder's weights pulled back towards where fine-tuning started (the
+    # pretext's, or the baseline's init) with weight alpha: --l2sp 0.01, 0.1, 1 and 10.
+    pooled_rescaled_l2sp001) echo --features pooled --weight-scale init --l2sp 0.01 ;;
+    pooled_rescaled_l2sp01) echo --features pooled --weight-scale init --l2sp 0.1 ;;
+    pooled_rescaled_l2sp1) echo --features pooled --weight-scale init --l2sp 1 ;;
+    pooled_rescaled_l2sp10) echo --features pooled --weight-scale init --l2sp 10 ;;
     pooled_pad_crop_lpft) echo --features pooled --augment pad_crop,flip --epochs $((2 * EPOCHS)) --head-warmup-epochs "$EPOCHS" --eval-every $((2 * EPOCHS)) $LOADED ;;
     # Linear probes (the linear recipe, its own epochs): as it is, and on BatchNorm statistics re-estimated
     # on clean photos first, as the fine-tuning recipe does (the pretext's come from holed inputs).

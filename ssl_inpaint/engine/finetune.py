@@ -33,6 +33,7 @@ from ssl_inpaint.runs import RunLogger, changed_settings, refuse_changes, refuse
 from ssl_inpaint.runtime import autocast, check_precision, configure_threads, console, grad_scaler, resolve_workers, seed_everything
 from ssl_inpaint.runtime import prepare_module, ResumableSampler, rng_state, set_rng_state, StopSignal, unwrap
 from ssl_inpaint.errors import UserError
+from ssl_inpaint.losses import StartingPointPenalty
 from ssl_inpaint.storage import save_atomic, write_json_atomic
 from ssl_inpaint.transfer_result import TransferResult
 from ssl_inpaint.models.transfer import make_classifier
@@ -248,6 +249,7 @@ class TransferTraining:
     val_outputs: Callable[[], Optional[np.ndarray]]  # None without --val-per-class
     shard: bool
     mix: Optional[Mixup] = None  # --mixup / --cutmix: mixes each training batch and its labels
+    penalty: Optional[StartingPointPenalty] = None  # --l2sp: added to each batch's loss
 
 
 def transfer_training(config: FinetuneConfig, model: nn.Module, train: LabelledImages, train_set, scoring: Scoring, dist: Distributed) -> TransferTraining:
@@ -264,9 +266,11 @@ def transfer_training(config: FinetuneConfig, model: nn.Module, train: LabelledI
         return TransferTraining(
             features, head, list(head.parameters()), head, lambda: head_outputs(test_x), lambda: head_outputs(val_x), False
         )
+    penalty = StartingPointPenalty(unwrap(model).encoder.parameters(), config.l2sp) if config.l2sp else None  # anchors: the weights before any resume
     return TransferTraining(
         train_set, model, list(model.parameters()), model, lambda: predict(model, scoring.test_set, config, dist),
         lambda: scoring.val_outputs(lambda data, generator: predict(model, data, config, dist, generator)), True, make_mixup(config, train),
+        penalty,
     )
 
 
@@ -331,8 +335,10 @@ def transfer_epoch(config: FinetuneConfig, model: nn.Module, job: TransferTraini
         with autocast(config.precision, dist.device):
             logits = job.forward(inputs)
         loss = classification_loss(logits.float(), target, ignore.to(dist.device), multilabel)
-        value = loss.item()
+        value = loss.item()  # the classification loss; the curve stays comparable with and without --l2sp
         stop_if_not_finite({"loss": value}, state.step + 1, last, "lower --lr")
+        if job.penalty is not None:
+            loss = loss + job.penalty()
         state.optimizer.zero_grad(set_to_none=True)
         state.scaler.scale(loss).backward()
         average_gradients(job.params, world)
