@@ -15,7 +15,7 @@ import yaml
 
 from ssl_inpaint.storage import write_text_atomic
 
-PACKAGES = ("ssl_inpaint", "torch", "torchvision", "timm", "numpy", "scikit-learn", "pillow", "pycocotools")
+PACKAGES = ("ssl_inpaint", "torch", "torchvision", "timm", "numpy", "scipy", "scikit-learn", "pillow", "pycocotools")
 ENVIRONMENT_FILE = "environment.yaml"
 
 
@@ -30,27 +30,38 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def source_commit() -> Optional[str]:
-    """The git commit of the ssl_inpaint checkout, with ``+changes`` when it has uncommitted changes to
-    tracked files; None when the package is not in a git checkout (an installed wheel) or git is absent."""
+def _git(*args: str) -> Optional[str]:
+    """``git ARGS`` in the package's folder, its output; None when it fails. --no-optional-locks: a
+    run never takes the index lock from a commit made beside it."""
     here = Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        if commit.returncode:
-            return None
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
+        done = subprocess.run(["git", "--no-optional-locks", "-C", str(here), *args], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
-    return commit.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def source_commit() -> Optional[str]:
+    """The git commit of the ssl_inpaint checkout, with ``+changes`` when its tracked files have
+    uncommitted changes; None when the package is not a checkout's own (an installed wheel, even one
+    inside another repository) or git is absent."""
+    top = _git("rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != Path(__file__).resolve().parents[1]:
+        return None
+    commit, changes = _git("rev-parse", "HEAD"), _git("status", "--porcelain", "--untracked-files=no")
+    if commit is None or changes is None:
+        return None
+    return commit + ("+changes" if changes else "")
 
 
 def environment_entry() -> dict:
-    """One start of a run: when, on which machine type, with which software."""
+    """One start of a run: when, on which platform and GPUs, with which software."""
     import torch
 
     entry = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "platform": platform.platform(), **package_versions()}
-    entry["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
+    entry["cuda_build"] = torch.version.cuda  # the GPUs visible, not necessarily the device the run chose
+    entry["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     entry["commit"] = source_commit()
     return entry
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
@@ -297,10 +298,16 @@ def test_interrupted_finetune_resumes_to_the_same_result(tiny_data, tmp_path, mo
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_ssl(*args, "--output-dir", str(tmp_path / "broken"))
     run = tmp_path / f"broken/voc_{mode}_all_random_s0"
-    assert torch.load(run / "checkpoints/last.pt", weights_only=True)["epoch"] == 1
+    saved = torch.load(run / "checkpoints/last.pt", weights_only=True)
+    assert saved["epoch"] == 1 and (saved["l2sp_anchors"] is not None) == bool(extra)
     monkeypatch.setattr(engine, "score_predictions", real_score)
     with pytest.raises(UserError, match="interrupted run and --no-resume"):
         run_ssl(*args, "--output-dir", str(tmp_path / "broken"), "--no-resume")
+    config_before = (run / "config.yaml").read_text()
+    with pytest.raises(UserError, match="--weight-decay 0.0005 -> 0.01"):  # refused before anything in the folder is rewritten
+        run_ssl(*args, "--output-dir", str(tmp_path / "broken"), "--weight-decay", "0.01")
+    assert (run / "config.yaml").read_text() == config_before
+    assert len(yaml.safe_load((run / "environment.yaml").read_text())) == 1
     run_ssl(*args, "--output-dir", str(tmp_path / "broken"))
     straight = json.loads((tmp_path / f"straight/voc_{mode}_all_random_s0/metrics.json").read_text())
     resumed = json.loads((run / "metrics.json").read_text())

@@ -23,7 +23,8 @@
 # pretext recipes (the first study's: recipes/pretrain_cifar10.yaml and recipes/pretrain_imagenette_64.yaml,
 # with FT_FLAGS="--weight-scale loaded" for its fine-tuning protocol); a RUN_DIR holds one recipe per
 # set, and naming another there is refused. PROTOCOLS picks the transfers (default: ft10 lin10 ft100
-# lin100 linall ceiling), e.g. PROTOCOLS="ft10 lin10 ft100" for a pretext variant's target budgets.
+# lin100 linall ceiling; the cross part runs ft10 and ft100 only), e.g. PROTOCOLS="ft10 lin10 ft100" for a
+# pretext variant's target budgets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
@@ -59,7 +60,7 @@ every_init() {  # out folder, protocol name, recipe, pretext run, extra flags...
   local out=$1 prefix=$2 recipe=$3 ckpt=$4; shift 4
   finetune_inits "$out" "$prefix" "$recipe" "$ckpt" "$SEEDS" "pretrained random datadep" "$@"
 }
-PROTOCOLS=${PROTOCOLS:-ft10 lin10 ft100 lin100 linall ceiling}
+PROTOCOLS=$(echo ${PROTOCOLS:-ft10 lin10 ft100 lin100 linall ceiling})  # one space between names
 for protocol in $PROTOCOLS; do
   case $protocol in ft10|lin10|ft100|lin100|linall|ceiling) ;;
     *) echo "error: PROTOCOLS names $protocol (use ft10 lin10 ft100 lin100 linall ceiling)" >&2; exit 2 ;;
@@ -96,6 +97,7 @@ for part in $PARTS; do
     imagenette) one_dataset imagenette val "$IMAGENETTE_RECIPE" "${IMAGENETTE_STEPS:-}" ;;
     cross)  # Imagenette's 64 px pretext on CIFAR-10 at 32 px: pooled features (the latent conv is tied to 64 px)
       need "$PHOTOS/cifar10/train"; need "$PHOTOS/imagenette/train"
+      if ! wanted ft10 && ! wanted ft100; then echo "cross: PROTOCOLS names neither ft10 nor ft100, the cross part's transfers: skipped"; continue; fi
       pretext imagenette_pretext "$IMAGENETTE_RECIPE" "$PHOTOS/imagenette" train "${IMAGENETTE_STEPS:-}"
       out=$RUN/imagenette_to_cifar10
       for budget in 10 100; do

@@ -143,6 +143,9 @@ def _finetune_once(config: FinetuneConfig, dist: Distributed) -> Path:
             console.print(f"{run_dir} is finished already: kept as it is")
         return run_dir
     refuse_without_resume(run_dir, config.resume, "an interrupted run")
+    last = last_checkpoint(run_dir)
+    if last.exists():  # refused before anything is written: the folder keeps the config it was trained with
+        refuse_changes(last, changed_settings(load_checkpoint(last, FINETUNE_FORMAT)["config"], config))
     check_precision(config.precision, dist.device)
     seed_everything(config.seed)
 
@@ -295,20 +298,28 @@ class TransferState:
     epoch: int = 0
     result: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def checkpoint(self, config: FinetuneConfig, trained: nn.Module, history: list[dict[str, Any]]) -> dict[str, Any]:
+    def checkpoint(self, config: FinetuneConfig, trained: nn.Module, history: list[dict[str, Any]],
+                   penalty: Optional[StartingPointPenalty] = None) -> dict[str, Any]:
         return {
             "format": FINETUNE_FORMAT, "version": 1, "model": trained.state_dict(),
+            # --l2sp's anchors: a resume is pulled towards the weights the run started from, even if the
+            # pretext's encoder.pt has changed since
+            "l2sp_anchors": list(penalty.anchors) if penalty is not None else None,
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "generator": self.generator.get_state(), "rng": rng_state(), "step": self.step, "epoch": self.epoch,
             "result": self.result, "history": list(history), "config": dataclasses.asdict(config),
         }
 
-    def restore(self, config: FinetuneConfig, trained: nn.Module, last: Path, history: list[dict[str, Any]]) -> None:
+    def restore(self, config: FinetuneConfig, trained: nn.Module, last: Path, history: list[dict[str, Any]],
+                penalty: Optional[StartingPointPenalty] = None) -> None:
         """Continue an interrupted run after its last finished epoch; refuses changed options."""
         state = load_checkpoint(last, FINETUNE_FORMAT)
         refuse_changes(last, changed_settings(state["config"], config))
         trained.load_state_dict(state["model"])
+        if penalty is not None:
+            for anchor, saved in zip(penalty.anchors, state["l2sp_anchors"], strict=True):
+                anchor.copy_(saved)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         if self.scheduler is not None:
@@ -372,7 +383,7 @@ def _train_head_or_network(
     state = TransferState(optimizer, grad_scaler(config.precision, dist.device), scheduler, generator)
     last = last_checkpoint(run_dir)
     if last.exists():
-        state.restore(config, job.trained, last, history)
+        state.restore(config, job.trained, last, history, job.penalty)
         if dist.is_main:
             console.print(f"resuming {run_dir} after epoch {state.epoch}")
     with RunLogger(run_dir, total_steps, f"{config.mode} {config.name}", enabled=dist.is_main, start=state.step, log_every=config.log_every) as logger, StopSignal() as stop:
@@ -394,7 +405,7 @@ def _train_head_or_network(
                     state.result = scoring.score(job.test_outputs(), job.val_outputs())
                 record_evaluation(state.result, epoch + 1, float(np.mean(losses)), history, logger)
             if dist.is_main and epoch + 1 < config.epochs:
-                save_atomic(state.checkpoint(config, job.trained, history), last)
+                save_atomic(state.checkpoint(config, job.trained, history, job.penalty), last)
             if any_flag([stop.received is not None], dist.world_size, dist.device)[0] and epoch + 1 < config.epochs:
                 raise UserError(f"stopped by a signal after epoch {epoch + 1}; rerun the same command to resume from {last}")
         _log_final(logger, config, state.result)

@@ -62,7 +62,7 @@ class FinetuneConfig(DistributedOptions, PrecisionOptions, RuntimeOptions, RunOp
     bn_images: int = option(2048, "Images of the training split (labels unused) for --bn-stats clean.", at_least(2), protocol=True)
     head_warmup_epochs: int = option(0, "finetune: the first N of --epochs train the head alone on the frozen encoder, then every layer.", at_least(0), protocol=True)
     weight_scale: str = option("loaded", f"finetune: {', '.join(WEIGHT_SCALES)}. init: before training, every conv feeding a BatchNorm is rescaled to PyTorch's default-init weight norm (no output changes; the same effective SGD step for every init: a pretext leaves deep convs 4-7x larger).", protocol=True)
-    l2sp: float = option(0.0, "finetune: L2-SP (Li et al. 2018): add alpha/2 x the squared distance of the encoder's weights from where fine-tuning started (the pretext's weights, a baseline's init) to the loss, pulling them back towards it; --weight-decay still applies. 0: off.", at_least(0, 100), protocol=True)
+    l2sp: float = option(0.0, "finetune: L2-SP (Li et al. 2018): add alpha/2 x the squared distance of the encoder's kernels from where fine-tuning started (the pretext's weights, a baseline's init) to the loss, pulling them back towards it; --weight-decay still applies; the logged loss is the classification loss alone. 0: off.", at_least(0, 100), protocol=True)
     layer_decay: float = option(1.0, "finetune: layer-wise learning-rate decay; encoder stage i of n trains at lr x decay^(n + 1 - i), the head at lr.", positive(1), protocol=True)
     svm_costs: str = option("0.01,0.1,1,10,100", "svm: cost grid searched per class by 3-fold cross-validated AP.", protocol=True)
     eval_every: int = option(1, "Evaluate on the test split every N epochs (and at the end).", at_least(1), protocol=False)
@@ -91,7 +91,7 @@ class FinetuneConfig(DistributedOptions, PrecisionOptions, RuntimeOptions, RunOp
         check_encoder_spec(self.encoder)
         _ = self.augmentations  # parses --augment
         if (self.layer_decay != 1 or self.head_warmup_epochs or self.l2sp) and self.encoder != "unet":
-            raise UserError("--layer-decay, --head-warmup-epochs and --l2sp need the staged encoders of --encoder unet")
+            raise UserError("--layer-decay, --head-warmup-epochs and --l2sp need the U-Net encoder's stages apart from its head: use --encoder unet")
         if self.l2sp and self.mode != "finetune":
             raise UserError(f"--l2sp pulls fine-tuned encoder weights towards their start; --mode {self.mode} trains no encoder weight: drop it")
         if self.mixes and (self.mode != "finetune" or DATASETS.get(self.dataset).multilabel):
