@@ -15,9 +15,9 @@
 # labels per class, error bars over seeds). Finished runs are reused when it is run again.
 #   bash tools/photo_transfer.sh PHOTOS [cifar10|imagenette|cross ...]
 # PHOTOS holds cifar10/{train,test}/<class>/ and imagenette/{train,val}/<class>/ (ImageFolder trees).
-# Time on 2 CPU cores (measured, docs/photos.md): the pretexts 20 min 27 s (CIFAR-10) and 26 min 50 s
+# Time on 2 CPU cores (measured, docs/photos.md): the pretexts 28 min 25 s (CIFAR-10) and 26 min 50 s
 # (Imagenette), 11-13 min of transfers per dataset, the ceiling (CEILING_SEEDS, default one seed: 7.5 min
-# on CIFAR-10, 3.5 on Imagenette) and 4 min for the cross part: about 1 h 30 min in all. Shorter checks: CIFAR_STEPS /
+# on CIFAR-10, 3.5 on Imagenette) and 4 min for the cross part: about 1 h 40 min in all. Shorter checks: CIFAR_STEPS /
 # IMAGENETTE_STEPS override the pretext lengths, SEEDS the seeds, PRETEXT_FLAGS adds flags to both
 # pretexts (e.g. a smaller --batch-size for a tiny set). CIFAR_RECIPE / IMAGENETTE_RECIPE pick other
 # pretext recipes (the first study's: recipes/pretrain_cifar10.yaml and recipes/pretrain_imagenette_64.yaml,
