@@ -11,9 +11,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import yaml
-
-from ssl_inpaint.storage import write_text_atomic
+from ssl_inpaint.storage import append_yaml_atomic
 
 PACKAGES = ("ssl_inpaint", "torch", "torchvision", "timm", "numpy", "scipy", "scikit-learn", "pillow", "pycocotools")
 ENVIRONMENT_FILE = "environment.yaml"
@@ -67,14 +65,6 @@ def environment_entry() -> dict:
 
 
 def record_environment(run_dir: Path) -> None:
-    """Append this start's software to ``run_dir/environment.yaml`` (atomically; earlier starts are kept,
-    so a run resumed on other versions says so)."""
-    path = run_dir / ENVIRONMENT_FILE
-    try:
-        history = yaml.safe_load(path.read_text()) if path.exists() else []
-    except yaml.YAMLError:
-        history = None
-    if not isinstance(history, list):  # edited by hand into something else: keep it beside, start over
-        path.replace(path.with_suffix(".yaml.unreadable"))
-        history = []
-    write_text_atomic(yaml.safe_dump(history + [environment_entry()], sort_keys=False), path)
+    """Append this start's software to ``run_dir/environment.yaml`` (earlier starts are kept, so a run
+    resumed on other versions says so)."""
+    append_yaml_atomic([environment_entry()], run_dir / ENVIRONMENT_FILE)

@@ -22,7 +22,7 @@ from torch.utils.tensorboard import SummaryWriter
 from ssl_inpaint.checkpoint import last_checkpoint
 from ssl_inpaint.errors import UserError
 from ssl_inpaint.runtime import console
-from ssl_inpaint.storage import LOCK_FILE, cannot_use, check_run_folder, claim_run_folder, make_folder, remove_if_unused, write_text_atomic
+from ssl_inpaint.storage import LOCK_FILE, cannot_use, check_run_folder, claim_run_folder, make_folder, remove_if_unused, append_yaml_atomic
 
 try:
     import fcntl
@@ -236,9 +236,7 @@ def changed_settings(saved: dict[str, Any], config: Any) -> dict[str, tuple]:
 def record_resume_changes(run_dir: Path, changes: dict[str, tuple], step: int) -> str:
     """Append the settings changed at this resume to RUN/resume_changes.yaml; returns them as text."""
     entries = [{"step": step, "key": k, "old": old, "new": new} for k, (old, new) in changes.items()]
-    path = run_dir / "resume_changes.yaml"
-    history = (yaml.safe_load(path.read_text()) or []) if path.exists() else []
-    write_text_atomic(yaml.safe_dump(history + entries, sort_keys=False), path)
+    append_yaml_atomic(entries, run_dir / "resume_changes.yaml")
     return "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
 
 

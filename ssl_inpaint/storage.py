@@ -22,6 +22,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+import yaml
+
 from ssl_inpaint.errors import UserError
 
 RUN_MARKER = ".ssl_run"
@@ -103,6 +105,19 @@ def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
 
 def write_text_atomic(text: str, path: Path) -> None:
     replace_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def append_yaml_atomic(entries: list[Any], path: Path) -> None:
+    """Append ``entries`` to the YAML list in ``path`` (a record kept across a run's starts), atomically.
+    A file that is not such a list (edited by hand) is kept beside as ``<name>.unreadable``, never lost."""
+    try:
+        history = yaml.safe_load(path.read_text()) if path.exists() else []
+    except yaml.YAMLError:
+        history = None
+    if not isinstance(history, list):
+        path.replace(path.with_suffix(path.suffix + ".unreadable"))
+        history = []
+    write_text_atomic(yaml.safe_dump(history + entries, sort_keys=False), path)
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:

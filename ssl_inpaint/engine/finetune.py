@@ -313,9 +313,9 @@ class TransferState:
 
     def restore(self, config: FinetuneConfig, trained: nn.Module, last: Path, history: list[dict[str, Any]],
                 penalty: Optional[StartingPointPenalty] = None) -> None:
-        """Continue an interrupted run after its last finished epoch; refuses changed options."""
+        """Continue an interrupted run after its last finished epoch (changed options were refused
+        before the run started: ``_finetune_once``)."""
         state = load_checkpoint(last, FINETUNE_FORMAT)
-        refuse_changes(last, changed_settings(state["config"], config))
         trained.load_state_dict(state["model"])
         if penalty is not None:
             for anchor, saved in zip(penalty.anchors, state["l2sp_anchors"], strict=True):
